@@ -1,0 +1,28 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test test-fast demo bench forecaster lint clean
+
+install:  ## create .venv and install everything (safe to run twice)
+	bash scripts/install.sh
+
+test:  ## the whole suite, slow end-to-end tests included
+	$(PY) -m pytest -q
+
+test-fast:  ## skip the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow"
+
+demo:  ## local cluster of real agents: converge, SIGKILL one, survivors mark it failed
+	$(PY) -m deploy.demo
+
+bench:  ## measurements written to docs/benchmarks.md
+	$(PY) -m scenarios.bench --out docs/benchmarks.md
+
+forecaster:  ## rebuild the shipped forecaster checkpoint from the shared traces (fixed seed)
+	$(VENV)/bin/agora forecast train --data ../shared/data/gcd-vms --out metalearn/forecaster.pt --seed 0
+
+lint:
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

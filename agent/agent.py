@@ -1,0 +1,324 @@
+"""The agent: the real (asyncio + ZeroMQ + wall clock) shell around the membership core.
+
+It owns one `ZmqTransport` and one `Membership` core and does only I/O around the core:
+
+- receive loop: decode every frame (`WireError` ⇒ counted by reason and dropped; any other
+  exception while decoding or handling one message is caught, counted and logged at debug — the
+  loop never dies), answer client `Query` messages itself, hand everything else to the core;
+- tick loop: call `core.on_tick` when `core.next_wakeup()` is due;
+- load loop: sample this machine's load every `load_interval` into `core.update_resources`;
+- send every `Outgoing` the core returns (an encode error is counted, never raised);
+- join: with seeds, stop with `JoinError` if no seed answers within `join_timeout`;
+- `request_stop()` (wired to SIGTERM/SIGINT by `run_agent`): graceful leave, keep driving the
+  core for `swim.leave_linger` seconds so peers learn "left", then close.
+
+The clock is `time.monotonic()`; `last_heard` from the core is shown as seconds ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.resources import Capacity, LoadSampler
+from gossip.config import SwimConfig
+from gossip.membership import Membership, MemberView
+from gossip.messages import Message, Outgoing, Query, QueryReply, ResourceRecord, Status
+from gossip.transport import Identity, TransportConfig, ZmqTransport
+from gossip.wire import WireError, decode, encode
+
+log = logging.getLogger(__name__)
+
+STATUS_WATCH_INTERVAL = 0.25  # how often member status changes are looked for (for the log)
+
+
+class AgentError(Exception):
+    """The agent cannot run or had to stop (the message is for a human)."""
+
+
+class JoinError(AgentError):
+    pass
+
+
+@dataclass(slots=True)
+class AgentOptions:
+    node_id: str
+    bind: str  # the endpoint the ROUTER binds, e.g. tcp://0.0.0.0:7946
+    advertise: str  # the endpoint peers use to reach this agent
+    capacity: Capacity
+    seeds: list[str] = field(default_factory=list)
+    swim: SwimConfig = field(default_factory=SwimConfig)
+    join_timeout: float = 10.0
+    load_interval: float = 1.0
+    transport: TransportConfig = field(default_factory=TransportConfig)
+
+
+def member_row(m: MemberView, now: float) -> dict[str, Any]:
+    """One member as a plain (msgpack- and JSON-friendly) dict, as `members` queries return it."""
+    r = m.resources
+    heard = None if m.last_heard is None else round(max(0.0, now - m.last_heard), 3)
+    return {
+        "node": m.node,
+        "addr": m.addr,
+        "status": Status(m.status).label,
+        "incarnation": m.incarnation,
+        "cpus": r.cpus if r else None,
+        "memory": r.memory if r else None,
+        "gpus": r.gpus if r else None,
+        "labels": dict(r.labels) if r else {},
+        "alloc": (
+            {"cpus": r.alloc_cpus, "memory": r.alloc_memory, "gpus": r.alloc_gpus} if r else None
+        ),
+        "load": r.load if r else None,
+        "mem_load": r.mem_load if r else None,
+        "forecast": list(r.forecast) if r else [],
+        "last_heard_s_ago": heard,
+    }
+
+
+class Agent:
+    def __init__(self, options: AgentOptions, transport: ZmqTransport, rng: Any = None) -> None:
+        import random
+
+        self.opts = options
+        self.transport = transport
+        self.node_id = options.node_id
+        c = options.capacity
+        resources = ResourceRecord(
+            node=options.node_id, version=0, cpus=c.cpus, memory=c.memory, gpus=c.gpus,
+            labels=dict(c.labels),
+        )  # fmt: skip
+        self.core = Membership(
+            options.node_id, options.advertise, rng or random.Random(), options.swim, resources
+        )
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.dropped: collections.Counter[str] = collections.Counter()  # by WireError reason
+        self._sampler: LoadSampler | None = None
+        self._wake = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._statuses: dict[str, Status] = {}
+        self._seq = 0
+
+    @classmethod
+    def start(cls, options: AgentOptions) -> Agent:
+        """Bind the transport (raises `gossip.transport.BindError`) and build the agent."""
+        return cls(options, ZmqTransport.bind(options.bind, options.transport))
+
+    # ------------------------------------------------------------------ driving the core
+
+    @staticmethod
+    def now() -> float:
+        return time.monotonic()
+
+    def _send(self, out: Iterable[Outgoing]) -> None:
+        for addr, msg in out:
+            try:
+                payload = encode(msg)
+            except Exception as e:  # WireError("oversized") or a bug in a core's message
+                self.counters["encode_errors"] += 1
+                log.debug("cannot encode %s to %s: %s", type(msg.body).__name__, addr, e)
+                continue
+            self.transport.send(addr, payload)
+        self._wake.set()  # the core's next wakeup may have moved
+
+    def handle_frame(self, ident: Identity, payload: bytes) -> None:
+        """Everything that happens for one received frame. Never raises."""
+        try:
+            msg = decode(payload)
+        except WireError as e:
+            self.dropped[e.reason] += 1
+            log.debug("dropped %s message: %s", e.reason, e)
+            return
+        except Exception as e:  # decode must only raise WireError; be safe anyway
+            self.dropped["decode_error"] += 1
+            log.debug("decoder failed: %r", e)
+            return
+        try:
+            if isinstance(msg.body, Query):
+                self.counters["queries"] += 1
+                self._answer(ident, msg)
+            elif isinstance(msg.body, QueryReply):
+                self.dropped["unexpected_reply"] += 1
+            else:
+                self.counters["messages"] += 1
+                self._send(self.core.on_message(self.now(), msg))
+        except Exception as e:
+            self.counters["handler_errors"] += 1
+            log.debug("error handling %s from %r: %r", msg.kind.name, msg.sender, e, exc_info=True)
+
+    def _answer(self, ident: Identity, msg: Message) -> None:
+        q = msg.body
+        assert isinstance(q, Query)
+        if q.what == "members":
+            rep = QueryReply(ok=True, data=self.member_rows())
+        elif q.what == "stats":
+            rep = QueryReply(ok=True, data=self.stats())
+        else:
+            rep = QueryReply(ok=False, error=f"unknown query {q.what!r} (known: members, stats)")
+        out = Message(self.node_id, self.opts.advertise, msg.seq, rep)
+        try:
+            payload = encode(out)
+        except WireError as e:
+            self.counters["encode_errors"] += 1
+            rep = QueryReply(ok=False, error=f"reply not sendable: {e}")
+            payload = encode(Message(self.node_id, self.opts.advertise, msg.seq, rep))
+        self.transport.reply(ident, payload)
+
+    def member_rows(self) -> list[dict[str, Any]]:
+        now = self.now()
+        return [member_row(m, now) for m in sorted(self.core.members(), key=lambda m: m.node)]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "node": self.node_id,
+            "core": dict(self.core.stats),
+            "transport": dict(self.transport.stats),
+            "agent": dict(self.counters),
+            "dropped": dict(self.dropped),
+            "dropped_total": sum(self.dropped.values()),
+            "peers": self.transport.peer_count,
+        }
+
+    # ------------------------------------------------------------------ loops
+
+    async def _recv_loop(self) -> None:
+        while True:
+            try:
+                ident, payload = await self.transport.recv()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a closed socket during shutdown, or a zmq hiccup
+                self.counters["recv_errors"] += 1
+                log.debug("receive failed: %r", e)
+                await asyncio.sleep(0.01)
+                continue
+            self.handle_frame(ident, payload)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            delay = self.core.next_wakeup() - self.now()
+            if delay > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 5.0))
+                continue
+            try:
+                self._send(self.core.on_tick(self.now()))
+            except Exception as e:
+                self.counters["tick_errors"] += 1
+                log.debug("on_tick failed: %r", e, exc_info=True)
+                await asyncio.sleep(0.05)  # never spin on a failing core
+            await asyncio.sleep(0)  # let receives run between ticks
+
+    async def _load_loop(self) -> None:
+        if self._sampler is None:
+            self._sampler = LoadSampler()
+        while True:
+            await asyncio.sleep(self.opts.load_interval)
+            try:
+                s = self._sampler.sample()
+                self.core.update_resources(self.now(), load=s.load, mem_load=s.mem_load)
+                self._wake.set()
+            except Exception as e:
+                self.counters["load_errors"] += 1
+                log.debug("load sampling failed: %r", e, exc_info=True)
+
+    async def _watch_loop(self) -> None:
+        while True:
+            self.log_status_changes()
+            await asyncio.sleep(STATUS_WATCH_INTERVAL)
+
+    def log_status_changes(self) -> None:
+        """Log the member status changes the core recorded since the last call."""
+        try:
+            events = self.core.take_events()
+        except Exception as e:  # pragma: no cover - a core bug; keep the agent up
+            log.debug("take_events() failed: %r", e)
+            return
+        for _t, node, status, incarnation in events:
+            if node == self.node_id:
+                continue
+            st = Status(status)
+            old = self._statuses.get(node)
+            m = self.core.member(node)
+            addr = m.addr if m else "?"
+            if old is None:
+                log.info("member %s (%s) is %s [incarnation %d]", node, addr, st.label, incarnation)
+            elif old != st:
+                log.info("member %s (%s): %s -> %s [incarnation %d]", node, addr, old.label,
+                         st.label, incarnation)  # fmt: skip
+            self._statuses[node] = st
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def request_stop(self) -> None:
+        """Ask for a graceful leave (safe to call from a signal handler via the loop)."""
+        self._stop_requested.set()
+
+    async def run(self) -> None:
+        """Run until `request_stop()`; raises JoinError if no seed answers in time."""
+        tasks: list[asyncio.Task] = []
+        loop = asyncio.get_running_loop()
+        try:
+            for coro in (self._recv_loop(), self._tick_loop(), self._load_loop(),
+                         self._watch_loop()):  # fmt: skip
+                tasks.append(loop.create_task(coro))
+            seeds = [s for s in self.opts.seeds if s != self.opts.advertise]
+            log.info("agent %s listening on %s (advertised as %s)", self.node_id,
+                     self.transport.endpoint, self.opts.advertise)  # fmt: skip
+            self._send(self.core.join(self.now(), seeds))
+            if seeds:
+                await self._await_join(seeds)
+            await self._stop_requested.wait()
+            await self._leave()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.transport.close()
+
+    async def _await_join(self, seeds: list[str]) -> None:
+        deadline = self.now() + self.opts.join_timeout
+        while not self.core.joined:
+            if self._stop_requested.is_set():
+                return
+            if self.now() >= deadline:
+                raise JoinError(
+                    f"could not reach any seed ({', '.join(seeds)}) "
+                    f"within {self.opts.join_timeout:g} s"
+                )
+            await asyncio.sleep(0.02)
+        log.info("joined the cluster via %s", ", ".join(seeds))
+
+    async def _leave(self) -> None:
+        linger = self.opts.swim.leave_linger
+        log.info("leaving the cluster (lingering %.1f s so peers learn it)", linger)
+        try:
+            self._send(self.core.leave(self.now()))
+        except Exception as e:
+            self.counters["handler_errors"] += 1
+            log.debug("leave failed: %r", e, exc_info=True)
+        await asyncio.sleep(linger)
+        self.log_status_changes()
+
+
+async def run_agent(options: AgentOptions, install_signals: bool = True) -> None:
+    """Bind, run until SIGTERM/SIGINT (graceful leave), then return. Raises AgentError/BindError."""
+    agent = Agent.start(options)
+    loop = asyncio.get_running_loop()
+    if install_signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.request_stop)
+    try:
+        await agent.run()
+    finally:
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)

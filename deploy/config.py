@@ -1,0 +1,251 @@
+"""Agent configuration: a TOML file, then command-line flags on top.
+
+Example (every key is optional)::
+
+    node_id = "rack1-node7"              # default: <hostname>-<port>
+    bind = "tcp://0.0.0.0:7946"          # the one endpoint this agent listens on
+    advertise = "tcp://10.0.0.7:7946"    # how peers reach it (see below)
+    join = ["tcp://10.0.0.1:7946"]       # seeds; empty = start a new cluster
+    join_timeout = 10.0                  # seconds to reach a seed before giving up
+    load_interval = 1.0                  # seconds between load samples
+    log_level = "INFO"
+
+    [resources]                          # override what is detected with psutil
+    cpus = 4
+    memory = "8GiB"                      # bytes as an int, or a string: 512MiB, 8GiB, 2GB
+    gpus = 0
+    labels = { zone = "a", disk = "ssd" }
+
+    [swim]                               # gossip.config.SwimConfig fields
+    probe_interval = 0.5
+
+``advertise`` defaults to ``bind`` with a wildcard host (``0.0.0.0`` or ``*``) replaced by
+``127.0.0.1``. That is right for a cluster on one machine only: on several machines, set
+``advertise`` to an address the other machines can reach.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from agent.agent import AgentOptions
+from agent.resources import CapacityOverrides, detect_capacity, parse_size
+from gossip.config import SwimConfig
+
+DEFAULT_BIND = "tcp://0.0.0.0:7946"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_ENDPOINT_RE = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.*-]+):([0-9]{1,5})$")
+
+
+class ConfigError(Exception):
+    """A configuration problem, described in one line naming the file and the key."""
+
+
+def normalize_endpoint(addr: str, what: str = "address") -> str:
+    """``tcp://host:port`` from ``tcp://host:port`` or ``host:port``; ValueError otherwise."""
+    addr = addr.strip()
+    if "://" not in addr:
+        addr = "tcp://" + addr
+    m = _ENDPOINT_RE.match(addr)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ValueError(f"{what} {addr!r} is not tcp://HOST:PORT")
+    return addr
+
+
+def endpoint_port(addr: str) -> int:
+    return int(addr.rsplit(":", 1)[1])
+
+
+def default_advertise(bind: str) -> str:
+    host_port = bind.split("://", 1)[1]
+    host, port = host_port.rsplit(":", 1)
+    if host in ("0.0.0.0", "*", "[::]"):
+        host = "127.0.0.1"
+    return f"tcp://{host}:{port}"
+
+
+@dataclass(slots=True)
+class AgentConfig:
+    node_id: str | None = None
+    bind: str = DEFAULT_BIND
+    advertise: str | None = None
+    join: list[str] = field(default_factory=list)
+    join_timeout: float = 10.0
+    load_interval: float = 1.0
+    log_level: str = "INFO"
+    resources: CapacityOverrides = field(default_factory=CapacityOverrides)
+    swim: SwimConfig = field(default_factory=SwimConfig)
+    source: str = "<defaults>"  # the file it came from, for messages
+
+    @property
+    def resolved_node_id(self) -> str:
+        return self.node_id or f"{socket.gethostname()}-{endpoint_port(self.bind)}"
+
+    @property
+    def resolved_advertise(self) -> str:
+        return self.advertise or default_advertise(self.bind)
+
+    def to_options(self) -> AgentOptions:
+        return AgentOptions(
+            node_id=self.resolved_node_id,
+            bind=self.bind,
+            advertise=self.resolved_advertise,
+            capacity=detect_capacity(self.resources),
+            seeds=list(self.join),
+            swim=self.swim,
+            join_timeout=self.join_timeout,
+            load_interval=self.load_interval,
+        )
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _err(src: str, key: str, msg: str) -> ConfigError:
+    return ConfigError(f"{src}: {key}: {msg}")
+
+
+def _pos_number(src: str, key: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+        raise _err(src, key, f"expected a positive number, got {v!r}")
+    return float(v)
+
+
+def _string(src: str, key: str, v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise _err(src, key, f"expected a non-empty string, got {v!r}")
+    return v
+
+
+def _endpoint(src: str, key: str, v: Any) -> str:
+    try:
+        return normalize_endpoint(_string(src, key, v), "address")
+    except ValueError as e:
+        raise _err(src, key, str(e)) from None
+
+
+def _join_list(src: str, key: str, v: Any) -> list[str]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list):
+        raise _err(src, key, f"expected a list of addresses, got {v!r}")
+    out: list[str] = []
+    for item in v:
+        item = _string(src, key, item)
+        out += [_endpoint(src, key, part) for part in item.split(",") if part.strip()]
+    return out
+
+
+def _log_level(src: str, key: str, v: Any) -> str:
+    if not isinstance(v, str) or v.upper() not in LOG_LEVELS:
+        raise _err(src, key, f"expected one of {', '.join(LOG_LEVELS)}, got {v!r}")
+    return v.upper()
+
+
+def _labels(src: str, key: str, v: Any) -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise _err(src, key, f"expected a table of strings, got {v!r}")
+    for k, x in v.items():
+        if not isinstance(x, str):
+            raise _err(src, f"{key}.{k}", f"expected a string, got {x!r}")
+    return dict(v)
+
+
+def parse_resources(src: str, table: Any, base: CapacityOverrides) -> CapacityOverrides:
+    if not isinstance(table, dict):
+        raise _err(src, "resources", "expected a table")
+    known = {"cpus", "memory", "gpus", "labels"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        known_list = ", ".join(sorted(known))
+        raise _err(src, f"resources.{unknown[0]}", f"unknown key (known: {known_list})")
+    out = base
+    if "cpus" in table:
+        out = replace(out, cpus=_pos_number(src, "resources.cpus", table["cpus"]))
+    if "memory" in table:
+        try:
+            out = replace(out, memory=parse_size(table["memory"]))
+        except ValueError as e:
+            raise _err(src, "resources.memory", str(e)) from None
+    if "gpus" in table:
+        g = table["gpus"]
+        if isinstance(g, bool) or not isinstance(g, int) or g < 0:
+            raise _err(src, "resources.gpus", f"expected a whole number >= 0, got {g!r}")
+        out = replace(out, gpus=g)
+    if "labels" in table:
+        out = replace(out, labels=_labels(src, "resources.labels", table["labels"]))
+    return out
+
+
+_TOP = {
+    "node_id": ("node_id", _string),
+    "bind": ("bind", _endpoint),
+    "advertise": ("advertise", _endpoint),
+    "join": ("join", _join_list),
+    "join_timeout": ("join_timeout", _pos_number),
+    "load_interval": ("load_interval", _pos_number),
+    "log_level": ("log_level", _log_level),
+}
+
+
+def config_from_dict(data: dict[str, Any], src: str = "<config>") -> AgentConfig:
+    cfg = AgentConfig(source=src)
+    for key, value in data.items():
+        if key == "resources":
+            cfg.resources = parse_resources(src, value, cfg.resources)
+        elif key == "swim":
+            if not isinstance(value, dict):
+                raise _err(src, "swim", "expected a table")
+            try:
+                cfg.swim = SwimConfig.from_dict(value)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{src}: [swim]: {e}") from None
+        elif key in _TOP:
+            attr, check = _TOP[key]
+            setattr(cfg, attr, check(src, key, value))
+        else:
+            raise _err(src, key, f"unknown key (known: {', '.join([*_TOP, 'resources', 'swim'])})")
+    return cfg
+
+
+def load_config(path: str | Path | None) -> AgentConfig:
+    """Read a TOML file (None ⇒ defaults). Raises ConfigError on any problem."""
+    if path is None:
+        return AgentConfig()
+    src = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{src}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{src}: is a directory, not a TOML file") from None
+    except OSError as e:
+        raise ConfigError(f"{src}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{src}: TOML syntax error: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{src}: not a UTF-8 text file") from None
+    return config_from_dict(data, src)
+
+
+def apply_overrides(cfg: AgentConfig, **flags: Any) -> AgentConfig:
+    """Command-line values (None = not given) replace file values; validated the same way."""
+    src = "command line"
+    for key, value in flags.items():
+        if value is None or value == []:
+            continue
+        if key in ("cpus", "memory", "gpus", "labels"):
+            cfg.resources = parse_resources(src, {key: value}, cfg.resources)
+        elif key in _TOP:
+            attr, check = _TOP[key]
+            setattr(cfg, attr, check(src, "--" + key.replace("_", "-"), value))
+        else:  # pragma: no cover - a programming error in the CLI
+            raise ConfigError(f"{src}: unknown option {key}")
+    return cfg

@@ -1,0 +1,59 @@
+"""Timing and sizing of the membership protocol, shared by the real and the simulated shell."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class SwimConfig:
+    """SWIM + Lifeguard parameters. Defaults suit a LAN; every field is settable from TOML.
+
+    Times are seconds. Timeouts that scale with cluster size use log10(N) like memberlist.
+    """
+
+    probe_interval: float = 0.5  # one probe per interval (stretched by local health)
+    probe_timeout: float = 0.2  # wait for a direct ack before asking others (stretched too)
+    indirect_checks: int = 3  # k members asked to probe on our behalf
+    gossip_interval: float = 0.2  # dedicated dissemination rounds
+    gossip_fanout: int = 3  # peers per gossip round
+    gossip_max_items: int = 32  # updates piggybacked on one message
+    retransmit_mult: int = 6  # each update is sent retransmit_mult * ceil(log10(N+1)) times
+    suspicion_mult: float = 3.0  # minimum suspicion timeout = mult * log10(N) * probe_interval
+    suspicion_max_mult: float = 6.0  # maximum = max_mult * minimum (Lifeguard)
+    suspicion_confirmations: int = 3  # independent suspicions that shrink the timeout to min
+    awareness_max: int = 8  # Lifeguard local-health multiplier cap
+    push_pull_interval: float = 10.0  # full-state anti-entropy with one random peer
+    reconnect_interval: float = 5.0  # try one failed member, so partitions re-merge
+    join_retry_interval: float = 1.0
+    leave_linger: float = 1.0  # how long a leaving node keeps gossiping its departure
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            want = f.type if isinstance(f.type, type) else {"float": float, "int": int}[f.type]
+            ok = isinstance(v, int) and not isinstance(v, bool) if want is int else (
+                isinstance(v, int | float) and not isinstance(v, bool)
+            )
+            if not ok or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"swim.{f.name} must be a positive {want.__name__}, got {v!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SwimConfig:
+        """Build from a TOML table, naming unknown keys and bad values in the error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown swim option(s): {', '.join(unknown)}")
+        return cls(**d)
+
+    def retransmit_limit(self, n: int) -> int:
+        return self.retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
+
+    def suspicion_bounds(self, n: int) -> tuple[float, float]:
+        scale = max(1.0, math.log10(max(1, n)))
+        lo = self.suspicion_mult * scale * self.probe_interval
+        return lo, lo * self.suspicion_max_mult

@@ -1,0 +1,641 @@
+"""SWIM membership with Lifeguard, plus resource-state dissemination: a pure protocol core.
+
+The core never does I/O, never reads a clock and draws randomness only from the generator it
+is given. A shell feeds it messages and ticks with the current time and sends whatever
+`Outgoing` directives it returns; `next_wakeup()` says when it wants its next tick.
+
+Protocol summary (see docs/protocol.md):
+- failure detection: randomized round-robin probes; if no direct ack within the probe timeout,
+  k other members probe on our behalf (PING_REQ); relays send NACK when they get no answer;
+- suspicion: a failed probe makes the target SUSPECT; the suspect refutes by raising its
+  incarnation; otherwise it is declared DEAD when the suspicion timer fires. The timer starts
+  long and shrinks as independent suspicions of the same incarnation arrive (Lifeguard);
+- local health: failed probes, missing nacks and refuting suspicions about ourselves raise an
+  awareness score that stretches our own probe interval and timeout (Lifeguard);
+- dissemination: membership updates and per-node resource records ride on every message
+  through a transmit-limited queue, plus dedicated gossip rounds to a few random members;
+  periodic push-pull of the full state with one random member repairs what was missed, and a
+  periodic push-pull with one failed member lets a healed partition re-merge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gossip.broadcast import BroadcastQueue
+from gossip.config import SwimConfig
+from gossip.messages import (
+    Ack,
+    Gossip,
+    GossipOnly,
+    MemberUpdate,
+    Message,
+    Nack,
+    Outgoing,
+    Ping,
+    PingReq,
+    ResourceRecord,
+    Status,
+    Sync,
+    SyncReply,
+)
+
+_EVENT_LOG_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """One row of this node's membership table."""
+
+    node: str
+    addr: str
+    status: Status
+    incarnation: int
+    resources: ResourceRecord | None
+    last_heard: float | None  # time of the last message received from it directly
+    since: float  # time of its last status change in this view
+
+
+@dataclass(slots=True)
+class _Member:
+    node: str
+    addr: str
+    incarnation: int
+    status: Status
+    since: float
+    by: str = ""  # who raised the suspicion or failure we hold about it
+
+
+@dataclass(slots=True)
+class _Probe:
+    seq: int
+    target: str
+    direct_deadline: float
+    deadline: float
+    indirect_sent: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+
+
+@dataclass(slots=True)
+class _Relay:
+    requester_addr: str
+    requester_seq: int
+    target: str
+    deadline: float
+
+
+@dataclass(slots=True)
+class _Suspicion:
+    incarnation: int
+    start: float
+    lo: float
+    hi: float
+    k: int
+    accusers: set[str]
+
+    def deadline(self) -> float:
+        c = len(self.accusers) - 1  # the first accuser starts the timer; others confirm
+        if self.k < 1 or c <= 0:
+            frac = 0.0 if self.k >= 1 else 1.0
+        else:
+            frac = min(1.0, math.log(c + 1) / math.log(self.k + 1))
+        return self.start + max(self.lo, self.hi - (self.hi - self.lo) * frac)
+
+
+class Membership:
+    """One node's view of the cluster and its part in the SWIM protocol."""
+
+    def __init__(
+        self,
+        node_id: str,
+        addr: str,
+        rng: random.Random,
+        config: SwimConfig | None = None,
+        resources: ResourceRecord | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.addr = addr
+        self.config = config or SwimConfig()
+        self._rng = rng
+        self.stats: Counter[str] = Counter()
+        self._members: dict[str, _Member] = {node_id: _Member(node_id, addr, 0, Status.ALIVE, 0.0)}
+        self._records: dict[str, ResourceRecord] = {}
+        self._live: list[str] = []  # other members that are alive or suspect, for O(1) sampling
+        self._live_pos: dict[str, int] = {}
+        self._last_heard: dict[str, float] = {}
+        self._queue = BroadcastQueue()
+        self._events: list[tuple[float, str, Status, int]] = []
+        self._seq = 0
+        self._probe: _Probe | None = None
+        self._probe_order: list[str] = []
+        self._relays: dict[int, _Relay] = {}
+        self._suspicions: dict[str, _Suspicion] = {}
+        self._awareness = 0
+        self._seeds: list[str] = []
+        self.joined = True
+        self.left = False
+        self._started = False
+        self._next_probe = self._next_gossip = self._next_push_pull = 0.0
+        self._next_reconnect = self._next_join = math.inf
+        record = resources or ResourceRecord(node=node_id, version=0)
+        self._records[node_id] = dataclasses.replace(record, node=node_id, version=1)
+        self._enqueue_member(self._members[node_id])
+        self._queue.put(("r", node_id), self._records[node_id])
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def incarnation(self) -> int:
+        return self._members[self.node_id].incarnation
+
+    @property
+    def awareness(self) -> int:
+        return self._awareness
+
+    @property
+    def resources(self) -> ResourceRecord:
+        return self._records[self.node_id]
+
+    def members(self) -> list[MemberView]:
+        return [self._view(m) for m in self._members.values()]
+
+    def member(self, node_id: str) -> MemberView | None:
+        m = self._members.get(node_id)
+        return self._view(m) if m else None
+
+    def live_count(self) -> int:
+        """Members believed alive or suspect, this node included."""
+        return len(self._live) + (0 if self.left else 1)
+
+    def take_events(self) -> list[tuple[float, str, Status, int]]:
+        """Status changes seen since the last call: (time, node, status, incarnation)."""
+        out, self._events = self._events, []
+        return out
+
+    def join(self, now: float, seeds: Sequence[str]) -> list[Outgoing]:
+        """Contact the seeds (push-pull) until one answers; retried every join_retry_interval."""
+        self._start(now)
+        self._seeds = [s for s in seeds if s != self.addr]
+        if not self._seeds:
+            self.joined = True
+            return []
+        self.joined = False
+        self._next_join = now + self.config.join_retry_interval
+        return [self._sync_to(s, join=True) for s in self._seeds]
+
+    def leave(self, now: float) -> list[Outgoing]:
+        """Announce a graceful departure; keep ticking for config.leave_linger to spread it."""
+        if self.left:
+            return []
+        self.left = True
+        me = self._members[self.node_id]
+        me.incarnation += 1
+        self._set_status(now, me, Status.LEFT)
+        self._enqueue_member(me)
+        targets = self._random_members(2 * self.config.gossip_fanout)
+        update = self._update_of(me)
+        return [self._send(m.addr, GossipOnly(Gossip((update,)))) for m in targets]
+
+    def update_resources(self, now: float, **fields: object) -> None:
+        """Publish a new version of this node's resource record."""
+        old = self._records[self.node_id]
+        fields.pop("node", None)
+        fields.pop("version", None)
+        if "labels" in fields:
+            fields["labels"] = dict(fields["labels"])  # type: ignore[call-overload]
+        if "forecast" in fields:
+            fields["forecast"] = tuple(fields["forecast"])  # type: ignore[arg-type]
+        new = dataclasses.replace(old, version=old.version + 1, **fields)  # type: ignore[arg-type]
+        self._records[self.node_id] = new
+        self._queue.put(("r", self.node_id), new)
+
+    def next_wakeup(self) -> float:
+        times = [self._next_gossip, self._next_push_pull, self._next_join, self._next_reconnect]
+        if not self.left:
+            times.append(self._next_probe)
+        if self._probe is not None:
+            times.append(self._probe.deadline)
+            if not self._probe.indirect_sent:
+                times.append(self._probe.direct_deadline)
+        times.extend(r.deadline for r in self._relays.values())
+        times.extend(s.deadline() for s in self._suspicions.values())
+        return min(times)
+
+    # ------------------------------------------------------------------ ticks
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        self._start(now)
+        out: list[Outgoing] = []
+        self._check_suspicions(now)
+        self._check_relays(now, out)
+        self._check_probe(now, out)
+        if not self.left and now >= self._next_probe and self._probe is None:
+            self._start_probe(now, out)
+        if now >= self._next_gossip:
+            self._next_gossip = now + self.config.gossip_interval
+            self._gossip_round(out)
+        if now >= self._next_push_pull:
+            self._next_push_pull = now + self._push_pull_interval()
+            target = self._random_members(1)
+            if target and not self.left:
+                out.append(self._sync_to(target[0].addr))
+                self.stats["push_pull"] += 1
+        if now >= self._next_join:
+            if self.joined:
+                self._next_join = math.inf
+            else:
+                self._next_join = now + self.config.join_retry_interval
+                out.extend(self._sync_to(s, join=True) for s in self._seeds)
+        if now >= self._next_reconnect:
+            self._next_reconnect = now + self.config.reconnect_interval
+            dead = [m for m in self._members.values() if m.status == Status.DEAD]
+            if dead and not self.left:
+                out.append(self._sync_to(self._rng.choice(dead).addr))
+                self.stats["reconnect"] += 1
+        return out
+
+    def _start(self, now: float) -> None:
+        if self._started:
+            return
+        self._started = True
+        cfg = self.config
+        # stagger the periodic work so that nodes started together do not act in lockstep
+        self._next_probe = now + self._rng.random() * cfg.probe_interval
+        self._next_gossip = now + self._rng.random() * cfg.gossip_interval
+        self._next_push_pull = now + (0.5 + self._rng.random()) * cfg.push_pull_interval
+        self._next_reconnect = now + (0.5 + self._rng.random()) * cfg.reconnect_interval
+        self._members[self.node_id].since = now
+
+    def _push_pull_interval(self) -> float:
+        # memberlist: back off push-pull in large clusters so its cost per node stays flat
+        n = self.live_count()
+        scale = 1.0 if n <= 32 else 1.0 + math.log2(n / 32)
+        return self.config.push_pull_interval * scale
+
+    def _stretch(self) -> int:
+        return self._awareness + 1
+
+    def _start_probe(self, now: float, out: list[Outgoing]) -> None:
+        target = self._next_probe_target()
+        interval = self.config.probe_interval * self._stretch()
+        self._next_probe = now + interval
+        if target is None:
+            return
+        self._seq += 1
+        self._probe = _Probe(
+            seq=self._seq,
+            target=target.node,
+            direct_deadline=now + self.config.probe_timeout * self._stretch(),
+            deadline=now + interval,
+        )
+        extra: tuple[MemberUpdate, ...] = ()
+        if target.status == Status.SUSPECT:
+            # Lifeguard "buddy system": tell a suspect directly so it can refute at once
+            extra = (self._update_of(target),)
+        out.append(self._send(target.addr, Ping(target.node, self._piggyback(extra)), self._seq))
+        self.stats["ping_sent"] += 1
+
+    def _next_probe_target(self) -> _Member | None:
+        while self._probe_order:
+            m = self._members.get(self._probe_order.pop())
+            if m is not None and m.status <= Status.SUSPECT and m.node != self.node_id:
+                return m
+        candidates = list(self._live)
+        if not candidates:
+            return None
+        self._rng.shuffle(candidates)
+        self._probe_order = candidates
+        return self._members[self._probe_order.pop()]
+
+    def _check_probe(self, now: float, out: list[Outgoing]) -> None:
+        p = self._probe
+        if p is None:
+            return
+        target = self._members.get(p.target)
+        if target is None or target.status > Status.SUSPECT:
+            self._probe = None
+            return
+        if not p.indirect_sent and now >= p.direct_deadline:
+            p.indirect_sent = True
+            relays = self._random_members(self.config.indirect_checks, exclude={p.target})
+            p.expected_nacks = len(relays)
+            for r in relays:
+                out.append(self._send(r.addr, PingReq(p.target, target.addr, self._piggyback()),
+                                      p.seq))  # fmt: skip
+            self.stats["ping_req_sent"] += len(relays)
+        if now >= p.deadline:
+            self._probe = None
+            self.stats["probe_failed"] += 1
+            missed = p.expected_nacks - p.nacks if p.expected_nacks else 1
+            self._adjust_awareness(max(missed, 0))
+            self._suspect(now, target.node, target.incarnation, self.node_id)
+
+    def _check_relays(self, now: float, out: list[Outgoing]) -> None:
+        expired = [seq for seq, r in self._relays.items() if now >= r.deadline]
+        for seq in expired:
+            r = self._relays.pop(seq)
+            out.append(self._send(r.requester_addr, Nack(r.target), r.requester_seq))
+            self.stats["nack_sent"] += 1
+
+    def _check_suspicions(self, now: float) -> None:
+        for node, s in list(self._suspicions.items()):
+            if now >= s.deadline():
+                del self._suspicions[node]
+                m = self._members[node]
+                if m.status == Status.SUSPECT and m.incarnation == s.incarnation:
+                    self._set_status(now, m, Status.DEAD, by=self.node_id)
+                    self._enqueue_member(m, by=self.node_id)
+                    self.stats["declared_dead"] += 1
+
+    def _gossip_round(self, out: list[Outgoing]) -> None:
+        if not len(self._queue):
+            return
+        for m in self._random_members(self.config.gossip_fanout):
+            g = self._piggyback()
+            if not g:
+                break
+            out.append(self._send(m.addr, GossipOnly(g)))
+            self.stats["gossip_sent"] += 1
+
+    # ------------------------------------------------------------------ messages
+
+    def on_message(self, now: float, msg: Message) -> list[Outgoing]:
+        self._start(now)
+        out: list[Outgoing] = []
+        if msg.sender == self.node_id:
+            self.stats["from_self_dropped"] += 1
+            return out
+        self._last_heard[msg.sender] = now
+        body = msg.body
+        match body:
+            case Ping(target, gossip):
+                self._apply_gossip(now, gossip)
+                if target == self.node_id:
+                    sender = self._members.get(msg.sender)
+                    extra: tuple[MemberUpdate, ...] = ()
+                    if sender is not None and sender.status == Status.SUSPECT:
+                        extra = (self._update_of(sender),)  # buddy system on the reply path too
+                    ack = Ack(self.node_id, self._piggyback(extra))
+                    out.append(self._send(msg.sender_addr, ack, msg.seq))
+                else:
+                    self.stats["ping_wrong_target"] += 1
+            case Ack(target, gossip):
+                self._apply_gossip(now, gossip)
+                self._on_ack(now, msg.seq, target, out)
+            case PingReq(target, target_addr, gossip):
+                self._apply_gossip(now, gossip)
+                if target != self.node_id and not self.left:
+                    self._seq += 1
+                    self._relays[self._seq] = _Relay(
+                        msg.sender_addr, msg.seq, target, now + self.config.probe_timeout
+                    )
+                    out.append(self._send(target_addr, Ping(target, self._piggyback()), self._seq))
+            case Nack(target):
+                p = self._probe
+                if p is not None and p.seq == msg.seq and p.target == target:
+                    p.nacks += 1
+            case GossipOnly(gossip):
+                self._apply_gossip(now, gossip)
+            case Sync(members, resources, join):
+                self._merge_state(now, msg.sender, members, resources)
+                if join:
+                    self.stats["join_served"] += 1
+                out.append(self._send(msg.sender_addr, SyncReply(*self._full_state())))
+            case SyncReply(members, resources):
+                self._merge_state(now, msg.sender, members, resources)
+                if not self.joined:
+                    self.joined = True
+                    self._next_join = math.inf
+            case _:
+                self.stats["unexpected_kind"] += 1
+        return out
+
+    def _on_ack(self, now: float, seq: int, target: str, out: list[Outgoing]) -> None:
+        relay = self._relays.pop(seq, None)
+        if relay is not None:
+            if relay.target == target:
+                out.append(self._send(relay.requester_addr, Ack(target, self._piggyback()),
+                                      relay.requester_seq))  # fmt: skip
+            return
+        p = self._probe
+        if p is not None and p.seq == seq and p.target == target:
+            self._probe = None
+            self.stats["probe_ok"] += 1
+            self._adjust_awareness(-1)
+        else:
+            self.stats["ack_stale"] += 1
+
+    # ------------------------------------------------------------------ state merging
+
+    def _apply_gossip(self, now: float, g: Gossip) -> None:
+        for u in g.members:
+            self._apply_update(now, u)
+        for r in g.resources:
+            self._apply_record(r)
+
+    def _merge_state(
+        self,
+        now: float,
+        sender: str,
+        members: Iterable[MemberUpdate],
+        resources: Iterable[ResourceRecord],
+    ) -> None:
+        """Anti-entropy merge. What it teaches us is old news elsewhere, so it is not
+        re-gossiped, except what the sender says of itself (a join, a healed partition)."""
+        for u in members:
+            if u.status == Status.DEAD and u.node != self.node_id:
+                # a peer's belief that someone is dead only makes us suspect it, so that a
+                # live node gets the chance to refute (memberlist does the same)
+                u = dataclasses.replace(u, status=Status.SUSPECT)
+            self._apply_update(now, u, spread=u.node == sender)
+        for r in resources:
+            self._apply_record(r, spread=r.node == sender)
+
+    def _apply_record(self, r: ResourceRecord, spread: bool = True) -> None:
+        if r.node == self.node_id:
+            return
+        cur = self._records.get(r.node)
+        if cur is None or r.version > cur.version:
+            self._records[r.node] = r
+            if spread:
+                self._queue.put(("r", r.node), r)
+
+    def _apply_update(self, now: float, u: MemberUpdate, spread: bool = True) -> None:
+        if u.node == self.node_id:
+            self._about_me(now, u)
+            return
+        m = self._members.get(u.node)
+        if u.status == Status.ALIVE:
+            if m is None:
+                m = _Member(u.node, u.addr, u.incarnation, Status.ALIVE, now)
+                self._members[u.node] = m
+                self._live_add(u.node)
+                if len(self._events) < _EVENT_LOG_MAX:
+                    self._events.append((now, u.node, Status.ALIVE, u.incarnation))
+                if spread:
+                    self._enqueue_member(m)
+            elif u.incarnation > m.incarnation:
+                m.incarnation = u.incarnation
+                m.addr = u.addr
+                self._suspicions.pop(u.node, None)
+                self._set_status(now, m, Status.ALIVE)
+                if spread:
+                    self._enqueue_member(m)
+            return
+        if m is None:
+            if u.status == Status.LEFT:
+                # remember departures even of nodes we never saw, so a late alive cannot revive them
+                m = _Member(u.node, u.addr, u.incarnation, Status.LEFT, now)
+                self._members[u.node] = m
+                if spread:
+                    self._enqueue_member(m)
+            return
+        if u.incarnation < m.incarnation or m.status == Status.LEFT:
+            return
+        if u.status == Status.SUSPECT:
+            if m.status == Status.DEAD:
+                return
+            self._suspect(now, m.node, u.incarnation, u.by, spread)
+        elif u.status == Status.DEAD:
+            if m.status == Status.DEAD and u.incarnation == m.incarnation:
+                return
+            m.incarnation = u.incarnation
+            self._suspicions.pop(m.node, None)
+            self._set_status(now, m, Status.DEAD, by=u.by)
+            if spread:
+                self._enqueue_member(m, by=u.by)
+        elif u.status == Status.LEFT:
+            m.incarnation = u.incarnation
+            self._suspicions.pop(m.node, None)
+            self._set_status(now, m, Status.LEFT)
+            if spread:
+                self._enqueue_member(m)
+
+    def _about_me(self, now: float, u: MemberUpdate) -> None:
+        me = self._members[self.node_id]
+        if self.left or u.incarnation < me.incarnation:
+            return
+        if u.status == Status.ALIVE and u.incarnation == me.incarnation:
+            return
+        # someone believes we are suspect, dead or gone, or knows an older life of ours:
+        # refute with a higher incarnation
+        me.incarnation = u.incarnation + 1
+        self._enqueue_member(me)
+        if u.status != Status.ALIVE:
+            self.stats["refuted"] += 1
+            self._adjust_awareness(1)
+
+    def _suspect(
+        self, now: float, node: str, incarnation: int, by: str, spread: bool = True
+    ) -> None:
+        m = self._members.get(node)
+        if m is None or incarnation < m.incarnation or m.status > Status.SUSPECT:
+            return
+        s = self._suspicions.get(node)
+        if m.status == Status.SUSPECT and s is not None and s.incarnation == incarnation:
+            if by and by not in s.accusers:
+                s.accusers.add(by)
+                if spread:
+                    self._enqueue_member(m, by=by)  # pass the confirmation on
+            return
+        m.incarnation = incarnation
+        lo, hi = self.config.suspicion_bounds(self.live_count())
+        k = self.config.suspicion_confirmations
+        if self.live_count() - 2 < k:
+            k = 0
+        self._suspicions[node] = _Suspicion(incarnation, now, lo, hi, k, {by or "?"})
+        self._set_status(now, m, Status.SUSPECT, by=by)
+        if spread:
+            self._enqueue_member(m, by=by)
+        if by == self.node_id:
+            self.stats["suspect_raised"] += 1
+
+    # ------------------------------------------------------------------ helpers
+
+    def _set_status(self, now: float, m: _Member, status: Status, by: str = "") -> None:
+        m.by = by
+        if m.status == status:
+            return
+        m.status = status
+        m.since = now
+        if m.node != self.node_id:
+            if status <= Status.SUSPECT:
+                self._live_add(m.node)
+            else:
+                self._live_remove(m.node)
+        if len(self._events) < _EVENT_LOG_MAX:
+            self._events.append((now, m.node, status, m.incarnation))
+
+    def _live_add(self, node: str) -> None:
+        if node not in self._live_pos:
+            self._live_pos[node] = len(self._live)
+            self._live.append(node)
+
+    def _live_remove(self, node: str) -> None:
+        i = self._live_pos.pop(node, None)
+        if i is None:
+            return
+        last = self._live.pop()
+        if last != node:
+            self._live[i] = last
+            self._live_pos[last] = i
+
+    def _adjust_awareness(self, delta: int) -> None:
+        self._awareness = min(max(self._awareness + delta, 0), self.config.awareness_max - 1)
+
+    def _update_of(self, m: _Member, by: str = "") -> MemberUpdate:
+        return MemberUpdate(m.node, m.addr, m.incarnation, m.status, by or m.by)
+
+    def _enqueue_member(self, m: _Member, by: str = "") -> None:
+        self._queue.put(("m", m.node), self._update_of(m, by))
+
+    def _piggyback(self, first: tuple[MemberUpdate, ...] = ()) -> Gossip:
+        n = self.live_count()
+        items = self._queue.take(self.config.gossip_max_items - len(first),
+                                 self.config.retransmit_limit(n))  # fmt: skip
+        members = first + tuple(i for i in items if isinstance(i, MemberUpdate))
+        resources = tuple(i for i in items if isinstance(i, ResourceRecord))
+        return Gossip(members, resources)
+
+    def _full_state(self) -> tuple[tuple[MemberUpdate, ...], tuple[ResourceRecord, ...]]:
+        return (
+            tuple(self._update_of(m) for m in self._members.values()),
+            tuple(self._records.values()),
+        )
+
+    def _sync_to(self, addr: str, join: bool = False) -> Outgoing:
+        self.stats["sync_sent"] += 1
+        return self._send(addr, Sync(*self._full_state(), join=join))
+
+    def _random_members(self, k: int, exclude: set[str] | None = None) -> list[_Member]:
+        live = self._live
+        if len(live) <= k + (len(exclude) if exclude else 0):
+            pool = [n for n in live if not (exclude and n in exclude)]
+            self._rng.shuffle(pool)
+            return [self._members[n] for n in pool[:k]]
+        chosen: list[str] = []
+        while len(chosen) < k:
+            n = live[int(self._rng.random() * len(live))]
+            if n not in chosen and not (exclude and n in exclude):
+                chosen.append(n)
+        return [self._members[n] for n in chosen]
+
+    def _send(self, addr: str, body: object, seq: int = 0) -> Outgoing:
+        return Outgoing(addr, Message(self.node_id, self.addr, seq, body))  # type: ignore[arg-type]
+
+    def _view(self, m: _Member) -> MemberView:
+        return MemberView(
+            node=m.node,
+            addr=m.addr,
+            status=m.status,
+            incarnation=m.incarnation,
+            resources=self._records.get(m.node),
+            last_heard=self._last_heard.get(m.node),
+            since=m.since,
+        )

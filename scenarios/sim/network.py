@@ -1,0 +1,138 @@
+"""The simulated network: one-way latency with jitter, random loss, per-link overrides, partitions.
+
+The model only decides the fate of one message at a time (`transit`): either a delay after
+which it arrives, or a drop reason. It keeps no queue; the simulator schedules the delivery.
+All randomness comes from one `random.Random` that the simulator binds (derived from its seed),
+so a run is reproduced bit for bit.
+
+Jitter is drawn independently per message, so two messages on the same link can arrive in the
+opposite order from the one they were sent in. That is deliberate: cores must survive it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterable
+
+# `transit` returns a delay >= 0, or one of these negative sentinels (no allocation per message).
+DROP_LOSS = -1.0
+DROP_PARTITION = -2.0
+
+_UNLISTED = -1  # group of every node not named in a partition
+
+
+def _check_prob(p: float, what: str) -> float:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{what} must be in [0, 1], got {p}")
+    return p
+
+
+def _check_time(t: float, what: str) -> float:
+    t = float(t)
+    if not (t >= 0.0 and math.isfinite(t)):
+        raise ValueError(f"{what} must be a finite number >= 0, got {t}")
+    return t
+
+
+class NetworkModel:
+    """Base latency + uniform jitter in [0, jitter) + loss probability, all in seconds.
+
+    Per-link overrides (`set_link`) replace any of latency / jitter / loss for one direction
+    (both by default); fields left as None keep following the global values.
+    """
+
+    def __init__(self, latency: float = 0.001, jitter: float = 0.0005, loss: float = 0.0) -> None:
+        self.latency = _check_time(latency, "latency")
+        self.jitter = _check_time(jitter, "jitter")
+        self.loss = _check_prob(loss, "loss")
+        self._links: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
+        self._group: dict[str, int] | None = None
+        self._random = random.Random(0).random  # replaced by bind(); never used unbound in sims
+
+    def bind(self, rng: random.Random) -> None:
+        """Draw all of this model's randomness from `rng` (the simulator does this)."""
+        self._random = rng.random
+
+    # ------------------------------------------------------------ configuration
+
+    def set_loss(self, p: float) -> None:
+        self.loss = _check_prob(p, "loss")
+
+    def set_latency(self, latency: float, jitter: float | None = None) -> None:
+        self.latency = _check_time(latency, "latency")
+        if jitter is not None:
+            self.jitter = _check_time(jitter, "jitter")
+
+    def set_link(
+        self,
+        a: str,
+        b: str,
+        latency: float | None = None,
+        loss: float | None = None,
+        jitter: float | None = None,
+        symmetric: bool = True,
+    ) -> None:
+        """Override the link a->b (and b->a unless symmetric=False). None = use global value."""
+        ov = (
+            None if latency is None else _check_time(latency, "latency"),
+            None if jitter is None else _check_time(jitter, "jitter"),
+            None if loss is None else _check_prob(loss, "loss"),
+        )
+        self._links[(a, b)] = ov
+        if symmetric:
+            self._links[(b, a)] = ov
+
+    def clear_link(self, a: str, b: str, symmetric: bool = True) -> None:
+        self._links.pop((a, b), None)
+        if symmetric:
+            self._links.pop((b, a), None)
+
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Split the network: messages between different groups are dropped.
+
+        Nodes not listed in any group form one more group together. Replaces any earlier
+        partition. A node may appear in only one group.
+        """
+        group: dict[str, int] = {}
+        for i, members in enumerate(groups):
+            for addr in members:
+                if addr in group:
+                    raise ValueError(f"{addr} is in two partition groups")
+                group[addr] = i
+        self._group = group
+
+    def heal(self) -> None:
+        self._group = None
+
+    @property
+    def partitioned_groups(self) -> dict[str, int] | None:
+        return None if self._group is None else dict(self._group)
+
+    def reachable(self, src: str, dst: str) -> bool:
+        """True unless a partition separates src from dst (loss is not considered)."""
+        g = self._group
+        return g is None or g.get(src, _UNLISTED) == g.get(dst, _UNLISTED)
+
+    # ------------------------------------------------------------ hot path
+
+    def transit(self, src: str, dst: str) -> float:
+        """The fate of one message src->dst: its delay (>= 0) or DROP_LOSS / DROP_PARTITION."""
+        g = self._group
+        if g is not None and g.get(src, _UNLISTED) != g.get(dst, _UNLISTED):
+            return DROP_PARTITION
+        latency, jitter, loss = self.latency, self.jitter, self.loss
+        if self._links:
+            ov = self._links.get((src, dst))
+            if ov is not None:
+                if ov[0] is not None:
+                    latency = ov[0]
+                if ov[1] is not None:
+                    jitter = ov[1]
+                if ov[2] is not None:
+                    loss = ov[2]
+        r = self._random
+        if loss and r() < loss:
+            return DROP_LOSS
+        return latency + jitter * r() if jitter else latency

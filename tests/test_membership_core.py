@@ -1,0 +1,174 @@
+"""The membership core driven by hand: precedence rules, refutation, Lifeguard timers, resources."""
+
+from __future__ import annotations
+
+import random
+
+from gossip.broadcast import BroadcastQueue
+from gossip.config import SwimConfig
+from gossip.membership import Membership
+from gossip.messages import (
+    Ack,
+    Gossip,
+    GossipOnly,
+    MemberUpdate,
+    Message,
+    Ping,
+    ResourceRecord,
+    Status,
+)
+
+CFG = SwimConfig()
+
+
+def _core(n_known: int = 0, node: str = "me") -> Membership:
+    core = Membership(node, f"tcp://{node}:1", random.Random(0), CFG)
+    core.join(0.0, [])
+    ups = tuple(MemberUpdate(f"p{i}", f"tcp://p{i}:1", 0, Status.ALIVE) for i in range(n_known))
+    core.on_message(0.0, _gossip("p0", *ups))
+    return core
+
+
+def _gossip(sender: str, *members: MemberUpdate, resources=()) -> Message:
+    return Message(sender, f"tcp://{sender}:1", 0, GossipOnly(Gossip(members, tuple(resources))))
+
+
+def _all_gossip(outs) -> list[MemberUpdate]:
+    found = []
+    for o in outs:
+        g = getattr(o.msg.body, "gossip", None)
+        if g:
+            found.extend(g.members)
+    return found
+
+
+def test_suspicion_about_self_is_refuted_with_higher_incarnation():
+    core = _core(5)
+    core.on_message(1.0, _gossip("p1", MemberUpdate("me", "tcp://me:1", 0, Status.SUSPECT, "p1")))
+    assert core.incarnation == 1
+    assert core.awareness == 1  # being suspected counts against our own health
+    outs = core.on_tick(core.next_wakeup() + 1.0)
+    mine = [u for u in _all_gossip(outs) if u.node == "me"]
+    assert mine and mine[0].status == Status.ALIVE and mine[0].incarnation == 1
+
+
+def test_precedence_of_updates():
+    core = _core(3)
+    up = lambda st, inc, by="": _gossip("p2", MemberUpdate("p1", "tcp://p1:1", inc, st, by))  # noqa: E731
+    core.on_message(1, up(Status.SUSPECT, 0, "p2"))
+    assert core.member("p1").status == Status.SUSPECT
+    core.on_message(1, up(Status.ALIVE, 0))  # same incarnation alive does not clear suspicion
+    assert core.member("p1").status == Status.SUSPECT
+    core.on_message(1, up(Status.ALIVE, 1))  # refutation
+    assert core.member("p1").status == Status.ALIVE and core.member("p1").incarnation == 1
+    core.on_message(1, up(Status.DEAD, 0, "p2"))  # stale
+    assert core.member("p1").status == Status.ALIVE
+    core.on_message(1, up(Status.DEAD, 1, "p2"))
+    assert core.member("p1").status == Status.DEAD
+    core.on_message(1, up(Status.SUSPECT, 1, "p0"))  # suspect never downgrades dead
+    assert core.member("p1").status == Status.DEAD
+    core.on_message(1, up(Status.LEFT, 2))
+    assert core.member("p1").status == Status.LEFT
+    core.on_message(1, up(Status.ALIVE, 2))  # a left node stays left at that incarnation
+    assert core.member("p1").status == Status.LEFT
+    core.on_message(1, _gossip("p2", MemberUpdate("ghost", "tcp://g:1", 5, Status.DEAD, "p2")))
+    assert core.member("ghost") is None  # a failure of a stranger teaches nothing
+
+
+def test_suspicion_timeout_shrinks_with_independent_confirmations():
+    core = _core(20)
+    n = core.live_count()
+    lo, hi = CFG.suspicion_bounds(n)
+
+    def suspect(by: str, t: float) -> None:
+        core.on_message(t, _gossip(by, MemberUpdate("p5", "tcp://p5:1", 0, Status.SUSPECT, by)))
+
+    suspect("p1", 10.0)
+    t_one = core._suspicions["p5"].deadline()
+    assert abs(t_one - (10.0 + hi)) < 1e-9
+    suspect("p1", 10.5)  # the same accuser again is not independent
+    assert core._suspicions["p5"].deadline() == t_one
+    for i, by in enumerate(["p2", "p3", "p4"]):
+        suspect(by, 11.0 + i)
+    assert abs(core._suspicions["p5"].deadline() - (10.0 + lo)) < 1e-9
+    core.on_tick(10.0 + lo + 0.01)
+    assert core.member("p5").status == Status.DEAD
+
+
+def test_failed_probes_raise_awareness_and_stretch_the_probe_interval():
+    core = _core(8)
+    t = 0.0
+    for _ in range(200):  # nobody ever answers: every probe fails
+        t = core.next_wakeup()
+        core.on_tick(t)
+        if core.awareness >= 3:
+            break
+    assert core.awareness >= 3
+    # a successful probe lowers it again
+    ping = None
+    while ping is None:
+        t = core.next_wakeup()
+        ping = next((o for o in core.on_tick(t) if isinstance(o.msg.body, Ping)), None)
+    before = core.awareness
+    assert core._probe.deadline - t == CFG.probe_interval * (before + 1)  # stretched
+    core.on_message(t + 0.01, Message(ping.msg.body.target, ping.addr, ping.msg.seq,
+                                      Ack(ping.msg.body.target)))  # fmt: skip
+    assert core.awareness == before - 1
+    assert core.stats["probe_failed"] > 0
+
+
+def test_leave_announces_left_with_higher_incarnation_and_stops_probing():
+    core = _core(4)
+    outs = core.leave(1.0)
+    assert core.left and core.incarnation == 1
+    ups = _all_gossip(outs)
+    assert ups and all(u.node == "me" and u.status == Status.LEFT for u in ups)
+    later = core.on_tick(core.next_wakeup())
+    assert not any(isinstance(o.msg.body, Ping) for o in later)
+    # after leaving, accusations are not refuted
+    core.on_message(2.0, _gossip("p1", MemberUpdate("me", "tcp://me:1", 1, Status.DEAD, "p1")))
+    assert core.incarnation == 1
+
+
+def test_resource_records_newer_version_wins_and_own_record_is_authoritative():
+    core = _core(2)
+    r5 = ResourceRecord(node="p1", version=5, cpus=8)
+    core.on_message(1, _gossip("p1", resources=[r5]))
+    core.on_message(1, _gossip("p1", resources=[ResourceRecord(node="p1", version=4, cpus=1)]))
+    assert core.member("p1").resources.cpus == 8
+    core.on_message(1, _gossip("p1", resources=[ResourceRecord(node="me", version=99, cpus=1)]))
+    assert core.resources.version == 1
+    core.update_resources(2.0, load=0.5, forecast=[0.1, 0.2])
+    assert core.resources.version == 2 and core.resources.forecast == (0.1, 0.2)
+
+
+def test_ping_is_acked_and_indirect_probe_is_relayed():
+    core = _core(3)
+    outs = core.on_message(1.0, Message("p1", "tcp://p1:1", 9, Ping("me")))
+    assert [(o.addr, type(o.msg.body), o.msg.seq) for o in outs] == [("tcp://p1:1", Ack, 9)]
+    from gossip.messages import Nack, PingReq
+
+    outs = core.on_message(1.0, Message("p1", "tcp://p1:1", 10, PingReq("p2", "tcp://p2:1")))
+    (fwd,) = outs
+    assert fwd.addr == "tcp://p2:1" and isinstance(fwd.msg.body, Ping)
+    relayed = core.on_message(1.05, Message("p2", "tcp://p2:1", fwd.msg.seq, Ack("p2")))
+    assert [(o.addr, type(o.msg.body), o.msg.seq) for o in relayed] == [("tcp://p1:1", Ack, 10)]
+    # an unanswered relay sends a nack to the requester
+    outs = core.on_message(2.0, Message("p1", "tcp://p1:1", 11, PingReq("p0", "tcp://p0:1")))
+    nacks = [o for o in core.on_tick(2.0 + CFG.probe_timeout) if isinstance(o.msg.body, Nack)]
+    assert [(o.addr, o.msg.seq) for o in nacks] == [("tcp://p1:1", 11)]
+
+
+def test_broadcast_queue_limits_transmissions_and_replaces_stale_items():
+    q = BroadcastQueue()
+    q.put("a", 1)
+    q.put("b", 2)
+    q.put("a", 3)  # replaces 1
+    assert len(q) == 2
+    sent = [q.take(10, limit=3) for _ in range(4)]
+    assert sent[0] == [2, 3] or sent[0] == [3, 2]
+    assert [len(s) for s in sent] == [2, 2, 2, 0]
+    q.put("c", 4)
+    q.put("d", 5)
+    q.take(1, limit=5)  # d (newest) goes first
+    assert q.take(1, limit=5) == [4]  # then the least transmitted

@@ -1,0 +1,154 @@
+"""ZmqTransport: one ROUTER per agent, datagram-style DEALERs per peer, clean errors."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+import zmq
+
+from deploy.local_cluster import free_ports
+from gossip.transport import BindError, TransportConfig, ZmqTransport
+
+
+def _ep() -> str:
+    return f"tcp://127.0.0.1:{free_ports(1)[0]}"
+
+
+async def _recv(t: ZmqTransport, timeout: float = 2.0) -> tuple[tuple[bytes, ...], bytes]:
+    return await asyncio.wait_for(t.recv(), timeout)
+
+
+def test_peer_to_peer_first_message_is_not_lost() -> None:
+    async def main() -> None:
+        a, b = ZmqTransport.bind(_ep()), ZmqTransport.bind(_ep())
+        try:
+            # the first send happens before any connection exists: it must be held, not lost
+            for i in range(5):
+                a.send(b.endpoint, b"hello %d" % i)
+            got = [(await _recv(b))[1] for _ in range(5)]
+            assert got == [b"hello %d" % i for i in range(5)]
+            assert a.stats["sent"] == 5
+            assert b.stats["received"] == 5
+            assert a.peer_count == 1
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
+def test_bind_address_in_use_is_a_clear_error() -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        with pytest.raises(BindError, match="address already in use"):
+            ZmqTransport.bind(f"tcp://127.0.0.1:{port}")
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("endpoint", ["tcp://127.0.0.1", "bogus://x:1", "tcp://256.1.2.3:7000"])
+def test_bind_bad_endpoint_is_a_clear_error(endpoint: str) -> None:
+    with pytest.raises(BindError, match="cannot bind"):
+        ZmqTransport.bind(endpoint)
+
+
+def test_dead_peer_never_blocks_and_drops_are_counted() -> None:
+    async def main() -> None:
+        cfg = TransportConfig(max_pending=10, pending_timeout=0.2)
+        a = ZmqTransport.bind(_ep(), cfg)
+        dead = _ep()  # nobody listens there
+        try:
+            t0 = time.monotonic()
+            for _ in range(100):
+                a.send(dead, b"x" * 100)
+            assert time.monotonic() - t0 < 0.5  # never waited for the peer
+            await asyncio.sleep(0.5)
+            assert a.stats["sent"] == 0
+            assert a.stats["dropped_pending_overflow"] == 90
+            assert a.stats["dropped_timeout"] == 10
+        finally:
+            a.close()
+
+    asyncio.run(main())
+
+
+def test_invalid_peer_address_is_counted_not_raised() -> None:
+    async def main() -> None:
+        a = ZmqTransport.bind(_ep())
+        try:
+            a.send("not an address", b"x")
+            assert a.stats["dropped_invalid_addr"] == 1
+            assert a.peer_count == 0
+        finally:
+            a.close()
+
+    asyncio.run(main())
+
+
+def test_client_request_reply_and_bad_frames() -> None:
+    async def main() -> None:
+        t = ZmqTransport.bind(_ep())
+        ctx = zmq.Context()
+        client = ctx.socket(zmq.DEALER)
+        client.setsockopt(zmq.LINGER, 0)
+        client.connect(t.endpoint)
+        try:
+            client.send_multipart([b"a", b"b", b"c"])  # not a layout the agent accepts
+            client.send(b"question")
+            ident, payload = await _recv(t)
+            assert payload == b"question"
+            assert t.stats["dropped_bad_frames"] == 1
+            t.reply(ident, b"answer")
+            await asyncio.sleep(0)  # let the reply's completion callback run
+            assert client.poll(2000, zmq.POLLIN)
+            assert client.recv() == b"answer"
+            assert t.stats["replies"] == 1
+            # a REQ client (empty delimiter frame) is answered too
+            req = ctx.socket(zmq.REQ)
+            req.setsockopt(zmq.LINGER, 0)
+            req.connect(t.endpoint)
+            req.send(b"q2")
+            ident, payload = await _recv(t)
+            assert payload == b"q2"
+            t.reply(ident, b"a2")
+            assert req.poll(2000, zmq.POLLIN)
+            assert req.recv() == b"a2"
+            req.close()
+        finally:
+            client.close()
+            ctx.term()
+            t.close()
+
+    asyncio.run(main())
+
+
+def test_close_is_idempotent_and_sending_after_close_is_ignored() -> None:
+    async def main() -> None:
+        t = ZmqTransport.bind(_ep())
+        t.send(_ep(), b"x")
+        t.close()
+        t.close()
+        t.send(_ep(), b"y")
+        assert t.peer_count == 0
+
+    asyncio.run(main())
+
+
+def test_lru_eviction_bounds_peer_sockets() -> None:
+    async def main() -> None:
+        t = ZmqTransport.bind(_ep(), TransportConfig(max_peers=3, pending_timeout=0.05))
+        try:
+            for port in free_ports(5):
+                t.send(f"tcp://127.0.0.1:{port}", b"x")
+            assert t.peer_count == 3
+            assert t.stats["peers_evicted"] == 2
+        finally:
+            t.close()
+
+    asyncio.run(main())
