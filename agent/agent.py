@@ -4,9 +4,12 @@ It owns one `ZmqTransport` and one `Membership` core and does only I/O around th
 
 - receive loop: decode every frame (`WireError` ⇒ counted by reason and dropped; any other
   exception while decoding or handling one message is caught, counted and logged at debug — the
-  loop never dies), answer client `Query` messages itself, hand everything else to the core;
+  loop never dies), answer client `Query` messages itself (``members``, ``stats``,
+  ``set_labels``), hand everything else to the core;
 - tick loop: call `core.on_tick` when `core.next_wakeup()` is due;
-- load loop: sample this machine's load every `load_interval` into `core.update_resources`;
+- load loop: sample this machine's load every `load_interval`; publish it through
+  `core.update_resources` only when it moved by `load_publish_delta` or the last publication is
+  `load_heartbeat` old (every node re-publishing every second floods gossip in large clusters);
 - send every `Outgoing` the core returns (an encode error is counted, never raised);
 - join: with seeds, stop with `JoinError` if no seed answers within `join_timeout`;
 - `request_stop()` (wired to SIGTERM/SIGINT by `run_agent`): graceful leave, keep driving the
@@ -32,7 +35,7 @@ from gossip.config import SwimConfig
 from gossip.membership import Membership, MemberView
 from gossip.messages import Message, Outgoing, Query, QueryReply, ResourceRecord, Status
 from gossip.transport import Identity, TransportConfig, ZmqTransport
-from gossip.wire import WireError, decode, encode
+from gossip.wire import MAX_ID_LEN, MAX_LABELS, WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ class AgentOptions:
     swim: SwimConfig = field(default_factory=SwimConfig)
     join_timeout: float = 10.0
     load_interval: float = 1.0
+    load_publish_delta: float = 0.05
+    load_heartbeat: float = 10.0
     transport: TransportConfig = field(default_factory=TransportConfig)
 
 
@@ -69,6 +74,7 @@ def member_row(m: MemberView, now: float) -> dict[str, Any]:
         "addr": m.addr,
         "status": Status(m.status).label,
         "incarnation": m.incarnation,
+        "version": r.version if r else None,
         "cpus": r.cpus if r else None,
         "memory": r.memory if r else None,
         "gpus": r.gpus if r else None,
@@ -105,6 +111,7 @@ class Agent:
         self._stop_requested = asyncio.Event()
         self._statuses: dict[str, Status] = {}
         self._seq = 0
+        self._published: tuple[float, float, float] | None = None  # load, mem_load, time
 
     @classmethod
     def start(cls, options: AgentOptions) -> Agent:
@@ -160,8 +167,12 @@ class Agent:
             rep = QueryReply(ok=True, data=self.member_rows())
         elif q.what == "stats":
             rep = QueryReply(ok=True, data=self.stats())
+        elif q.what == "set_labels":
+            rep = self._set_labels(q.args)
         else:
-            rep = QueryReply(ok=False, error=f"unknown query {q.what!r} (known: members, stats)")
+            rep = QueryReply(
+                ok=False, error=f"unknown query {q.what!r} (known: members, stats, set_labels)"
+            )
         out = Message(self.node_id, self.opts.advertise, msg.seq, rep)
         try:
             payload = encode(out)
@@ -170,6 +181,27 @@ class Agent:
             rep = QueryReply(ok=False, error=f"reply not sendable: {e}")
             payload = encode(Message(self.node_id, self.opts.advertise, msg.seq, rep))
         self.transport.reply(ident, payload)
+
+    def _set_labels(self, args: dict[str, Any]) -> QueryReply:
+        """Merge ``args["labels"]`` into this node's labels and publish a new record version."""
+        labels = args.get("labels")
+        if not isinstance(labels, dict) or not labels:
+            return QueryReply(ok=False, error="set_labels needs a non-empty labels table")
+        for k, v in labels.items():
+            if not isinstance(k, str) or not k or len(k) > MAX_ID_LEN:
+                return QueryReply(ok=False, error=f"bad label key {k!r}")
+            if not isinstance(v, str) or len(v) > MAX_ID_LEN:
+                return QueryReply(ok=False, error=f"bad value for label {k!r}: {v!r}")
+        merged = {**self.core.resources.labels, **labels}
+        if len(merged) > MAX_LABELS:
+            return QueryReply(ok=False, error=f"too many labels ({len(merged)} > {MAX_LABELS})")
+        self.core.update_resources(self.now(), labels=merged)
+        self._wake.set()
+        rec = self.core.resources
+        log.info("labels set: %s (record version %d)",
+                 ", ".join(f"{k}={v}" for k, v in sorted(labels.items())), rec.version)  # fmt: skip
+        return QueryReply(ok=True, data={"node": self.node_id, "version": rec.version,
+                                         "labels": dict(rec.labels)})  # fmt: skip
 
     def member_rows(self) -> list[dict[str, Any]]:
         now = self.now()
@@ -224,11 +256,25 @@ class Agent:
             await asyncio.sleep(self.opts.load_interval)
             try:
                 s = self._sampler.sample()
-                self.core.update_resources(self.now(), load=s.load, mem_load=s.mem_load)
-                self._wake.set()
+                now = self.now()
+                if self._load_worth_publishing(s.load, s.mem_load, now):
+                    self.core.update_resources(now, load=s.load, mem_load=s.mem_load)
+                    self._published = (s.load, s.mem_load, now)
+                    self._wake.set()
             except Exception as e:
                 self.counters["load_errors"] += 1
                 log.debug("load sampling failed: %r", e, exc_info=True)
+
+    def _load_worth_publishing(self, load: float, mem_load: float, now: float) -> bool:
+        if self._published is None:
+            return True
+        last_load, last_mem, at = self._published
+        delta = self.opts.load_publish_delta
+        return (
+            abs(load - last_load) >= delta
+            or abs(mem_load - last_mem) >= delta
+            or now - at >= self.opts.load_heartbeat
+        )
 
     async def _watch_loop(self) -> None:
         while True:

@@ -2,6 +2,7 @@
 
     agora agent   [--config FILE] [--bind EP] [--advertise EP] [--join EP ...] ...
     agora members --agent EP [--stats] [--json] [--timeout S]
+    agora label   --agent EP KEY=VALUE [KEY=VALUE ...]
     agora forecast ...            (when the forecaster package provides it)
 
 Every user error prints one line ``agora: error: ...`` on stderr and exits non-zero (2 for
@@ -37,15 +38,15 @@ def fail(msg: str, code: int = 1) -> int:
 # ---------------------------------------------------------------- agent
 
 
-def _labels(values: list[str] | None) -> dict[str, str] | None:
+def _labels(values: list[str] | None, what: str = "--label") -> dict[str, str] | None:
     if not values:
         return None
     out: dict[str, str] = {}
     for v in values:
         key, sep, val = v.partition("=")
-        if not sep or not key:
-            raise UserError(f"--label expects KEY=VALUE, got {v!r}")
-        out[key] = val
+        if not sep or not key.strip():
+            raise UserError(f"{what} expects KEY=VALUE, got {v!r}")
+        out[key.strip()] = val
     return out
 
 
@@ -196,6 +197,47 @@ def add_members_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_members)
 
 
+# ---------------------------------------------------------------- label
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        return fail("--timeout must be positive", 2)
+    try:
+        labels = _labels(args.labels, "label")
+    except UserError as e:
+        return fail(str(e), 2)
+    assert labels  # argparse requires at least one
+    try:
+        data = query(args.agent, "set_labels", timeout=args.timeout, args={"labels": labels})
+    except ClientError as e:
+        return fail(str(e))
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        shown = ",".join(f"{k}={v}" for k, v in sorted(data.get("labels", {}).items()))
+        print(f"{data.get('node')}: labels {shown} (record version {data.get('version')})")
+    return 0
+
+
+def add_label_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "label",
+        help="set labels on a running agent (gossiped to the whole cluster)",
+        description="Merge KEY=VALUE labels into a running agent's published resources: a key "
+        "already set gets the new value, other labels are kept. The change is gossiped like any "
+        "resource update; it lasts until the agent stops (put permanent labels in the config "
+        "file's [resources] labels or pass --label to 'agora agent').",
+    )
+    p.add_argument("labels", metavar="KEY=VALUE", nargs="+", help="a label to set (repeatable)")
+    p.add_argument("--agent", "-a", metavar="EP", default="tcp://127.0.0.1:7946",
+                   help="the agent to label (default tcp://127.0.0.1:7946)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S",
+                   help="give up after S seconds without an answer (default 2)")  # fmt: skip
+    p.set_defaults(func=cmd_label)
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -216,6 +258,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     add_agent_parser(sub)
     add_members_parser(sub)
+    add_label_parser(sub)
     if plugins:
         _register_forecast(sub)
     return parser

@@ -8,6 +8,8 @@ Example (every key is optional)::
     join = ["tcp://10.0.0.1:7946"]       # seeds; empty = start a new cluster
     join_timeout = 10.0                  # seconds to reach a seed before giving up
     load_interval = 1.0                  # seconds between load samples
+    load_publish_delta = 0.05            # publish a sample when load moved this much (0..1)...
+    load_heartbeat = 10.0                # ...or when the last publication is this old (seconds)
     log_level = "INFO"
 
     [resources]                          # override what is detected with psutil
@@ -78,6 +80,8 @@ class AgentConfig:
     join: list[str] = field(default_factory=list)
     join_timeout: float = 10.0
     load_interval: float = 1.0
+    load_publish_delta: float = 0.05
+    load_heartbeat: float = 10.0
     log_level: str = "INFO"
     resources: CapacityOverrides = field(default_factory=CapacityOverrides)
     swim: SwimConfig = field(default_factory=SwimConfig)
@@ -101,6 +105,8 @@ class AgentConfig:
             swim=self.swim,
             join_timeout=self.join_timeout,
             load_interval=self.load_interval,
+            load_publish_delta=self.load_publish_delta,
+            load_heartbeat=self.load_heartbeat,
         )
 
 
@@ -190,6 +196,8 @@ _TOP = {
     "join": ("join", _join_list),
     "join_timeout": ("join_timeout", _pos_number),
     "load_interval": ("load_interval", _pos_number),
+    "load_publish_delta": ("load_publish_delta", _pos_number),
+    "load_heartbeat": ("load_heartbeat", _pos_number),
     "log_level": ("log_level", _log_level),
 }
 

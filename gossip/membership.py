@@ -129,7 +129,10 @@ class Membership:
         self._live: list[str] = []  # other members that are alive or suspect, for O(1) sampling
         self._live_pos: dict[str, int] = {}
         self._last_heard: dict[str, float] = {}
-        self._queue = BroadcastQueue()
+        # membership changes go first: a flood of resource records must never delay the news
+        # that a member failed
+        self._member_queue = BroadcastQueue()
+        self._record_queue = BroadcastQueue()
         self._events: list[tuple[float, str, Status, int]] = []
         self._seq = 0
         self._probe: _Probe | None = None
@@ -146,7 +149,7 @@ class Membership:
         record = resources or ResourceRecord(node=node_id, version=0)
         self._records[node_id] = dataclasses.replace(record, node=node_id, version=1)
         self._enqueue_member(self._members[node_id])
-        self._queue.put(("r", node_id), self._records[node_id])
+        self._record_queue.put(node_id, self._records[node_id])
 
     # ------------------------------------------------------------------ public API
 
@@ -213,7 +216,7 @@ class Membership:
             fields["forecast"] = tuple(fields["forecast"])  # type: ignore[arg-type]
         new = dataclasses.replace(old, version=old.version + 1, **fields)  # type: ignore[arg-type]
         self._records[self.node_id] = new
-        self._queue.put(("r", self.node_id), new)
+        self._record_queue.put(self.node_id, new)
 
     def next_wakeup(self) -> float:
         times = [self._next_gossip, self._next_push_pull, self._next_join, self._next_reconnect]
@@ -354,7 +357,7 @@ class Membership:
                     self.stats["declared_dead"] += 1
 
     def _gossip_round(self, out: list[Outgoing]) -> None:
-        if not len(self._queue):
+        if not len(self._member_queue) and not len(self._record_queue):
             return
         for m in self._random_members(self.config.gossip_fanout):
             g = self._piggyback()
@@ -464,7 +467,7 @@ class Membership:
         if cur is None or r.version > cur.version:
             self._records[r.node] = r
             if spread:
-                self._queue.put(("r", r.node), r)
+                self._record_queue.put(r.node, r)
 
     def _apply_update(self, now: float, u: MemberUpdate, spread: bool = True) -> None:
         if u.node == self.node_id:
@@ -593,14 +596,13 @@ class Membership:
         return MemberUpdate(m.node, m.addr, m.incarnation, m.status, by or m.by)
 
     def _enqueue_member(self, m: _Member, by: str = "") -> None:
-        self._queue.put(("m", m.node), self._update_of(m, by))
+        self._member_queue.put(m.node, self._update_of(m, by))
 
     def _piggyback(self, first: tuple[MemberUpdate, ...] = ()) -> Gossip:
-        n = self.live_count()
-        items = self._queue.take(self.config.gossip_max_items - len(first),
-                                 self.config.retransmit_limit(n))  # fmt: skip
-        members = first + tuple(i for i in items if isinstance(i, MemberUpdate))
-        resources = tuple(i for i in items if isinstance(i, ResourceRecord))
+        limit = self.config.retransmit_limit(self.live_count())
+        room = self.config.gossip_max_items - len(first)
+        members = first + tuple(self._member_queue.take(room, limit))
+        resources = tuple(self._record_queue.take(room - len(members) + len(first), limit))
         return Gossip(members, resources)
 
     def _full_state(self) -> tuple[tuple[MemberUpdate, ...], tuple[ResourceRecord, ...]]:

@@ -150,9 +150,38 @@ def test_members_row_fields(target: AgentThread) -> None:
     (me,) = [r for r in query(target.addr, "members") if r["node"] == "target"]
     assert me["addr"] == target.addr and me["status"] == "alive"
     assert me["cpus"] == 2 and me["memory"] == 2**30
-    for key in ("incarnation", "gpus", "labels", "alloc", "load", "mem_load", "forecast",
-                "last_heard_s_ago"):  # fmt: skip
+    for key in ("incarnation", "version", "gpus", "labels", "alloc", "load", "mem_load",
+                "forecast", "last_heard_s_ago"):  # fmt: skip
         assert key in me
+
+
+def test_set_labels_merges_and_bumps_the_record_version(target: AgentThread) -> None:
+    (before,) = [r for r in query(target.addr, "members") if r["node"] == "target"]
+    rep = query(target.addr, "set_labels", args={"labels": {"zone": "a", "disk": "ssd"}})
+    assert rep["node"] == "target" and rep["version"] > before["version"]
+    assert rep["labels"] == {"zone": "a", "disk": "ssd"}
+    rep2 = query(target.addr, "set_labels", args={"labels": {"zone": "b"}})
+    assert rep2["version"] > rep["version"]
+    assert rep2["labels"] == {"zone": "b", "disk": "ssd"}  # merged, not replaced
+    (me,) = [r for r in query(target.addr, "members") if r["node"] == "target"]
+    assert me["labels"] == {"zone": "b", "disk": "ssd"} and me["version"] >= rep2["version"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ({}, "non-empty labels"),
+        ({"labels": {}}, "non-empty labels"),
+        ({"labels": ["zone"]}, "non-empty labels"),
+        ({"labels": {"": "x"}}, "bad label key"),
+        ({"labels": {"zone": 3}}, "bad value for label 'zone'"),
+        ({"labels": {f"k{i}": "v" for i in range(65)}}, "too many labels"),
+    ],
+)
+def test_set_labels_refuses_bad_arguments(target: AgentThread, args: dict, needle: str) -> None:
+    with pytest.raises(ClientError, match=needle):
+        query(target.addr, "set_labels", args=args)
+    assert target.thread.is_alive()
 
 
 # ---------------------------------------------------------------- hypothesis

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy.cli import build_parser, format_members
-from deploy.local_cluster import REPO_ROOT, free_ports
+from deploy.local_cluster import REPO_ROOT, LocalCluster, free_ports
 
 
 def agora(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
@@ -32,9 +32,9 @@ def assert_one_line_error(r: subprocess.CompletedProcess[str], needle: str) -> N
 def test_help_documents_every_option() -> None:
     parser = build_parser()
     subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert {"agent", "members"} <= set(subs.choices)
+    assert {"agent", "members", "label"} <= set(subs.choices)
     for name, sp in subs.choices.items():
-        if name not in ("agent", "members"):
+        if name not in ("agent", "members", "label"):
             continue  # the forecaster's subcommand is tested by its owner
         for action in sp._actions:
             assert action.help, f"agora {name} {action.option_strings} has no help"
@@ -44,6 +44,8 @@ def test_help_documents_every_option() -> None:
     assert r.returncode == 0 and "--join" in r.stdout and "--advertise" in r.stdout
     r = agora("members", "--help")
     assert r.returncode == 0 and "--stats" in r.stdout and "--timeout" in r.stdout
+    r = agora("label", "--help")
+    assert r.returncode == 0 and "KEY=VALUE" in r.stdout and "--agent" in r.stdout
 
 
 def test_unknown_flag() -> None:
@@ -101,6 +103,9 @@ def test_members_with_nobody_listening() -> None:
         (("agent", "--memory", "lots"), "not a size"),
         (("agent", "--bind", "nonsense"), "not tcp://HOST:PORT"),
         (("agent", "--log-level", "chatty"), "invalid choice"),
+        (("label", "--agent", "127.0.0.1:1", "zone"), "KEY=VALUE"),
+        (("label", "--agent", "127.0.0.1:1", "=x"), "KEY=VALUE"),
+        (("label", "--agent", "127.0.0.1:1"), "KEY=VALUE"),
     ],
 )
 def test_other_user_errors(args: tuple[str, ...], needle: str) -> None:
@@ -125,3 +130,22 @@ def test_members_table_format() -> None:
     assert lines[0].split()[:4] == ["NODE", "ADDRESS", "STATUS", "INC"]
     assert "4 cpu, 8.0GiB, 1 gpu zone=x" in lines[1] and "25%" in lines[1]
     assert "failed" in lines[2] and "12.3s ago" in lines[2]
+
+
+def test_label_a_running_agent() -> None:
+    with LocalCluster(1, log_level="WARNING") as c:
+        c.start()
+        addr = c.nodes[0].addr
+        r = agora("label", "--agent", addr, "zone=eu-1", "disk=ssd")
+        assert r.returncode == 0, r.stderr
+        assert "disk=ssd,zone=eu-1" in r.stdout and "record version" in r.stdout
+        r = agora("members", "--agent", addr)
+        assert r.returncode == 0 and "disk=ssd,zone=eu-1" in r.stdout
+        r = agora("label", "--agent", addr, "--json", "zone=eu-2")
+        assert r.returncode == 0 and '"zone": "eu-2"' in r.stdout and '"disk": "ssd"' in r.stdout
+
+
+def test_label_with_nobody_listening() -> None:
+    (port,) = free_ports(1)
+    r = agora("label", "--agent", f"127.0.0.1:{port}", "--timeout", "0.3", "a=b")
+    assert_one_line_error(r, "no answer from")

@@ -52,7 +52,9 @@ def test_joins_converge_and_crash_is_detected_by_every_survivor():
     crashed_at = sim.now
     sim.crash(victim)
     t = sim.run_until_true(
-        lambda: _statuses_of(sim, addrs, victim) == {Status.DEAD: N - 1}, timeout=60, check_every=0.5
+        lambda: _statuses_of(sim, addrs, victim) == {Status.DEAD: N - 1},
+        timeout=60,
+        check_every=0.5,
     )
     assert t is not None, _statuses_of(sim, addrs, victim)
     assert t - crashed_at < 30
@@ -93,8 +95,10 @@ def test_partition_heals_and_both_sides_remerge():
     left, right = addrs[: N // 2], addrs[N // 2 :]
     sim.partition(left, right)
     sim.run_until_true(
-        lambda: _statuses_of(sim, left, right[0]).get(Status.DEAD, 0) == len(left)
-        and _statuses_of(sim, right, left[0]).get(Status.DEAD, 0) == len(right),
+        lambda: (
+            _statuses_of(sim, left, right[0]).get(Status.DEAD, 0) == len(left)
+            and _statuses_of(sim, right, left[0]).get(Status.DEAD, 0) == len(right)
+        ),
         timeout=60,
         check_every=1.0,
     )

@@ -74,3 +74,29 @@ def converged(sim: Simulator, addrs: Iterable[str]) -> bool:
             if alive != up:
                 return False
     return True
+
+
+def bootstrap_swim_cluster(
+    sim: Simulator,
+    n: int,
+    seed: int,
+    config: SwimConfig | None = None,
+) -> list[str]:
+    """n Membership nodes that already know each other, as after a completed join.
+
+    Joining thousands of nodes through one seed costs O(n^2) messages and minutes of wall time;
+    benchmarks of steady-state behaviour (dissemination, failure detection) start from here.
+    Each core learns the full member list through an ordinary anti-entropy `SyncReply`.
+    """
+    from gossip.messages import MemberUpdate, Message, SyncReply
+
+    addrs = [f"sim://n{i}" for i in range(n)]
+    cores = [Membership(node_id(a), a, random.Random(f"{seed}:{a}"), config) for a in addrs]
+    members = tuple(MemberUpdate(c.node_id, c.addr, 0, Status.ALIVE) for c in cores)
+    records = tuple(c.resources for c in cores)
+    state = Message("bootstrap", "sim://bootstrap", 0, SyncReply(members, records))
+    for a, c in zip(addrs, cores, strict=True):
+        c.join(sim.now, [])
+        c.on_message(sim.now, state)
+        sim.add_node(a, c)
+    return addrs

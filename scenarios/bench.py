@@ -1,0 +1,102 @@
+"""`make bench`: run every benchmark and write docs/benchmarks.md (command, machine, date).
+
+    python -m scenarios.bench --out docs/benchmarks.md [--only sim,real,forecast] [--quick]
+
+Targets are reported next to the measured figures, met or not; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import traceback
+from collections.abc import Callable
+
+SECTIONS = ("sim", "real", "forecast")
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (
+        f"{platform.node()}: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def _sim(quick: bool) -> str:
+    from scenarios import bench_sim
+
+    return bench_sim.run((100, 1000) if quick else (100, 1000, 5000))
+
+
+def _real(quick: bool) -> str:
+    from scenarios import bench_real
+
+    return bench_real.run((10,) if quick else (20, 50))
+
+
+def _forecast(quick: bool) -> str:
+    from metalearn import bench as forecast_bench
+
+    return (
+        forecast_bench.section()
+        if hasattr(forecast_bench, "section")
+        else ("### Forecaster\n\n```\n" + repr(forecast_bench.run()) + "\n```\n")
+    )
+
+
+RUNNERS: dict[str, Callable[[bool], str]] = {"sim": _sim, "real": _real, "forecast": _forecast}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scenarios.bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", default="docs/benchmarks.md", help="markdown file to write")
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections to run, of {', '.join(SECTIONS)}")  # fmt: skip
+    p.add_argument("--quick", action="store_true", help="smaller sizes, for a fast look")
+    args = p.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        print(f"bench: error: unknown section(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    given = argv if argv is not None else sys.argv[1:]
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Command: `python -m scenarios.bench {' '.join(given)}` (`make bench`)  ",
+        f"Machine: {machine()}  ",
+        f"Date: {started}",
+        "",
+    ]
+    failed = False
+    for name in chosen:
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            parts.append(RUNNERS[name](args.quick))
+        except Exception:  # a broken section is reported in the file, and the run fails
+            failed = True
+            parts.append(f"### {name}\n\nFAILED:\n\n```\n{traceback.format_exc()}```\n")
+    text = "\n".join(parts)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(f"[bench] wrote {args.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
