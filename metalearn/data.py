@@ -1,0 +1,213 @@
+"""Loading load traces from a directory, splitting by machine, windowing and normalization.
+
+Two file formats are read, one series (one machine) per file:
+
+* whitespace columns, as in the Google-cluster ``gcd-vms`` set: ``cpu mem`` per line, one line
+  per 5-minute step. Only the first column (CPU %) is used.
+* CSV with the header ``timestamp,value``: one ``timestamp,value`` row per step. Only
+  ``value`` is used; timestamps are kept as given (rows must already be in time order).
+
+A line that cannot be parsed (non-numeric, missing value, NaN/inf) is a :class:`DataError`
+naming the file and line. An empty file is a :class:`DataError` too. :func:`load_dir` can
+instead skip unusable files and count them (``skip_bad=True``); it never silently drops a line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metalearn.errors import DataError
+
+log = logging.getLogger(__name__)
+
+CSV_HEADER = ("timestamp", "value")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One machine's load series (CPU %, in time order)."""
+
+    name: str
+    values: np.ndarray  # float64, shape (n,)
+    digest: str  # short hash of the values, identifies the series across directories
+
+    @property
+    def group(self) -> str:
+        """Machine group used for splitting: the name without a trailing ``_<n>`` suffix.
+
+        In gcd-vms, ``vm_<id>_<n>`` files share an ``<id>``; keeping a group on one side of the
+        split avoids leaking related series from training into evaluation. The suffix is only
+        stripped when the rest still contains a digit, so ``vm_12`` is a group of its own.
+        """
+        stem = re.sub(r"_\d+$", "", self.name)
+        return stem if re.search(r"\d", stem) else self.name
+
+
+def series_digest(values: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(values, dtype="<f8").tobytes()).hexdigest()[:16]
+
+
+def _parse_float(text: str, path: Path, lineno: int) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise DataError(f"{path}:{lineno}: not a number: {text!r}") from None
+    if not math.isfinite(v):
+        raise DataError(f"{path}:{lineno}: missing or non-finite value: {text!r}")
+    return v
+
+
+def load_file(path: str | Path) -> Series:
+    """Read one trace file (either format). Raises :class:`DataError` naming file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not a text file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    lines = text.splitlines()
+    if not any(line.strip() for line in lines):
+        raise DataError(f"{path}: empty file")
+    first = next(i for i, line in enumerate(lines) if line.strip())
+    header = tuple(c.strip().lower() for c in lines[first].split(","))
+    values: list[float] = []
+    if header == CSV_HEADER:
+        for i in range(first + 1, len(lines)):
+            line = lines[i].strip()
+            if not line:
+                continue
+            cols = line.split(",")
+            if len(cols) != 2 or not cols[1].strip():
+                raise DataError(f"{path}:{i + 1}: expected 'timestamp,value', got {line!r}")
+            values.append(_parse_float(cols[1].strip(), path, i + 1))
+    else:
+        for i in range(first, len(lines)):
+            line = lines[i].strip()
+            if not line:
+                continue
+            values.append(_parse_float(line.split()[0], path, i + 1))
+    if not values:
+        raise DataError(f"{path}: no data rows")
+    arr = np.asarray(values, dtype=np.float64)
+    return Series(name=path.name, values=arr, digest=series_digest(arr))
+
+
+def _is_trace_file(p: Path) -> bool:
+    return (
+        p.is_file()
+        and not p.name.startswith(".")
+        and not p.name.upper().startswith("README")
+        and p.suffix.lower() != ".md"
+    )
+
+
+def load_dir(
+    directory: str | Path, *, min_length: int = 1, skip_bad: bool = False
+) -> list[Series]:
+    """Load every trace file in ``directory`` (not recursive), sorted by name.
+
+    Hidden files, ``README*`` and ``*.md`` are ignored. Series shorter than ``min_length`` are
+    skipped and counted (logged). With ``skip_bad`` unreadable files are skipped and counted
+    too; otherwise the first one raises :class:`DataError`. A directory with no usable series
+    raises :class:`DataError`.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataError(f"{d}: not a directory")
+    files = sorted(p for p in d.iterdir() if _is_trace_file(p))
+    out: list[Series] = []
+    bad = short = 0
+    for p in files:
+        try:
+            s = load_file(p)
+        except DataError as e:
+            if not skip_bad:
+                raise
+            bad += 1
+            log.warning("skipping %s", e)
+            continue
+        if len(s.values) < min_length:
+            short += 1
+            continue
+        out.append(s)
+    if bad or short:
+        log.info(
+            "%s: %d series loaded, %d unreadable files skipped, %d series shorter than %d "
+            "points skipped", d, len(out), bad, short, min_length,
+        )
+    if not out:
+        raise DataError(
+            f"{d}: no usable series ({len(files)} files, {bad} unreadable, "
+            f"{short} shorter than {min_length} points)"
+        )
+    return out
+
+
+def _group_score(group: str, seed: int) -> float:
+    h = hashlib.sha256(f"{seed}:{group}".encode()).digest()
+    return int.from_bytes(h[:8], "big") / 2.0**64
+
+
+def split_by_machine(
+    series: list[Series], holdout_fraction: float, seed: int
+) -> tuple[list[Series], list[Series]]:
+    """Deterministic split by machine group: (train, held_out).
+
+    Each group is placed by a hash of (seed, group name), so the split does not depend on the
+    directory listing order and a machine's series is never on both sides.
+    """
+    if not 0.0 <= holdout_fraction < 1.0:
+        raise DataError(f"holdout fraction must be in [0, 1), got {holdout_fraction}")
+    train = [s for s in series if _group_score(s.group, seed) >= holdout_fraction]
+    held = [s for s in series if _group_score(s.group, seed) < holdout_fraction]
+    return train, held
+
+
+@dataclass(frozen=True)
+class Normalizer:
+    """Global affine normalization fitted on the training machines."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def fit(cls, series: list[Series]) -> Normalizer:
+        allv = np.concatenate([s.values for s in series])
+        std = float(allv.std())
+        return cls(mean=float(allv.mean()), std=std if std > 1e-8 else 1.0)
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+
+    def decode(self, z: np.ndarray) -> np.ndarray:
+        return np.asarray(z, dtype=np.float64) * self.std + self.mean
+
+
+def make_windows(values: np.ndarray, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """All sliding (input, target) pairs: X[i] = v[i:i+window], Y[i] = v[i+window:i+window+h].
+
+    Returns arrays of shape (n, window) and (n, horizon), n = len(v) - window - horizon + 1
+    (zero rows if the series is too short).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v) - window - horizon + 1
+    if n <= 0:
+        return np.zeros((0, window)), np.zeros((0, horizon))
+    view = np.lib.stride_tricks.sliding_window_view(v, window + horizon)
+    return view[:, :window].copy(), view[:, window:].copy()
+
+
+def history_length(shots: int, window: int, horizon: int) -> int:
+    """Points needed for ``shots`` complete (input, target) windows: window + horizon + shots - 1.
+
+    Zero shots need no history.
+    """
+    return 0 if shots <= 0 else window + horizon + shots - 1
