@@ -4,8 +4,9 @@
 * moving average: mean of the last m values, m chosen per horizon step on training machines;
 * global linear autoregression: least squares (window -> horizon, with intercept) pooled over
   all training machines' windows, in normalized units;
-* joint network: the same network trained on all training windows (no meta-learning), then
-  fine-tuned on a node's k shots by the same runtime inner loop as the MAML forecaster;
+* joint network: the same network (same inputs, incl. the relative-to-window-mean transform)
+  trained on all training windows (no meta-learning), then fine-tuned on a node's k shots
+  by the same runtime inner loop as the MAML forecaster;
 * scratch network: the same network from a random initialization trained only on the k shots.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from metalearn.data import Normalizer, Series, make_windows
-from metalearn.model import ForecastNet, ModelConfig, build
+from metalearn.model import ForecastNet, ModelConfig, build, to_relative
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,8 @@ def train_joint(
     """The same network trained on all training windows pooled (no meta-learning)."""
     net = build(cfg, seed)
     gen = torch.Generator().manual_seed(seed)
-    xt = torch.from_numpy(norm.encode(x).astype(np.float32))
-    yt = torch.from_numpy(norm.encode(y).astype(np.float32))
+    xt, yt = to_relative(torch.from_numpy(norm.encode(x).astype(np.float32)),
+                         torch.from_numpy(norm.encode(y).astype(np.float32)), cfg)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     for ep in range(epochs):
@@ -111,8 +112,8 @@ def train_scratch(
 ) -> ForecastNet:
     """The same network from a random initialization, trained (Adam) on the k shots only."""
     net = build(cfg, seed)
-    xt = torch.from_numpy(norm.encode(x).astype(np.float32))
-    yt = torch.from_numpy(norm.encode(y).astype(np.float32))
+    xt, yt = to_relative(torch.from_numpy(norm.encode(x).astype(np.float32)),
+                         torch.from_numpy(norm.encode(y).astype(np.float32)), cfg)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(steps):
         loss = torch.nn.functional.mse_loss(net(xt), yt)

@@ -80,7 +80,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         window=args.window, horizon=args.horizon, hidden=args.hidden, epochs=args.epochs,
         shots=args.shots, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
         first_order=args.order == "first", meta_batch=args.meta_batch, holdout=args.holdout,
-        seed=args.seed,
+        seed=args.seed, algo=args.algo, relative=args.input == "relative",
     )
     out = Path(args.out)
     if not out.parent.is_dir():
@@ -157,6 +157,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--hidden", type=_positive, default=32, help="hidden units of the MLP")
     t.add_argument("--inner-steps", type=_positive, default=3, help="adaptation steps")
     t.add_argument("--inner-lr", type=float, default=0.01, help="adaptation learning rate")
+    t.add_argument("--algo", choices=("metasgd", "maml"), default="metasgd",
+                   help="metasgd (default: also meta-learns one inner lr per parameter; "
+                   "--inner-lr is their initial value) or maml (one fixed inner lr)")
+    t.add_argument("--input", choices=("relative", "absolute"), default="relative",
+                   help="network inputs/targets relative to the window's mean (default) "
+                   "or absolute; applies to the joint and from-scratch networks too")
     t.add_argument("--order", choices=("first", "second"), default="first",
                    help="MAML order: first (default; measured as accurate and faster) or second")
     t.add_argument("--meta-batch", type=_positive, default=32, help="tasks per meta-update")

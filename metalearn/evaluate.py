@@ -25,7 +25,7 @@ from metalearn.runtime import Forecaster, NodeForecaster
 
 log = logging.getLogger(__name__)
 
-MAML = "MAML (meta-init + k-shot adapt)"
+MAML = "meta-learned (Meta-SGD/MAML init + k-shot adapt)"
 JOINT = "joint net + k-shot fine-tune"
 SCRATCH = "net from scratch on k shots"
 LAST = "last value"
@@ -272,10 +272,15 @@ def write_report(res: EvalResult, body: dict, model_path: str, data_dir: str, pa
         "# Forecaster evaluation",
         "",
         f"- checkpoint: `{model_path}` (hash `{body['hash'][:16]}`), window "
-        f"{body['config']['window']}, horizon {body['config']['horizon']}, inner loop "
-        f"{body['adapt']['inner_steps']} steps at lr {body['adapt']['inner_lr']}",
+        f"{body['config']['window']}, horizon {body['config']['horizon']}, inputs "
+        f"{'relative to the window mean' if body['config'].get('relative') else 'absolute'}, "
+        f"inner loop {body['adapt']['inner_steps']} steps at "
+        + ("meta-learned per-parameter lrs" if "inner_lrs" in body["adapt"]
+           else f"lr {body['adapt']['inner_lr']}")
+        + f"; joint net fine-tune lr {body['baselines']['joint_finetune_lr']}",
         f"- trained on {tr['n_train']} machines of `{tr['data_name']}` "
-        f"({'first' if tr['first_order'] else 'second'}-order MAML, {tr['epochs']} epochs, "
+        f"({'first' if tr['first_order'] else 'second'}-order "
+        f"{'Meta-SGD' if tr.get('algo') == 'metasgd' else 'MAML'}, {tr['epochs']} epochs, "
         f"seed {tr['seed']})",
         f"- evaluated on {len(res.machines)} machines of `{data_dir}` not used in training"
         + (f" ({res.skipped_short} too short, skipped)" if res.skipped_short else ""),

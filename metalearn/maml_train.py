@@ -1,6 +1,8 @@
-"""Meta-training with learn2learn's MAML, and the whole `train` pipeline.
+"""Meta-training with learn2learn's Meta-SGD (default) or MAML, and the whole `train` pipeline.
 
-This is the only module that imports learn2learn. Each training machine is one task: a
+This is the only module that imports learn2learn. Meta-SGD (``l2l.algorithms.MetaSGD``) learns
+the initialization *and* one inner-loop learning rate per parameter element; MAML learns only
+the initialization and uses one fixed inner lr. Each training machine is one task: a
 support set of ``shots`` consecutive windows from a random position in that machine's series
 and a query set of windows drawn from strictly later in the same series (as at evaluation,
 where a node adapts on its first k windows and then forecasts the rest).
@@ -21,7 +23,7 @@ from metalearn import checkpoint
 from metalearn.baselines import LinearAR, MovingAverage, all_windows, train_joint
 from metalearn.data import Normalizer, Series, make_windows, split_by_machine
 from metalearn.errors import DataError
-from metalearn.model import PARAM_NAMES, ForecastNet, ModelConfig, build
+from metalearn.model import PARAM_NAMES, ForecastNet, ModelConfig, build, to_relative
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,8 @@ class TrainConfig:
     window: int = 12
     horizon: int = 6
     hidden: int = 32
+    relative: bool = True  # network inputs/targets relative to the window's mean
+    algo: str = "metasgd"  # "metasgd" (per-parameter inner lrs, meta-learned) or "maml"
     epochs: int = 60
     shots: int = 10
     inner_steps: int = 3
@@ -39,6 +43,7 @@ class TrainConfig:
     meta_batch: int = 32
     query_size: int = 128
     meta_lr: float = 1e-2
+    lrs_lr: float = 1e-2  # Adam lr of Meta-SGD's inner learning rates
     holdout: float = 0.2
     joint_epochs: int = 6
     seed: int = 0
@@ -49,8 +54,8 @@ class TaskSampler:
 
     def __init__(self, z: np.ndarray, cfg: TrainConfig) -> None:
         x, y = make_windows(z, cfg.window, cfg.horizon)
-        self.x = torch.from_numpy(x.astype(np.float32))
-        self.y = torch.from_numpy(y.astype(np.float32))
+        self.x, self.y = to_relative(torch.from_numpy(x.astype(np.float32)),
+                                     torch.from_numpy(y.astype(np.float32)), model_config(cfg))
         self.cfg = cfg
         # support windows s..s+k-1 cover points up to s+window+horizon+k-2; the first query
         # window whose targets all come later starts at s + horizon + k - 1
@@ -66,18 +71,31 @@ class TaskSampler:
         return self.x[s:s + k], self.y[s:s + k], self.x[qi], self.y[qi]
 
 
+def model_config(cfg: TrainConfig) -> ModelConfig:
+    return ModelConfig(cfg.window, cfg.horizon, cfg.hidden, cfg.relative)
+
+
 def meta_train(
     train: list[Series],
     norm: Normalizer,
     cfg: TrainConfig,
     progress: Callable[[int, int, float], None] | None = None,
-) -> ForecastNet:
+) -> tuple[ForecastNet, list[torch.Tensor] | None]:
+    """Meta-train; returns the initialization and (Meta-SGD) the per-parameter inner lrs."""
     import learn2learn as l2l
 
-    mcfg = ModelConfig(cfg.window, cfg.horizon, cfg.hidden)
-    net = build(mcfg, cfg.seed)
-    maml = l2l.algorithms.MAML(net, lr=cfg.inner_lr, first_order=cfg.first_order)
-    opt = torch.optim.Adam(maml.parameters(), lr=cfg.meta_lr)
+    net = build(model_config(cfg), cfg.seed)
+    if cfg.algo == "metasgd":
+        maml = l2l.algorithms.MetaSGD(net, lr=cfg.inner_lr, first_order=cfg.first_order)
+        opt = torch.optim.Adam([
+            {"params": list(net.parameters())},
+            {"params": list(maml.lrs.parameters()), "lr": cfg.lrs_lr},
+        ], lr=cfg.meta_lr)
+    elif cfg.algo == "maml":
+        maml = l2l.algorithms.MAML(net, lr=cfg.inner_lr, first_order=cfg.first_order)
+        opt = torch.optim.Adam(maml.parameters(), lr=cfg.meta_lr)
+    else:
+        raise DataError(f"unknown meta-learning algorithm {cfg.algo!r} (metasgd or maml)")
     steps_per_epoch = max(1, len(train) // cfg.meta_batch)
     total = cfg.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
@@ -105,7 +123,8 @@ def meta_train(
             sched.step()
         if progress:
             progress(ep + 1, cfg.epochs, ep_loss / steps_per_epoch)
-    return net
+    lrs = [t.detach().clone() for t in maml.lrs] if cfg.algo == "metasgd" else None
+    return net, lrs
 
 
 def _params(net: ForecastNet) -> dict[str, torch.Tensor]:
@@ -155,10 +174,10 @@ def train_checkpoint(
         )
     log.info("split by machine: %d training, %d held-out series", len(train), len(held))
     norm = Normalizer.fit(train)
-    mcfg = ModelConfig(cfg.window, cfg.horizon, cfg.hidden)
+    mcfg = model_config(cfg)
 
     t_meta = time.perf_counter()
-    net = meta_train(train, norm, cfg, progress)
+    net, lrs = meta_train(train, norm, cfg, progress)
     meta_seconds = time.perf_counter() - t_meta
 
     x, y = all_windows(train, cfg.window, cfg.horizon)
@@ -184,11 +203,13 @@ def train_checkpoint(
             "train_digests": [s.digest for s in train],
         },
     }
+    if lrs is not None:  # Meta-SGD: the learned per-parameter inner lrs replace inner_lr
+        body["adapt"]["inner_lrs"] = dict(zip(PARAM_NAMES, lrs, strict=True))
     # fine-tuning lr for the joint baseline: its best of a small grid on training machines
     rng = np.random.default_rng(cfg.seed)
     sample = [train[i] for i in sorted(rng.choice(len(train), min(100, len(train)), False))]
     grid = tuple(sorted({0.0, cfg.inner_lr / 10, cfg.inner_lr / 3, cfg.inner_lr,
-                         cfg.inner_lr * 3}))
+                         cfg.inner_lr * 3, cfg.inner_lr * 10}))
     body["baselines"]["joint_finetune_lr"] = choose_finetune_lr(body, sample, cfg.shots, grid)
     body["hash"] = checkpoint.save(body, out)
     return body, {"meta_train": meta_seconds, "total": time.perf_counter() - started}

@@ -1,8 +1,12 @@
 """The forecasting network: a small MLP with a linear skip path.
 
 Input: the last ``window`` normalized load values. Output: the next ``horizon`` normalized
-values. ``y = skip(x) + out(tanh(hidden(x)))`` — the linear skip path is a linear
-autoregression, the hidden layer adds what a linear model cannot express.
+values. With ``relative=True`` (the default since measured better, see docs/forecasting.md)
+inputs and targets are taken relative to the window's mean: the network sees
+``x - mean(x)`` and predicts ``y - mean(x)``; :func:`to_relative` (and adding :func:`level` back)
+does that for every network (meta-learned, joint, from scratch) alike.
+``y = skip(x) + out(tanh(hidden(x)))`` — the linear skip path is a linear autoregression,
+the hidden layer adds what a linear model cannot express.
 
 :func:`functional_forward` computes exactly the module's forward from a flat parameter list in
 ``module.parameters()`` order; the runtime uses it to run adapted parameters without a module
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -23,9 +28,24 @@ class ModelConfig:
     window: int = 12
     horizon: int = 6
     hidden: int = 32
+    relative: bool = False  # inputs/targets relative to the window's mean
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | bool]:
         return asdict(self)
+
+
+def level(x: Tensor | np.ndarray, cfg: ModelConfig) -> Tensor | np.ndarray:
+    """The per-window reference subtracted from inputs and targets (0 if not relative)."""
+    m = x.mean(-1, keepdims=True) if isinstance(x, np.ndarray) else x.mean(-1, keepdim=True)
+    return m if cfg.relative else m * 0
+
+
+def to_relative(
+    x: Tensor | np.ndarray, y: Tensor | np.ndarray | None, cfg: ModelConfig
+) -> tuple:
+    """Inputs (and targets) as the network sees them; ``y`` may be None."""
+    r = level(x, cfg)
+    return x - r, (None if y is None else y - r)
 
 
 class ForecastNet(nn.Module):

@@ -6,10 +6,12 @@ Load the meta-initialization once per process and share it between nodes::
     node = fc.adapt(history)               # this node's own recent samples (CPU %)
     node.forecast(history[-fc.window:])    # the next fc.horizon values (CPU %)
 
-``adapt`` runs the same inner loop as learn2learn's ``MAML.clone().adapt()``: ``steps`` plain
-gradient steps ``p <- p - lr * grad(MSE)`` on all (window -> horizon) pairs of the support
-windows, in normalized units. Each :class:`NodeForecaster` owns only its adapted parameters
-(a few thousand floats); the meta-initialization is never modified.
+``adapt`` runs the same inner loop as learn2learn's ``MetaSGD.clone().adapt()`` (or
+``MAML``'s, with one scalar lr): ``steps`` plain gradient steps ``p <- p - lr * grad(MSE)`` on
+all (window -> horizon) pairs of the support windows, in normalized units, where ``lr`` is
+either one number or one meta-learned tensor per parameter (elementwise). Each
+:class:`NodeForecaster` owns only its adapted parameters (a few thousand floats);
+the meta-initialization is never modified.
 """
 
 from __future__ import annotations
@@ -24,18 +26,24 @@ from torch import Tensor
 from metalearn import checkpoint
 from metalearn.data import Normalizer
 from metalearn.errors import ForecastError
-from metalearn.model import PARAM_NAMES, ModelConfig, functional_forward
+from metalearn.model import PARAM_NAMES, ModelConfig, functional_forward, level, to_relative
+
+LR = float | Sequence[Tensor]
 
 
-def inner_loop(
-    params: Sequence[Tensor], x: Tensor, y: Tensor, steps: int, lr: float
-) -> list[Tensor]:
-    """``steps`` SGD steps on the mean squared error; returns new detached tensors."""
+def inner_loop(params: Sequence[Tensor], x: Tensor, y: Tensor, steps: int, lr: LR) -> list[Tensor]:
+    """``steps`` SGD steps on the mean squared error; returns new detached tensors.
+
+    ``lr`` is one number for every parameter (MAML) or one tensor per parameter, of the
+    parameter's shape (Meta-SGD's meta-learned learning rates).
+    """
+    lrs = [lr] * len(params) if isinstance(lr, int | float) else list(lr)
     cur = [p.detach().requires_grad_(True) for p in params]
     for _ in range(steps):
         loss = torch.nn.functional.mse_loss(functional_forward(cur, x), y)
         grads = torch.autograd.grad(loss, cur)
-        cur = [(p - lr * g).detach().requires_grad_(True) for p, g in zip(cur, grads, strict=True)]
+        cur = [(p - a * g).detach().requires_grad_(True)
+               for p, a, g in zip(cur, lrs, grads, strict=True)]
     return [p.detach() for p in cur]
 
 
@@ -68,8 +76,9 @@ class NodeForecaster:
         """Forecasts for a batch of windows, shape (n, window) -> (n, horizon)."""
         b = self.base
         x = torch.from_numpy((np.asarray(windows, dtype=np.float32) - b.mean) / b.std)
+        xr, _ = to_relative(x, None, b.cfg)
         with torch.no_grad():
-            z = functional_forward(self.params, x)
+            z = functional_forward(self.params, xr) + level(x, b.cfg)
         return z.numpy().astype(np.float64) * b.std + b.mean
 
 
@@ -81,7 +90,7 @@ class Forecaster:
         cfg: ModelConfig,
         params: Sequence[Tensor],
         normalizer: Normalizer,
-        inner_lr: float,
+        inner_lr: LR,
         inner_steps: int,
         shots: int,
     ) -> None:
@@ -91,19 +100,30 @@ class Forecaster:
         self.params = [p.detach().to(torch.float32).contiguous() for p in params]
         self.mean = float(normalizer.mean)
         self.std = float(normalizer.std)
-        self.inner_lr = float(inner_lr)
+        self.inner_lr: LR = (
+            float(inner_lr) if isinstance(inner_lr, int | float)
+            else [t.detach().to(torch.float32).contiguous() for t in inner_lr]
+        )
         self.inner_steps = int(inner_steps)
         self.shots = int(shots)
 
     @classmethod
     def from_checkpoint(cls, body: dict, params_key: str = "meta_params") -> Forecaster:
+        """The meta-learned forecaster, or ``params_key="joint_params"`` for the joint network
+        (then adapted with its own fine-tuning lr)."""
         cfg = ModelConfig(**body["config"])
-        src = body[params_key] if params_key == "meta_params" else body["baselines"][params_key]
         norm = Normalizer(**body["normalizer"])
         adapt = body["adapt"]
+        lr: LR
+        if params_key == "meta_params":
+            src = body["meta_params"]
+            lrs = adapt.get("inner_lrs")  # Meta-SGD: one lr tensor per parameter
+            lr = adapt["inner_lr"] if lrs is None else [lrs[n] for n in PARAM_NAMES]
+        else:
+            src = body["baselines"][params_key]
+            lr = body["baselines"].get("joint_finetune_lr", adapt["inner_lr"])
         return cls(
-            cfg, [src[n] for n in PARAM_NAMES], norm,
-            adapt["inner_lr"], adapt["inner_steps"], adapt["shots"],
+            cfg, [src[n] for n in PARAM_NAMES], norm, lr, adapt["inner_steps"], adapt["shots"],
         )
 
     @classmethod
@@ -119,7 +139,7 @@ class Forecaster:
         history: Sequence[float] | np.ndarray,
         shots: int | None = None,
         steps: int | None = None,
-        lr: float | None = None,
+        lr: LR | None = None,
     ) -> NodeForecaster:
         """Adapt to a node's own recent history (original units, oldest first).
 
@@ -129,12 +149,12 @@ class Forecaster:
         """
         shots = self.shots if shots is None else int(shots)
         steps = self.inner_steps if steps is None else int(steps)
-        lr = self.inner_lr if lr is None else float(lr)
+        lr = self.inner_lr if lr is None else lr
         h = np.asarray(history, dtype=np.float32).reshape(-1)
         if not np.all(np.isfinite(h)):
             raise ForecastError("adapt: history contains NaN or infinite values")
         if shots <= 0 or steps <= 0 or h.shape[0] < self.window + self.horizon:
             return NodeForecaster(self, self.params, 0)
         z = torch.from_numpy((h - self.mean) / self.std)
-        x, y = support_windows(z, self.window, self.horizon, shots)
+        x, y = to_relative(*support_windows(z, self.window, self.horizon, shots), self.cfg)
         return NodeForecaster(self, inner_loop(self.params, x, y, steps, lr), x.shape[0])

@@ -62,7 +62,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_train_writes_one_checkpoint(data: dict[str, Path]) -> None:
     body = checkpoint.load(data["model"])
-    assert body["config"] == {"window": 6, "horizon": 2, "hidden": 8}
+    assert body["config"] == {"window": 6, "horizon": 2, "hidden": 8, "relative": True}
+    assert set(body["adapt"]["inner_lrs"]) == set(body["meta_params"])
     assert body["training"]["seed"] == 0 and body["training"]["holdout"] == 0.3
     tr = body["training"]
     assert tr["n_train"] + tr["n_heldout"] == 16 and tr["n_heldout"] > 0

@@ -11,7 +11,7 @@ import torch
 from metalearn import checkpoint
 from metalearn.data import Normalizer
 from metalearn.errors import CheckpointError
-from metalearn.model import PARAM_NAMES, ModelConfig, build, functional_forward
+from metalearn.model import PARAM_NAMES, ModelConfig, build, functional_forward, to_relative
 from metalearn.runtime import Forecaster, inner_loop
 
 CFG = ModelConfig(window=4, horizon=2, hidden=5)
@@ -80,6 +80,57 @@ def test_runtime_adapt_equals_learn2learn(steps: int, lr: float, first_order: bo
     assert not torch.allclose(want[0], init[0])  # adaptation moved the parameters
     # the shared meta-initialization is untouched by adapting nodes
     assert all(torch.equal(p, q.detach()) for p, q in zip(fc.params, init, strict=True))
+
+
+@pytest.mark.parametrize(("steps", "relative"), [(1, False), (3, True)])
+def test_runtime_adapt_equals_learn2learn_metasgd(steps: int, relative: bool) -> None:
+    import learn2learn as l2l
+
+    cfg = ModelConfig(CFG.window, CFG.horizon, CFG.hidden, relative=relative)
+    net = build(cfg, seed=1)
+    msgd = l2l.algorithms.MetaSGD(net, lr=0.05, first_order=True)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # distinct per-element lrs, as after meta-training
+        for lr in msgd.lrs:
+            lr.mul_(torch.rand(lr.shape, generator=g) * 2)
+    k = 6
+    hist = torch.randn(cfg.window + cfg.horizon + k - 1, generator=torch.Generator().manual_seed(2))
+    w = hist.unfold(0, cfg.window + cfg.horizon, 1)
+    x, y = to_relative(w[:, : cfg.window], w[:, cfg.window:], cfg)
+    learner = msgd.clone()
+    for _ in range(steps):
+        learner.adapt(torch.nn.functional.mse_loss(learner(x), y))
+    want = [_attr(learner.module, n).detach() for n in PARAM_NAMES]
+
+    init = [dict(net.named_parameters())[n] for n in PARAM_NAMES]
+    lrs = [t.detach() for t in msgd.lrs]  # same order as PARAM_NAMES
+    fc = Forecaster(cfg, init, Normalizer(0.0, 1.0), inner_lr=lrs, inner_steps=steps, shots=k)
+    node = fc.adapt(hist.numpy())
+    for a, b, c in zip(want, inner_loop(init, x, y, steps, lrs), node.params, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+        assert torch.allclose(a, c, atol=1e-6)
+    assert not torch.allclose(want[0], init[0])
+    # forecasts add the window's mean back (relative) or not (absolute)
+    last = hist[-cfg.window:]
+    z = functional_forward(node.params, to_relative(last[None], None, cfg)[0])
+    z = z + (last.mean() if relative else 0.0)
+    assert np.allclose(node.forecast(last.numpy()), z.detach().numpy()[0], atol=1e-5)
+
+
+def test_checkpoint_lrs_reach_runtime(tmp_path: Path) -> None:
+    net = build(CFG, seed=0)
+    named = {n: t.detach() for n, t in net.named_parameters()}
+    lrs = {n: torch.full_like(t, 0.5) for n, t in named.items()}
+    body = {
+        "config": CFG.to_dict(), "normalizer": {"mean": 0.0, "std": 1.0},
+        "adapt": {"inner_lr": 0.01, "inner_steps": 2, "shots": 3, "inner_lrs": lrs},
+        "meta_params": named,
+        "baselines": {"joint_params": named, "joint_finetune_lr": 0.003},
+    }
+    checkpoint.save(body, tmp_path / "c.pt")
+    fc = Forecaster.from_checkpoint(checkpoint.load(tmp_path / "c.pt"))
+    assert all(torch.equal(a, lrs[n]) for a, n in zip(fc.inner_lr, PARAM_NAMES, strict=True))
+    assert Forecaster.from_checkpoint(body, "joint_params").inner_lr == 0.003
 
 
 def test_forecast_units_and_short_history() -> None:
