@@ -15,7 +15,7 @@ class SwimConfig:
     Times are seconds. Timeouts that scale with cluster size use log10(N) like memberlist.
     """
 
-    probe_interval: float = 0.5  # one probe per interval (stretched by local health)
+    probe_interval: float = 0.4  # one probe per interval (stretched by local health)
     probe_timeout: float = 0.2  # wait for a direct ack before asking others (stretched too)
     indirect_checks: int = 3  # k members asked to probe on our behalf
     gossip_interval: float = 0.2  # dedicated dissemination rounds

@@ -524,10 +524,10 @@ class Membership:
         me = self._members[self.node_id]
         if self.left or u.incarnation < me.incarnation:
             return
-        if u.status == Status.ALIVE and u.incarnation == me.incarnation:
+        if u.status == Status.ALIVE and u.incarnation == me.incarnation and u.addr == self.addr:
             return
-        # someone believes we are suspect, dead or gone, or knows an older life of ours:
-        # refute with a higher incarnation
+        # someone believes we are suspect, dead or gone, or knows an older life of ours (at
+        # another address, after a restart): refute with a higher incarnation
         me.incarnation = u.incarnation + 1
         self._enqueue_member(me)
         if u.status != Status.ALIVE:

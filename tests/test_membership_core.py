@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from gossip.broadcast import BroadcastQueue
 from gossip.config import SwimConfig
 from gossip.membership import Membership
@@ -110,7 +112,7 @@ def test_failed_probes_raise_awareness_and_stretch_the_probe_interval():
         t = core.next_wakeup()
         ping = next((o for o in core.on_tick(t) if isinstance(o.msg.body, Ping)), None)
     before = core.awareness
-    assert core._probe.deadline - t == CFG.probe_interval * (before + 1)  # stretched
+    assert core._probe.deadline - t == pytest.approx(CFG.probe_interval * (before + 1))  # stretched
     core.on_message(t + 0.01, Message(ping.msg.body.target, ping.addr, ping.msg.seq,
                                       Ack(ping.msg.body.target)))  # fmt: skip
     assert core.awareness == before - 1
@@ -172,3 +174,14 @@ def test_broadcast_queue_limits_transmissions_and_replaces_stale_items():
     q.put("d", 5)
     q.take(1, limit=5)  # d (newest) goes first
     assert q.take(1, limit=5) == [4]  # then the least transmitted
+
+
+def test_a_restarted_node_at_a_new_address_overrides_its_old_life():
+    core = _core(3)
+    old_life = MemberUpdate("me", "tcp://old-address:1", 0, Status.ALIVE)
+    core.on_message(1.0, _gossip("p1", old_life))
+    assert core.incarnation == 1  # peers will now prefer our current address
+    peer = _core(3, node="p0")
+    peer.on_message(1.0, _gossip("p1", old_life))
+    peer.on_message(2.0, _gossip("p1", MemberUpdate("me", "tcp://me:1", 1, Status.ALIVE)))
+    assert peer.member("me").addr == "tcp://me:1"
