@@ -13,7 +13,12 @@ It owns one `ZmqTransport` and one `Membership` core and does only I/O around th
 - send every `Outgoing` the core returns (an encode error is counted, never raised);
 - join: with seeds, stop with `JoinError` if no seed answers within `join_timeout`;
 - `request_stop()` (wired to SIGTERM/SIGINT by `run_agent`): graceful leave, keep driving the
-  core for `swim.leave_linger` seconds so peers learn "left", then close.
+  core for `swim.leave_linger` seconds so peers learn "left", then close;
+- `crash()`: stop at once and close the sockets without a word to anyone, as a crash would.
+
+`Agent.run()` installs no signal handlers and touches nothing process-wide, so several agents
+(each with its own transport and core) can run as tasks of one event loop: `deploy/ray_launcher.py`
+hosts many agents per process that way. `run_agent` is the one-agent-per-process entry point.
 
 The clock is `time.monotonic()`; `last_heard` from the core is shown as seconds ago.
 """
@@ -90,7 +95,11 @@ def member_row(m: MemberView, now: float) -> dict[str, Any]:
 
 
 class Agent:
-    def __init__(self, options: AgentOptions, transport: ZmqTransport, rng: Any = None) -> None:
+    def __init__(
+        self, options: AgentOptions, transport: ZmqTransport, rng: Any = None,
+        sampler: LoadSampler | None = None,
+    ) -> None:  # fmt: skip
+        """`sampler`: where load samples come from (agents of one process may share one)."""
         import random
 
         self.opts = options
@@ -106,9 +115,10 @@ class Agent:
         )
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()  # by WireError reason
-        self._sampler: LoadSampler | None = None
+        self._sampler: LoadSampler | None = sampler
         self._wake = asyncio.Event()
         self._stop_requested = asyncio.Event()
+        self._crashed = asyncio.Event()
         self._statuses: dict[str, Status] = {}
         self._seq = 0
         self._published: tuple[float, float, float] | None = None  # load, mem_load, time
@@ -238,8 +248,11 @@ class Agent:
             delay = self.core.next_wakeup() - self.now()
             if delay > 0:
                 self._wake.clear()
+                # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
+                # arrives as the event is set, and this loop would then never stop
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=min(delay, 5.0))
+                    async with asyncio.timeout(min(delay, 5.0)):
+                        await self._wake.wait()
                 continue
             try:
                 self._send(self.core.on_tick(self.now()))
@@ -308,6 +321,19 @@ class Agent:
         """Ask for a graceful leave (safe to call from a signal handler via the loop)."""
         self._stop_requested.set()
 
+    def crash(self) -> None:
+        """Stop now without leaving: `run()` returns and closes the sockets, telling no one.
+
+        Peers see exactly what a killed process would leave them: a silent endpoint, so they
+        suspect it and then declare it failed. Call from the agent's event loop.
+        """
+        self._crashed.set()
+        self._stop_requested.set()
+
+    @property
+    def crashed(self) -> bool:
+        return self._crashed.is_set()
+
     async def run(self) -> None:
         """Run until `request_stop()`; raises JoinError if no seed answers in time."""
         tasks: list[asyncio.Task] = []
@@ -323,10 +349,14 @@ class Agent:
             if seeds:
                 await self._await_join(seeds)
             await self._stop_requested.wait()
-            await self._leave()
+            if not self._crashed.is_set():
+                await self._leave()
         finally:
-            for t in tasks:
-                t.cancel()
+            pending = set(tasks)
+            while pending:  # cancel until every loop has really stopped
+                for t in pending:
+                    t.cancel()
+                _done, pending = await asyncio.wait(pending, timeout=1.0)
             await asyncio.gather(*tasks, return_exceptions=True)
             self.transport.close()
 
@@ -351,7 +381,9 @@ class Agent:
         except Exception as e:
             self.counters["handler_errors"] += 1
             log.debug("leave failed: %r", e, exc_info=True)
-        await asyncio.sleep(linger)
+        with contextlib.suppress(TimeoutError):  # a crash() cuts the linger short
+            async with asyncio.timeout(linger):
+                await self._crashed.wait()
         self.log_status_changes()
 
 

@@ -3,6 +3,7 @@
     agora agent   [--config FILE] [--bind EP] [--advertise EP] [--join EP ...] ...
     agora members --agent EP [--stats] [--json] [--timeout S]
     agora label   --agent EP KEY=VALUE [KEY=VALUE ...]
+    agora ray-cluster --agents N [--per-actor K] [--duration S] [--config FILE]
     agora forecast ...            (when the forecaster package provides it)
 
 Every user error prints one line ``agora: error: ...`` on stderr and exits non-zero (2 for
@@ -15,7 +16,9 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,6 +182,15 @@ def cmd_members(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client_options(p: argparse.ArgumentParser, verb: str) -> None:
+    """--agent, --json and --timeout, shared by the commands that talk to a running agent."""
+    p.add_argument("--agent", "-a", metavar="EP", default="tcp://127.0.0.1:7946",
+                   help=f"the agent to {verb} (default tcp://127.0.0.1:7946)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    p.add_argument("--timeout", type=float, default=2.0, metavar="S",
+                   help="give up after S seconds without an answer (default 2)")  # fmt: skip
+
+
 def add_members_parser(sub: Any) -> None:
     p = sub.add_parser(
         "members",
@@ -187,13 +199,9 @@ def add_members_parser(sub: Any) -> None:
         "(alive/suspect/failed/left), incarnation, resources, load and when it last heard from "
         "each member.",
     )
-    p.add_argument("--agent", "-a", metavar="EP", default="tcp://127.0.0.1:7946",
-                   help="the agent to ask (default tcp://127.0.0.1:7946)")  # fmt: skip
+    _client_options(p, "ask")
     p.add_argument("--stats", action="store_true",
                    help="show the agent's protocol and transport counters instead")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print the raw answer as JSON")
-    p.add_argument("--timeout", type=float, default=2.0, metavar="S",
-                   help="give up after S seconds without an answer (default 2)")  # fmt: skip
     p.set_defaults(func=cmd_members)
 
 
@@ -230,12 +238,120 @@ def add_label_parser(sub: Any) -> None:
         "file's [resources] labels or pass --label to 'agora agent').",
     )
     p.add_argument("labels", metavar="KEY=VALUE", nargs="+", help="a label to set (repeatable)")
-    p.add_argument("--agent", "-a", metavar="EP", default="tcp://127.0.0.1:7946",
-                   help="the agent to label (default tcp://127.0.0.1:7946)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print the raw answer as JSON")
-    p.add_argument("--timeout", type=float, default=2.0, metavar="S",
-                   help="give up after S seconds without an answer (default 2)")  # fmt: skip
+    _client_options(p, "label")
     p.set_defaults(func=cmd_label)
+
+
+# ---------------------------------------------------------------- ray-cluster
+
+
+def cmd_ray_cluster(args: argparse.Namespace) -> int:
+    if args.agents < 1:
+        return fail("--agents must be at least 1", 2)
+    if args.per_actor < 1:
+        return fail("--per-actor must be at least 1", 2)
+    if args.duration is not None and args.duration <= 0:
+        return fail("--duration must be positive", 2)
+    if args.timeout <= 0:
+        return fail("--timeout must be positive", 2)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        return fail(str(e))
+    try:
+        from deploy.ray_launcher import LaunchError, RayCluster  # imports ray only here
+    except ImportError as e:
+        return fail(f"Ray is not installed ({e}); pip install 'agora[scale]'")
+
+    def progress(msg: str) -> None:
+        print(f"[ray-cluster] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        cluster = RayCluster(
+            args.agents, args.per_actor, cfg.swim, args.base_port, host=args.host,
+            load_interval=cfg.load_interval, join_timeout=max(cfg.join_timeout, args.timeout),
+            start_timeout=args.timeout,
+        )  # fmt: skip
+    except ValueError as e:
+        return fail(str(e), 2)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    old_handlers: dict[int, Any] = {}
+    started = False
+    try:
+        progress(f"starting {args.agents} agents in {cluster.n_actors} Ray actor(s), "
+                 f"{args.per_actor} per actor")  # fmt: skip
+        t0 = time.monotonic()
+        try:
+            cluster.start()
+        except (LaunchError, OSError, ValueError) as e:
+            return fail(str(e).splitlines()[0])
+        except Exception as e:  # a Ray error wraps the actor's exception in many lines
+            return fail(f"cannot start the cluster: {str(e).strip().splitlines()[-1]}")
+        started = True
+        # after ray.init, whose own SIGTERM handler would end the driver at once: SIGTERM and
+        # SIGINT (even if inherited as ignored, e.g. from a background shell) stop the cluster
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, signal.default_int_handler)
+        progress(f"all {args.agents} agents bound and joined after {time.monotonic() - t0:.1f} s "
+                 "(Ray start included)")  # fmt: skip
+        for i, (node, addr) in enumerate(zip(cluster.node_ids, cluster.addrs, strict=True)):
+            k = i // args.per_actor
+            print(f"{node}  {addr}  (actor {k}, pid {cluster.pids[k]})", flush=True)
+        try:
+            cluster.wait_converged(timeout=args.timeout)
+            print(f"converged: all {args.agents} agents see {args.agents} alive "
+                  f"{time.monotonic() - t0:.1f} s after the launch", flush=True)  # fmt: skip
+        except TimeoutError as e:
+            print(f"NOT converged after {args.timeout:g} s: {str(e).split('; ', 1)[-1]}",
+                  flush=True)  # fmt: skip
+        if args.duration is None:
+            progress("running until Ctrl-C")
+            while True:
+                time.sleep(3600)
+        progress(f"running for {args.duration:g} s (Ctrl-C to stop earlier)")
+        time.sleep(args.duration)
+    except KeyboardInterrupt:
+        progress("interrupted")
+    finally:
+        try:
+            if started:
+                progress("stopping: every agent leaves, then the actors end")
+                cluster.stop(graceful=True)
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+    if not started:  # interrupted while starting
+        return 130
+    print(f"stopped: {args.agents} agents, {cluster.n_actors} actor(s)", flush=True)
+    return 0
+
+
+def add_ray_cluster_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "ray-cluster",
+        help="launch many agents on this machine (or Ray cluster) with Ray, for scale tests",
+        description="Start N agents in ceil(N/K) Ray actors (K agents share one process and "
+        "event loop, each with its own port), agent 0 first and the others joining through it; "
+        "print each agent's address and whether they converged, run until Ctrl-C/SIGTERM or "
+        "--duration, then let every agent leave and end the actors.",
+    )
+    p.add_argument("--agents", "-n", type=int, required=True, metavar="N",
+                   help="number of agents to start (at least 1)")  # fmt: skip
+    p.add_argument("--per-actor", "-k", type=int, default=25, metavar="K",
+                   help="agents hosted by one Ray actor process (default 25)")  # fmt: skip
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="stop after S seconds (default: run until Ctrl-C)")  # fmt: skip
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="agent config file (node.toml format); its [swim] table, load_interval "
+                   "and join_timeout apply to every agent, other keys are ignored")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", metavar="HOST",
+                   help="address the agents bind, on a port each picked by ZeroMQ "
+                   "(default 127.0.0.1; 0.0.0.0 advertises the Ray node's IP)")  # fmt: skip
+    p.add_argument("--base-port", type=int, metavar="PORT",
+                   help="bind agent i to PORT+i instead of a random free port")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait to start and to converge (default 60)")  # fmt: skip
+    p.set_defaults(func=cmd_ray_cluster)
 
 
 # ---------------------------------------------------------------- main
@@ -259,6 +375,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     add_agent_parser(sub)
     add_members_parser(sub)
     add_label_parser(sub)
+    add_ray_cluster_parser(sub)
     if plugins:
         _register_forecast(sub)
     return parser

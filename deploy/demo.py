@@ -13,19 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any
 
 from deploy.cli import format_members
-from deploy.local_cluster import LocalCluster, Views
-
-DEMO_SWIM: dict[str, Any] = {
-    "probe_interval": 0.2,
-    "probe_timeout": 0.1,
-    "gossip_interval": 0.1,
-    "push_pull_interval": 2.0,
-    "suspicion_mult": 2.0,
-    "leave_linger": 0.5,
-}
+from deploy.local_cluster import FAST_SWIM, LocalCluster, Views
 
 
 def _summary(views: Views) -> str:
@@ -57,7 +47,7 @@ class _Printer:
 
 def run(n: int = 5, timeout: float = 20.0) -> int:
     timings: list[tuple[str, float]] = []
-    with LocalCluster(n, swim=DEMO_SWIM, log_level="WARNING", load_interval=0.5) as c:
+    with LocalCluster(n, swim=FAST_SWIM, log_level="WARNING", load_interval=0.5) as c:
         try:
             print(f"== starting {n} agents on loopback (logs in {c.workdir})", flush=True)
             t0 = time.monotonic()
@@ -94,7 +84,7 @@ def run(n: int = 5, timeout: float = 20.0) -> int:
     print("== timings")
     for what, secs in timings:
         print(f"  {secs:6.2f} s  {what}")
-    print(f"  (SWIM settings: {', '.join(f'{k}={v}' for k, v in DEMO_SWIM.items())})")
+    print(f"  (SWIM settings: {', '.join(f'{k}={v}' for k, v in FAST_SWIM.items())})")
     return 0
 
 

@@ -15,7 +15,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-SECTIONS = ("sim", "real", "forecast")
+SECTIONS = ("sim", "real", "ray", "forecast")
 
 
 def machine() -> str:
@@ -45,6 +45,12 @@ def _real(quick: bool) -> str:
     from scenarios import bench_real
 
     return bench_real.run((10,) if quick else (20, 50))
+
+
+def _ray(quick: bool) -> str:
+    from scenarios import bench_ray
+
+    return bench_ray.run((40,) if quick else (100, 200))
 
 
 DATA = os.environ.get("AGORA_DATA", "../shared/data/gcd-vms")
@@ -94,7 +100,12 @@ def _forecast(quick: bool) -> str:
     return "\n".join(lines)
 
 
-RUNNERS: dict[str, Callable[[bool], str]] = {"sim": _sim, "real": _real, "forecast": _forecast}
+RUNNERS: dict[str, Callable[[bool], str]] = {
+    "sim": _sim,
+    "real": _real,
+    "ray": _ray,
+    "forecast": _forecast,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,18 +8,10 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from deploy.local_cluster import LocalCluster
+from deploy.local_cluster import FAST_SWIM, LocalCluster
 
 pytestmark = pytest.mark.slow
 
-FAST_SWIM = {
-    "probe_interval": 0.2,
-    "probe_timeout": 0.1,
-    "gossip_interval": 0.1,
-    "push_pull_interval": 2.0,
-    "suspicion_mult": 2.0,
-    "leave_linger": 0.5,
-}
 
 
 @pytest.fixture
