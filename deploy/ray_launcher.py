@@ -50,7 +50,7 @@ from agent.resources import LoadSample, LoadSampler
 from deploy.client import ClientError, query
 from deploy.config import config_from_dict, normalize_endpoint
 from gossip.config import SwimConfig
-from gossip.transport import ZmqTransport
+from gossip.transport import TransportConfig, ZmqTransport
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,9 @@ class SharedLoadSampler(LoadSampler):
         return self._last[1]
 
 
+HOSTED_MAX_PEERS = 64  # peer connections each hosted agent keeps open (least recently used go)
+
+
 def options_from_spec(spec: Mapping[str, Any], host: str = DEFAULT_HOST) -> AgentOptions:
     """An `AgentOptions` from a dict with the keys of a node.toml file (see deploy/config.py).
 
@@ -111,7 +114,13 @@ def options_from_spec(spec: Mapping[str, Any], host: str = DEFAULT_HOST) -> Agen
         bind = normalize_endpoint(bind, f"agent {node_id}: bind")
     cfg = config_from_dict(spec, src=f"agent {node_id}")
     cfg.bind = bind
-    opts = cfg.to_options()
+    # Each cached peer connection costs file descriptors (socket, mailbox, the peer's accepted
+    # end); with many agents in one process an uncapped cache runs out of descriptors in
+    # clusters of a few hundred. Gossip targets are random, so a small LRU cache costs only
+    # the occasional reconnect.
+    opts = dataclasses.replace(
+        cfg.to_options(), transport=TransportConfig(max_peers=HOSTED_MAX_PEERS)
+    )
     if random_port and "advertise" not in spec:
         opts = dataclasses.replace(opts, advertise="")  # known once bound
     return opts

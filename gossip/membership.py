@@ -415,6 +415,12 @@ class Membership:
                 if not self.joined:
                     self.joined = True
                     self._next_join = math.inf
+                    # members that joined at the same time as us were not in the seed's answer
+                    # and their news may have stopped spreading before anyone knew us: catch up
+                    # with one more push-pull soon instead of after a full interval
+                    self._next_push_pull = min(
+                        self._next_push_pull, now + 5 * self.config.gossip_interval
+                    )
             case _:
                 self.stats["unexpected_kind"] += 1
         return out

@@ -78,7 +78,9 @@ def _forecast(quick: bool) -> str:
         subprocess.run([agora, "forecast", "evaluate", "--data", DATA, "--shots", "0,5,10,20",
                         "--report", report], check=True, capture_output=True)  # fmt: skip
         with open(report) as f:
-            table = [ln for ln in f if ln.startswith("|") or ln.startswith("- horizon")]
+            rows = [ln.rstrip() for ln in f]
+        table = [ln for ln in rows if ln.startswith("|")]
+        verdicts = [ln for ln in rows if ln.startswith("- horizon ") and "beat" in ln]
     lat = forecast_bench.run(DATA)
     lines += [
         f"Meta-training (`agora forecast train --data {DATA} --seed 0"
@@ -94,7 +96,9 @@ def _forecast(quick: bool) -> str:
         "Held-out evaluation of the shipped checkpoint (`agora forecast evaluate --data "
         f"{DATA} --shots 0,5,10,20`; see docs/forecasting.md for the protocol):",
         "",
-        *[ln.rstrip() for ln in table],
+        *table,
+        "",
+        *verdicts,
         "",
     ]
     return "\n".join(lines)

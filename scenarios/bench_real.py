@@ -296,8 +296,8 @@ def _config_lines(cfg: SwimConfig, sizes: Sequence[int]) -> list[str]:
             "suspicion_confirmations", "push_pull_interval")  # fmt: skip
     vals = ", ".join(f"`{k}={getattr(cfg, k):g}`" for k in keys)
     return [
-        f"Configuration: the default `SwimConfig` ({vals}), load republished every 1 s "
-        f"(`load_interval`). Suspicion timeout bounds: {bounds}.",
+        f"Configuration: the default `SwimConfig` ({vals}); load sampled every 1 s and "
+        f"published on a change of 5 % or every 10 s. Suspicion timeout bounds: {bounds}.",
     ]
 
 
@@ -385,8 +385,8 @@ def machine_description() -> str:
     load = os.getloadavg()
     mem = psutil.virtual_memory().total / 2**30
     return (f"{platform.machine()} Linux, {os.cpu_count()} cores, {mem:.0f} GiB, Python "
-            f"{platform.python_version()}; load average at start {load[0]:.1f} (other jobs "
-            "were running, so timings are noisy)")  # fmt: skip
+            f"{platform.python_version()}; load average at start {load[0]:.1f} (the agents, "
+            "the polling client and anything else running share the 2 cores)")  # fmt: skip
 
 
 def run(

@@ -161,3 +161,12 @@ def test_small_cluster_over_real_wire_encoding_with_jitter_and_loss():
         is not None
     )
     assert sim.metrics().dropped["wire"] == 0
+
+
+def test_simultaneous_joins_converge_quickly():
+    # everyone joins through n0 at the same instant: the seed's answers miss the concurrent
+    # joiners, and the catch-up push-pull after joining must fill the gaps within seconds
+    sim = Simulator(31)
+    addrs = build_swim_cluster(sim, 100, 31, stagger=0.0)
+    t = sim.run_until_true(lambda: converged(sim, addrs), timeout=30, check_every=0.25)
+    assert t is not None and t < 4.0, t
