@@ -38,6 +38,7 @@ import dataclasses
 import logging
 import math
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -86,9 +87,6 @@ class SharedLoadSampler(LoadSampler):
         return self._last[1]
 
 
-HOSTED_MAX_PEERS = 64  # peer connections each hosted agent keeps open (least recently used go)
-
-
 def options_from_spec(spec: Mapping[str, Any], host: str = DEFAULT_HOST) -> AgentOptions:
     """An `AgentOptions` from a dict with the keys of a node.toml file (see deploy/config.py).
 
@@ -114,13 +112,7 @@ def options_from_spec(spec: Mapping[str, Any], host: str = DEFAULT_HOST) -> Agen
         bind = normalize_endpoint(bind, f"agent {node_id}: bind")
     cfg = config_from_dict(spec, src=f"agent {node_id}")
     cfg.bind = bind
-    # Each cached peer connection costs file descriptors (socket, mailbox, the peer's accepted
-    # end); with many agents in one process an uncapped cache runs out of descriptors in
-    # clusters of a few hundred. Gossip targets are random, so a small LRU cache costs only
-    # the occasional reconnect.
-    opts = dataclasses.replace(
-        cfg.to_options(), transport=TransportConfig(max_peers=HOSTED_MAX_PEERS)
-    )
+    opts = cfg.to_options()
     if random_port and "advertise" not in spec:
         opts = dataclasses.replace(opts, advertise="")  # known once bound
     return opts
@@ -361,6 +353,16 @@ Views = dict[str, dict[str, str] | None]
 """observer node id -> {member node id -> status}, or None if the observer did not answer."""
 
 
+def fds_needed(agents_in_process: int, cluster_size: int) -> int:
+    """File descriptors one process hosting agents will need once every peer was contacted.
+
+    Each agent keeps one ZeroMQ DEALER per peer (a socket mailbox and a TCP connection) and
+    accepts the peers' connections on its ROUTER: about three descriptors per peer.
+    """
+    peers = min(cluster_size - 1, TransportConfig().max_peers)
+    return agents_in_process * (3 * peers + 8) + 256
+
+
 class RayCluster:
     """n agents in ceil(n / agents_per_actor) Ray actors; agent i joins through agent 0."""
 
@@ -376,6 +378,14 @@ class RayCluster:
             raise ValueError("agents_per_actor must be at least 1")
         if base_port is not None and not (0 < base_port and base_port + n_agents <= 65536):
             raise ValueError(f"base_port {base_port} + {n_agents} agents is not a valid port range")
+        need = fds_needed(min(agents_per_actor, n_agents), n_agents)
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if need > limit:
+            raise ValueError(
+                f"{agents_per_actor} agents per actor in a cluster of {n_agents} need about "
+                f"{need} file descriptors per actor process, over this machine's limit of "
+                f"{limit} (ulimit -Hn); use fewer agents per actor"
+            )
         self.n = n_agents
         self.per_actor = agents_per_actor
         self.swim = swim

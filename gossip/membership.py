@@ -46,6 +46,7 @@ from gossip.messages import (
 )
 
 _EVENT_LOG_MAX = 10_000
+_MAX_CATCH_UPS = 3  # extra push-pulls right after joining, while they keep teaching us members
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +144,7 @@ class Membership:
         self._seeds: list[str] = []
         self.joined = True
         self.left = False
+        self._catch_ups = 0
         self._started = False
         self._next_probe = self._next_gossip = self._next_push_pull = 0.0
         self._next_reconnect = self._next_join = math.inf
@@ -411,16 +413,23 @@ class Membership:
                     self.stats["join_served"] += 1
                 out.append(self._send(msg.sender_addr, SyncReply(*self._full_state())))
             case SyncReply(members, resources):
+                known = len(self._members)
                 self._merge_state(now, msg.sender, members, resources)
+                learned = len(self._members) > known
                 if not self.joined:
                     self.joined = True
                     self._next_join = math.inf
-                    # members that joined at the same time as us were not in the seed's answer
-                    # and their news may have stopped spreading before anyone knew us: catch up
-                    # with one more push-pull soon instead of after a full interval
-                    self._next_push_pull = min(
-                        self._next_push_pull, now + 5 * self.config.gossip_interval
-                    )
+                    self._catch_ups = _MAX_CATCH_UPS
+                    learned = True
+                if self._catch_ups > 0:
+                    # members that joined at the same time as us were not in the seed's
+                    # answer, and news of them may have stopped spreading before anyone knew
+                    # us: push-pull again soon while that still teaches us new members
+                    self._catch_ups = self._catch_ups - 1 if learned else 0
+                    if learned:
+                        self._next_push_pull = min(
+                            self._next_push_pull, now + 5 * self.config.gossip_interval
+                        )
             case _:
                 self.stats["unexpected_kind"] += 1
         return out

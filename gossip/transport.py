@@ -55,9 +55,7 @@ class TransportConfig:
     rcvhwm: int = 10_000  # messages queued on the ROUTER before ZeroMQ drops incoming ones
     max_pending: int = 32  # messages held per not-yet-connected peer
     pending_timeout: float = 1.0  # seconds a not-yet-connected peer's messages are held
-    # cached DEALER sockets; the least recently used is closed beyond this. Each costs file
-    # descriptors here and at the peer, so the cap keeps large clusters under common fd limits
-    max_peers: int = 256
+    max_peers: int = 4096  # cached DEALER sockets; the least recently used is closed beyond this
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2_000
 

@@ -27,10 +27,10 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
         try:
             return fn(args)
         except ForecastError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"agora: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("error: interrupted", file=sys.stderr)
+            print("agora: error: interrupted", file=sys.stderr)
             return 130
 
     return run

@@ -109,7 +109,7 @@ def test_training_is_reproducible(data: dict[str, Path], tmp_path: Path) -> None
 def _one_line_error(r: subprocess.CompletedProcess[str], what: str) -> None:
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and what in lines[-1], r.stderr
+    assert lines[-1].startswith("agora: error: ") and what in lines[-1], r.stderr
     assert "Traceback" not in r.stderr
 
 

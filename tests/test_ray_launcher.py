@@ -194,3 +194,8 @@ def test_ray_cluster_cli_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_cluster_that_would_run_out_of_file_descriptors_is_refused_up_front():
+    with pytest.raises(ValueError, match="file descriptors"):
+        RayCluster(1000, agents_per_actor=25)
