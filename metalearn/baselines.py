@@ -69,6 +69,14 @@ class LinearAR:
         return self.norm.decode(z)
 
 
+def _network_inputs(
+    x: np.ndarray, y: np.ndarray, norm: Normalizer, cfg: ModelConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows in the units the networks train on: normalized, relative if the config says."""
+    return to_relative(torch.from_numpy(norm.encode(x).astype(np.float32)),
+                       torch.from_numpy(norm.encode(y).astype(np.float32)), cfg)  # fmt: skip
+
+
 def train_joint(
     x: np.ndarray,
     y: np.ndarray,
@@ -82,8 +90,7 @@ def train_joint(
     """The same network trained on all training windows pooled (no meta-learning)."""
     net = build(cfg, seed)
     gen = torch.Generator().manual_seed(seed)
-    xt, yt = to_relative(torch.from_numpy(norm.encode(x).astype(np.float32)),
-                         torch.from_numpy(norm.encode(y).astype(np.float32)), cfg)
+    xt, yt = _network_inputs(x, y, norm, cfg)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     for ep in range(epochs):
@@ -112,8 +119,7 @@ def train_scratch(
 ) -> ForecastNet:
     """The same network from a random initialization, trained (Adam) on the k shots only."""
     net = build(cfg, seed)
-    xt, yt = to_relative(torch.from_numpy(norm.encode(x).astype(np.float32)),
-                         torch.from_numpy(norm.encode(y).astype(np.float32)), cfg)
+    xt, yt = _network_inputs(x, y, norm, cfg)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     for _ in range(steps):
         loss = torch.nn.functional.mse_loss(net(xt), yt)

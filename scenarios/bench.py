@@ -15,24 +15,9 @@ import sys
 import traceback
 from collections.abc import Callable
 
+from scenarios.machine import describe
+
 SECTIONS = ("sim", "real", "ray", "forecast")
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (
-        f"{platform.node()}: {cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, "
-        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
-    )
 
 
 def _sim(quick: bool) -> str:
@@ -131,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "# Benchmarks",
         "",
         f"Command: `python -m scenarios.bench {' '.join(given)}` (`make bench`)  ",
-        f"Machine: {machine()}  ",
+        f"Machine: {platform.node()}: {describe()}  ",
         f"Date: {started}",
         "",
     ]

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -40,6 +39,7 @@ import psutil
 
 from deploy.ray_launcher import RayCluster
 from gossip.config import SwimConfig
+from scenarios.machine import describe
 
 PER_ACTOR = 25
 CRASH_REPEATS = 2
@@ -242,13 +242,6 @@ def report(results: Sequence[SizeResult], machine: str, elapsed: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_description() -> str:
-    load = os.getloadavg()
-    mem = psutil.virtual_memory().total / 2**30
-    return (f"{platform.machine()} Linux, {os.cpu_count()} cores, {mem:.0f} GiB, Python "
-            f"{platform.python_version()}; load average at start {load[0]:.1f}")  # fmt: skip
-
-
 def run(
     sizes: Sequence[int] = (100, 200), *, crash_repeats: int = CRASH_REPEATS,
     window: float = WINDOW, progress: Callable[[str], None] | None = _stderr,
@@ -257,7 +250,7 @@ def run(
     import ray
 
     say = progress or (lambda _m: None)
-    machine = machine_description()
+    machine = describe(with_load=True)
     t0 = time.monotonic()
     started = False
     if not ray.is_initialized():

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -42,6 +41,7 @@ import psutil
 from deploy.client import ClientError, query
 from deploy.local_cluster import LocalCluster
 from gossip.config import SwimConfig
+from scenarios.machine import describe
 
 UPDATE_REPEATS = 5
 CRASH_REPEATS = 3
@@ -381,14 +381,6 @@ def report(results: Sequence[SizeResult], machine: str, elapsed: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_description() -> str:
-    load = os.getloadavg()
-    mem = psutil.virtual_memory().total / 2**30
-    return (f"{platform.machine()} Linux, {os.cpu_count()} cores, {mem:.0f} GiB, Python "
-            f"{platform.python_version()}; load average at start {load[0]:.1f} (the agents, "
-            "the polling client and anything else running share the 2 cores)")  # fmt: skip
-
-
 def run(
     sizes: Sequence[int] = (20, 50), *, update_repeats: int = UPDATE_REPEATS,
     crash_repeats: int = CRASH_REPEATS, window: float = RESOURCE_WINDOW,
@@ -396,7 +388,7 @@ def run(
 ) -> str:  # fmt: skip
     """Measure every size in turn and return the markdown section."""
     say = progress or (lambda _m: None)
-    machine = machine_description()
+    machine = describe(with_load=True)
     t0 = time.monotonic()
     results: list[SizeResult] = []
     with ThreadPoolExecutor(max_workers=max(sizes) + 4, thread_name_prefix="poll") as pool:

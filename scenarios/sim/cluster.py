@@ -12,7 +12,7 @@ from collections.abc import Iterable
 
 from gossip.config import SwimConfig
 from gossip.membership import Membership
-from gossip.messages import ResourceRecord, Status
+from gossip.messages import MemberUpdate, Message, ResourceRecord, Status, SyncReply
 from scenarios.sim.simulator import Simulator
 
 
@@ -88,8 +88,6 @@ def bootstrap_swim_cluster(
     benchmarks of steady-state behaviour (dissemination, failure detection) start from here.
     Each core learns the full member list through an ordinary anti-entropy `SyncReply`.
     """
-    from gossip.messages import MemberUpdate, Message, SyncReply
-
     addrs = [f"sim://n{i}" for i in range(n)]
     cores = [Membership(node_id(a), a, random.Random(f"{seed}:{a}"), config) for a in addrs]
     members = tuple(MemberUpdate(c.node_id, c.addr, 0, Status.ALIVE) for c in cores)
