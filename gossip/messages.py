@@ -26,6 +26,24 @@ class Kind(IntEnum):
     # client requests (CLI -> any agent), answered on the same connection
     QUERY = 32
     QUERY_REPLY = 33
+    # task records (replication) and lookups between agents
+    TASK_PUT = 40
+    TASK_PUT_ACK = 41
+    TASK_GET = 42
+    TASK_GET_REPLY = 43
+    TASK_LIST = 44
+    TASK_LIST_REPLY = 45
+    TASK_CANCEL = 46
+    TASK_CANCEL_REPLY = 47
+    # placement negotiation
+    BID_REQUEST = 50
+    BID = 51
+    AWARD = 52
+    AWARD_ACK = 53
+    RELEASE = 54
+    # execution reports (runner -> owner of the task record)
+    TASK_REPORT = 56
+    REPORT_ACK = 57
 
 
 class Status(IntEnum):
@@ -142,7 +160,210 @@ class QueryReply:
     error: str = ""
 
 
-Body = Ping | Ack | PingReq | Nack | Sync | SyncReply | GossipOnly | Query | QueryReply
+class TaskState(IntEnum):
+    """Where a task is in its life. Values are part of the protocol."""
+
+    PENDING = 0  # accepted and replicated, waiting for a node
+    PLACED = 1  # awarded to a node that has not yet confirmed it started
+    RUNNING = 2
+    SUCCEEDED = 3
+    FAILED = 4
+    CANCELLED = 5
+    REJECTED = 6
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @property
+    def terminal(self) -> bool:
+        return self >= TaskState.SUCCEEDED
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """What the user asked for. Sizes are what the task reserves on the node that runs it."""
+
+    argv: tuple[str, ...]
+    cpus: float = 1.0
+    memory: int = 0  # bytes
+    gpus: int = 0
+    labels: dict[str, str] = field(default_factory=dict)  # required node labels, all must match
+    env: dict[str, str] = field(default_factory=dict)  # added to the agent's environment
+    cwd: str = ""  # "" = the agent's working directory
+    timeout: float = 0.0  # seconds of running before the task is killed; 0 = no limit
+    deadline: float = 0.0  # SLA: seconds after submission by which it should finish; 0 = none
+    expected: float = 60.0  # expected run time in seconds: the horizon bidders forecast over
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """The replicated record of one task. See `agent.records.newer` for which copy wins."""
+
+    id: str
+    spec: TaskSpec
+    state: TaskState = TaskState.PENDING
+    version: int = 1
+    writer: str = ""  # the node that wrote this version (breaks ties between equal versions)
+    replicas: tuple[str, ...] = ()  # node ids holding the record, in ownership order
+    attempt: int = 0  # bumped every time the task is placed; reports name their attempt
+    node: str = ""  # the node running (or that ran) the current attempt
+    node_addr: str = ""
+    exit_code: int = 0
+    reason: str = ""  # why it failed / was rejected / was cancelled
+    submitted: float = 0.0  # times on the writers' clocks (wall clock in the real shell)
+    placed: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    stdout: str = ""  # bounded tails, filled when the task ends
+    stderr: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPut:
+    """Store (or update) a replica of a task record; answered with TaskPutAck."""
+
+    record: TaskRecord
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPutAck:
+    """`ok` False: the id is taken by a different task (`error` says so). `state`/`version`
+    are the replica's copy after the write, so a resubmission learns the task's progress."""
+
+    task_id: str
+    version: int
+    state: TaskState
+    ok: bool = True
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGet:
+    task_id: str
+    req: int  # the asker's request number, echoed back
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGetReply:
+    task_id: str
+    req: int
+    record: TaskRecord | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskList:
+    """Records this node holds as their owner; `state` -1 = any."""
+
+    req: int
+    state: int = -1
+    limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TaskListReply:
+    req: int
+    records: tuple[TaskRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCancel:
+    task_id: str
+    req: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCancelReply:
+    """`ok` True: the sender owns the record and it is now terminal (`state`)."""
+
+    task_id: str
+    req: int
+    ok: bool
+    state: TaskState = TaskState.PENDING
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BidRequest:
+    """Would you run this? A yes tentatively reserves the resources under a lease."""
+
+    task_id: str
+    attempt: int
+    round: int  # one per negotiation round of one attempt
+    cpus: float
+    memory: int
+    gpus: int
+    labels: dict[str, str]
+    expected: float  # seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Bid:
+    task_id: str
+    attempt: int
+    round: int
+    ok: bool
+    headroom: float = 0.0  # CPUs the bidder expects to have free over the task's run, after it
+    load: float = 0.0  # the bidder's current observed load, 0..1
+    queued: int = 0  # tasks running or reserved on the bidder
+    reason: str = ""  # why not, when ok is False
+
+
+@dataclass(frozen=True, slots=True)
+class Award:
+    """The task is yours: start `record.attempt` (the record names the spec and the owners)."""
+
+    record: TaskRecord
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class AwardAck:
+    task_id: str
+    attempt: int
+    ok: bool
+    started: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """You lost the bid: drop the lease."""
+
+    task_id: str
+    attempt: int
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReport:
+    """Runner -> owner: the attempt is still running (state RUNNING) or has ended."""
+
+    task_id: str
+    attempt: int
+    state: TaskState
+    exit_code: int = 0
+    reason: str = ""
+    started: float = 0.0
+    finished: float = 0.0
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAck:
+    """`keep` False: this attempt is not (or no longer) wanted; stop it and forget it."""
+
+    task_id: str
+    attempt: int
+    keep: bool
+
+
+Body = (
+    Ping | Ack | PingReq | Nack | Sync | SyncReply | GossipOnly | Query | QueryReply
+    | TaskPut | TaskPutAck | TaskGet | TaskGetReply | TaskList | TaskListReply | TaskCancel
+    | TaskCancelReply | BidRequest | Bid | Award | AwardAck | Release | TaskReport | ReportAck
+)
 
 KIND_OF_BODY: dict[type, Kind] = {
     Ping: Kind.PING,
@@ -154,6 +375,21 @@ KIND_OF_BODY: dict[type, Kind] = {
     GossipOnly: Kind.GOSSIP,
     Query: Kind.QUERY,
     QueryReply: Kind.QUERY_REPLY,
+    TaskPut: Kind.TASK_PUT,
+    TaskPutAck: Kind.TASK_PUT_ACK,
+    TaskGet: Kind.TASK_GET,
+    TaskGetReply: Kind.TASK_GET_REPLY,
+    TaskList: Kind.TASK_LIST,
+    TaskListReply: Kind.TASK_LIST_REPLY,
+    TaskCancel: Kind.TASK_CANCEL,
+    TaskCancelReply: Kind.TASK_CANCEL_REPLY,
+    BidRequest: Kind.BID_REQUEST,
+    Bid: Kind.BID,
+    Award: Kind.AWARD,
+    AwardAck: Kind.AWARD_ACK,
+    Release: Kind.RELEASE,
+    TaskReport: Kind.TASK_REPORT,
+    ReportAck: Kind.REPORT_ACK,
 }
 
 

@@ -11,8 +11,13 @@ from gossip import wire
 from gossip.messages import (
     PROTOCOL_VERSION,
     Ack,
+    Award,
+    AwardAck,
+    Bid,
+    BidRequest,
     Gossip,
     GossipOnly,
+    Kind,
     MemberUpdate,
     Message,
     Nack,
@@ -20,10 +25,24 @@ from gossip.messages import (
     PingReq,
     Query,
     QueryReply,
+    Release,
+    ReportAck,
     ResourceRecord,
     Status,
     Sync,
     SyncReply,
+    TaskCancel,
+    TaskCancelReply,
+    TaskGet,
+    TaskGetReply,
+    TaskList,
+    TaskListReply,
+    TaskPut,
+    TaskPutAck,
+    TaskRecord,
+    TaskReport,
+    TaskSpec,
+    TaskState,
 )
 
 REC = ResourceRecord(
@@ -33,6 +52,45 @@ REC = ResourceRecord(
 )  # fmt: skip
 UPD = MemberUpdate("n2", "tcp://10.0.0.2:7946", 3, Status.SUSPECT, by="n1")
 G = Gossip((UPD,), (REC,))
+
+SPEC = TaskSpec(
+    argv=("python", "-c", "print('hi')"), cpus=2.5, memory=1 << 30, gpus=1,
+    labels={"zone": "eu"}, env={"SEED": "7", "EMPTY": ""}, cwd="/tmp", timeout=30.0,
+    deadline=600.0, expected=12.5,
+)  # fmt: skip
+TASK = TaskRecord(
+    id="t-1", spec=SPEC, state=TaskState.SUCCEEDED, version=5, writer="n2",
+    replicas=("n2", "n3", "n4"), attempt=2, node="n3", node_addr="tcp://10.0.0.3:7946",
+    exit_code=-9, reason="killed", submitted=1.7e9, placed=1.7e9 + 1, started=1.7e9 + 2,
+    finished=1.7e9 + 3, stdout="out\n", stderr="err\n",
+)  # fmt: skip
+MINIMAL_TASK = TaskRecord("t-2", TaskSpec(("true",)))
+
+TASK_BODIES = [
+    TaskPut(TASK),
+    TaskPut(MINIMAL_TASK),
+    TaskPutAck("t-1", 5, TaskState.RUNNING, ok=False, error="id taken"),
+    TaskGet("t-1", 3),
+    TaskGetReply("t-1", 3, TASK),
+    TaskGetReply("t-1", 3, None),
+    TaskList(4, state=int(TaskState.FAILED), limit=50),
+    TaskList(4),
+    TaskListReply(4, (TASK, MINIMAL_TASK)),
+    TaskListReply(4),
+    TaskCancel("t-1", 5),
+    TaskCancelReply("t-1", 5, True, TaskState.CANCELLED, ""),
+    TaskCancelReply("t-1", 5, False, error="not the owner"),
+    BidRequest("t-1", 2, 1, 2.5, 1 << 30, 0, {"zone": "eu"}, 60.0),
+    Bid("t-1", 2, 1, True, headroom=-1.5, load=0.75, queued=3),
+    Bid("t-1", 2, 1, False, reason="no gpu"),
+    Award(TASK, 1),
+    AwardAck("t-1", 2, True, started=1.7e9),
+    AwardAck("t-1", 2, False, reason="busy"),
+    Release("t-1", 2, 1),
+    TaskReport("t-1", 2, TaskState.FAILED, 3, "exit code 3", 1.7e9, 1.7e9 + 4, "o", "e"),
+    TaskReport("t-1", 2, TaskState.RUNNING),
+    ReportAck("t-1", 2, keep=False),
+]
 
 BODIES = [
     Ping("n2", G),
@@ -44,13 +102,54 @@ BODIES = [
     GossipOnly(G),
     Query("members", {"x": 1}),
     QueryReply(True, [{"node": "n1"}], ""),
+    *TASK_BODIES,
 ]
+
+
+def test_every_kind_has_a_round_trip_example():
+    assert {Message("n", "a", 0, b).kind for b in BODIES} == set(Kind)
 
 
 @pytest.mark.parametrize("body", BODIES, ids=lambda b: type(b).__name__)
 def test_round_trip(body):
     msg = Message("n1", "tcp://10.0.0.1:7946", 42, body)
     assert wire.decode(wire.encode(msg)) == msg
+
+
+def test_decoded_task_fields_have_their_declared_types():
+    rec = wire.decode(wire.encode(Message("n1", "a", 0, TaskPut(TASK)))).body.record
+    assert type(rec.state) is TaskState and type(rec.spec.argv) is tuple
+    assert type(rec.replicas) is tuple and type(rec.spec.cpus) is float
+    ack = wire.decode(wire.encode(Message("n1", "a", 0, TaskPutAck("t", 1, TaskState.PLACED))))
+    assert type(ack.body.state) is TaskState
+
+
+def test_task_limits_are_inclusive():
+    big = TaskSpec(
+        argv=("x" * wire.MAX_ARG_LEN,) + ("",) * (wire.MAX_ARGV - 1),
+        cpus=wire.MAX_TASK_CPUS,
+        env={f"K{i}": "" for i in range(wire.MAX_ENV - 1)} | {"BIG": "v" * wire.MAX_ENV_VALUE_LEN},
+        cwd="/" * wire.MAX_CWD_LEN,
+        timeout=wire.MAX_DURATION,
+        deadline=wire.MAX_DURATION,
+        expected=0,
+    )
+    rec = TaskRecord(
+        id="t" * wire.MAX_ID_LEN, spec=big, state=TaskState.REJECTED, version=wire.MAX_INT,
+        replicas=tuple(f"n{i}" for i in range(wire.MAX_REPLICAS)), attempt=wire.MAX_INT,
+        exit_code=wire.MIN_EXIT_CODE, reason="r" * wire.MAX_REASON_LEN, finished=wire.MAX_TIME,
+        stdout="o" * wire.MAX_OUTPUT_TAIL, stderr="é" * wire.MAX_OUTPUT_TAIL,
+    )  # fmt: skip
+    for body in [
+        TaskPut(rec),
+        TaskList(0, state=-1, limit=wire.MAX_LIST_RECORDS),
+        TaskList(0, state=int(TaskState.REJECTED), limit=1),
+        TaskListReply(0, (MINIMAL_TASK,) * wire.MAX_LIST_RECORDS),
+        TaskReport("t", 0, TaskState.PENDING, exit_code=wire.MAX_EXIT_CODE),
+        Bid("t", 0, 0, True, headroom=-wire.MAX_HEADROOM, load=wire.MAX_BID_LOAD),
+    ]:
+        msg = Message("n1", "a", 0, body)
+        assert wire.decode(wire.encode(msg)) == msg
 
 
 def _envelope(**over):
@@ -86,6 +185,207 @@ def test_bad_input_is_a_wire_error_with_a_reason(data, reason):
     with pytest.raises(wire.WireError) as e:
         wire.decode(data)
     assert e.value.reason == reason
+
+
+_DROP = object()  # remove the element instead of replacing it
+_APPEND = object()  # as a value: append an extra element to the array at the path
+
+
+def _raw(body):
+    """The envelope of `body` as plain msgpack data, ready to be tampered with."""
+    return msgpack.unpackb(wire.encode(Message("n1", "a", 0, body)))
+
+
+def _mutated(body, path, value):
+    """Encode `body`, then set (or drop, or append to) the element at `path` in its body array
+    (`path` () is the body array itself)."""
+    raw = _raw(body)
+    *walk, last = (5, *path)
+    parent = raw
+    for i in walk:
+        parent = parent[i]
+    if value is _DROP:
+        del parent[last]
+    elif value is _APPEND:
+        parent[last].append(0)
+    else:
+        parent[last] = value
+    return msgpack.packb(raw)
+
+
+# indices in the flat task arrays
+S_ARGV, S_CPUS, S_MEM, S_GPUS, S_LABELS, S_ENV, S_CWD, S_TIMEOUT, S_DEADLINE, S_EXPECTED = range(10)
+R_ID, R_SPEC, R_STATE, R_VERSION, R_WRITER, R_REPLICAS, R_ATTEMPT, R_NODE, R_ADDR = range(9)
+R_EXIT, R_REASON, R_SUBMITTED, R_PLACED, R_STARTED, R_FINISHED, R_STDOUT, R_STDERR = range(9, 17)
+PUT = TaskPut(TASK)
+REC_ = (0,)  # path of the record inside TaskPut
+SPEC_ = (0, R_SPEC)  # path of the spec inside TaskPut
+BIG_TAIL = "x" * (wire.MAX_OUTPUT_TAIL + 1)
+RAW_MINIMAL_TASK = _raw(TaskPut(MINIMAL_TASK))[5][0]
+
+MALFORMED_TASK_BODIES = [
+    # TaskPut and the record / spec arrays it carries
+    (PUT, (), []),  # body arity
+    (PUT, (), _APPEND),
+    (PUT, (0,), None),
+    (PUT, (0,), "record"),
+    (PUT, REC_, _APPEND),  # record arity
+    (PUT, (0, R_STDERR), _DROP),
+    (PUT, REC_ + (R_ID,), ""),
+    (PUT, REC_ + (R_ID,), 7),
+    (PUT, REC_ + (R_ID,), "t" * (wire.MAX_ID_LEN + 1)),
+    (PUT, REC_ + (R_STATE,), 7),  # not a TaskState
+    (PUT, REC_ + (R_STATE,), -1),
+    (PUT, REC_ + (R_STATE,), True),
+    (PUT, REC_ + (R_STATE,), "running"),
+    (PUT, REC_ + (R_VERSION,), -1),
+    (PUT, REC_ + (R_VERSION,), 1.0),
+    (PUT, REC_ + (R_WRITER,), None),
+    (PUT, REC_ + (R_REPLICAS,), "n2"),
+    (PUT, REC_ + (R_REPLICAS,), [""]),
+    (PUT, REC_ + (R_REPLICAS,), [3]),
+    (PUT, REC_ + (R_REPLICAS,), [f"n{i}" for i in range(wire.MAX_REPLICAS + 1)]),
+    (PUT, REC_ + (R_ATTEMPT,), -1),
+    (PUT, REC_ + (R_NODE,), 1),
+    (PUT, REC_ + (R_ADDR,), "a" * (wire.MAX_ID_LEN + 1)),
+    (PUT, REC_ + (R_EXIT,), 2**31),
+    (PUT, REC_ + (R_EXIT,), -(2**31) - 1),
+    (PUT, REC_ + (R_EXIT,), 1.0),
+    (PUT, REC_ + (R_REASON,), "r" * (wire.MAX_REASON_LEN + 1)),
+    (PUT, REC_ + (R_SUBMITTED,), -1.0),
+    (PUT, REC_ + (R_PLACED,), float("inf")),
+    (PUT, REC_ + (R_STARTED,), float("nan")),
+    (PUT, REC_ + (R_FINISHED,), wire.MAX_TIME * 2),
+    (PUT, REC_ + (R_FINISHED,), "now"),
+    (PUT, REC_ + (R_STDOUT,), BIG_TAIL),
+    (PUT, REC_ + (R_STDERR,), BIG_TAIL),
+    (PUT, REC_ + (R_STDOUT,), b"bytes"),
+    (PUT, REC_ + (R_SPEC,), None),
+    (PUT, SPEC_, _APPEND),  # spec arity
+    (PUT, SPEC_ + (S_EXPECTED,), _DROP),
+    (PUT, SPEC_ + (S_ARGV,), []),  # empty argv
+    (PUT, SPEC_ + (S_ARGV,), [""]),  # empty program
+    (PUT, SPEC_ + (S_ARGV,), "python"),
+    (PUT, SPEC_ + (S_ARGV,), ["python", 3]),
+    (PUT, SPEC_ + (S_ARGV,), ["python", "x" * (wire.MAX_ARG_LEN + 1)]),
+    (PUT, SPEC_ + (S_ARGV,), ["x"] * (wire.MAX_ARGV + 1)),
+    (PUT, SPEC_ + (S_CPUS,), -0.5),
+    (PUT, SPEC_ + (S_CPUS,), wire.MAX_TASK_CPUS * 2),
+    (PUT, SPEC_ + (S_CPUS,), float("nan")),
+    (PUT, SPEC_ + (S_CPUS,), "2"),
+    (PUT, SPEC_ + (S_MEM,), -1),
+    (PUT, SPEC_ + (S_MEM,), 1.5),
+    (PUT, SPEC_ + (S_GPUS,), -1),
+    (PUT, SPEC_ + (S_GPUS,), False),
+    (PUT, SPEC_ + (S_LABELS,), ["zone"]),
+    (PUT, SPEC_ + (S_LABELS,), {"": "x"}),
+    (PUT, SPEC_ + (S_LABELS,), {"zone": 1}),
+    (PUT, SPEC_ + (S_ENV,), None),
+    (PUT, SPEC_ + (S_ENV,), {"": "x"}),
+    (PUT, SPEC_ + (S_ENV,), {"K": 1}),
+    (PUT, SPEC_ + (S_ENV,), {"k" * (wire.MAX_ID_LEN + 1): "x"}),
+    (PUT, SPEC_ + (S_ENV,), {"K": "v" * (wire.MAX_ENV_VALUE_LEN + 1)}),
+    (PUT, SPEC_ + (S_ENV,), {f"K{i}": "" for i in range(wire.MAX_ENV + 1)}),
+    (PUT, SPEC_ + (S_CWD,), "/" * (wire.MAX_CWD_LEN + 1)),
+    (PUT, SPEC_ + (S_CWD,), None),
+    (PUT, SPEC_ + (S_TIMEOUT,), -1.0),
+    (PUT, SPEC_ + (S_TIMEOUT,), float("inf")),
+    (PUT, SPEC_ + (S_DEADLINE,), wire.MAX_DURATION * 2),
+    (PUT, SPEC_ + (S_EXPECTED,), None),
+    # TaskPutAck [task_id, version, state, ok, error]
+    (TaskPutAck("t", 1, TaskState.PENDING), (0,), ""),
+    (TaskPutAck("t", 1, TaskState.PENDING), (1,), -1),
+    (TaskPutAck("t", 1, TaskState.PENDING), (2,), 9),
+    (TaskPutAck("t", 1, TaskState.PENDING), (3,), 1),
+    (TaskPutAck("t", 1, TaskState.PENDING), (4,), "e" * (wire.MAX_REASON_LEN + 1)),
+    (TaskPutAck("t", 1, TaskState.PENDING), (4,), _DROP),
+    # TaskGet [task_id, req]
+    (TaskGet("t", 1), (0,), None),
+    (TaskGet("t", 1), (1,), -1),
+    (TaskGet("t", 1), (1,), _DROP),
+    # TaskGetReply [task_id, req, record | nil]
+    (TaskGetReply("t", 1, TASK), (2,), "none"),
+    (TaskGetReply("t", 1, TASK), (2,), []),
+    (TaskGetReply("t", 1, TASK), (2, R_STATE), 8),
+    (TaskGetReply("t", 1, None), (1,), "1"),
+    (TaskGetReply("t", 1, None), (2,), _DROP),
+    # TaskList [req, state, limit]
+    (TaskList(1), (1,), -2),
+    (TaskList(1), (1,), 7),
+    (TaskList(1), (2,), 0),
+    (TaskList(1), (2,), wire.MAX_LIST_RECORDS + 1),
+    (TaskList(1), (0,), 1.0),
+    (TaskList(1), (2,), _DROP),
+    # TaskListReply [req, records]
+    (TaskListReply(1, (TASK,)), (1,), None),
+    (TaskListReply(1, (TASK,)), (1,), [None]),
+    (TaskListReply(1, (TASK,)), (1, 0, R_SPEC, S_ARGV), []),
+    (TaskListReply(1, (TASK,)), (1,), [RAW_MINIMAL_TASK] * (wire.MAX_LIST_RECORDS + 1)),
+    (TaskListReply(1), (0,), -1),
+    # TaskCancel [task_id, req]
+    (TaskCancel("t", 1), (0,), ""),
+    (TaskCancel("t", 1), (), _APPEND),
+    # TaskCancelReply [task_id, req, ok, state, error]
+    (TaskCancelReply("t", 1, True), (2,), 0),
+    (TaskCancelReply("t", 1, True), (3,), 7),
+    (TaskCancelReply("t", 1, True), (4,), None),
+    # BidRequest [task_id, attempt, round, cpus, memory, gpus, labels, expected]
+    (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (1,), -1),
+    (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (2,), -1),
+    (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (3,), -1.0),
+    (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (4,), -1),
+    (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (5,), 0.5),
+    (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (6,), None),
+    (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (7,), float("nan")),
+    (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (7,), _DROP),
+    # Bid [task_id, attempt, round, ok, headroom, load, queued, reason]
+    (Bid("t", 0, 0, True), (3,), None),
+    (Bid("t", 0, 0, True), (4,), -wire.MAX_HEADROOM * 2),
+    (Bid("t", 0, 0, True), (4,), float("inf")),
+    (Bid("t", 0, 0, True), (5,), -0.1),
+    (Bid("t", 0, 0, True), (5,), wire.MAX_BID_LOAD * 2),
+    (Bid("t", 0, 0, True), (6,), -1),
+    (Bid("t", 0, 0, True), (7,), "r" * (wire.MAX_REASON_LEN + 1)),
+    (Bid("t", 0, 0, True), (), _APPEND),
+    # Award [record, round]
+    (Award(TASK, 1), (1,), -1),
+    (Award(TASK, 1), (0, R_STDOUT), BIG_TAIL),
+    (Award(TASK, 1), (1,), _DROP),
+    # AwardAck [task_id, attempt, ok, started, reason]
+    (AwardAck("t", 0, True), (2,), "yes"),
+    (AwardAck("t", 0, True), (3,), -1.0),
+    (AwardAck("t", 0, True), (4,), 5),
+    # Release [task_id, attempt, round]
+    (Release("t", 0, 0), (0,), ""),
+    (Release("t", 0, 0), (2,), -1),
+    (Release("t", 0, 0), (2,), _DROP),
+    # TaskReport [task_id, attempt, state, exit_code, reason, started, finished, stdout, stderr]
+    (TaskReport("t", 0, TaskState.RUNNING), (2,), 7),
+    (TaskReport("t", 0, TaskState.RUNNING), (2,), None),
+    (TaskReport("t", 0, TaskState.RUNNING), (3,), 2**31),
+    (TaskReport("t", 0, TaskState.RUNNING), (5,), float("nan")),
+    (TaskReport("t", 0, TaskState.RUNNING), (6,), -1.0),
+    (TaskReport("t", 0, TaskState.RUNNING), (7,), BIG_TAIL),
+    (TaskReport("t", 0, TaskState.RUNNING), (8,), BIG_TAIL),
+    (TaskReport("t", 0, TaskState.RUNNING), (8,), _DROP),
+    # ReportAck [task_id, attempt, keep]
+    (ReportAck("t", 0, True), (2,), 1),
+    (ReportAck("t", 0, True), (1,), -1),
+    (ReportAck("t", 0, True), (), _APPEND),
+]
+
+
+def _case_id(case):
+    body, path, value = case
+    shown = "drop" if value is _DROP else "append" if value is _APPEND else repr(value)[:24]
+    return f"{type(body).__name__}{list(path)}={shown}"
+
+
+@pytest.mark.parametrize("case", MALFORMED_TASK_BODIES, ids=map(_case_id, MALFORMED_TASK_BODIES))
+def test_malformed_task_bodies_are_rejected(case):
+    with pytest.raises(wire.WireError) as e:
+        wire.decode(_mutated(*case))
+    assert e.value.reason == "malformed"
 
 
 def test_encode_refuses_oversized_messages():
@@ -134,9 +434,79 @@ json_like = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, 40), json_like)
+@given(st.integers(0, max(Kind) + 8), json_like)
 def test_well_formed_msgpack_of_any_shape_is_validated(kind, body):
     try:
         wire.decode(msgpack.packb([PROTOCOL_VERSION, kind, "n1", "a", 0, body]))
     except wire.WireError:
         pass
+
+
+def _paths(x, prefix=()):
+    """Every position in a nested msgpack array (the array itself included)."""
+    yield prefix
+    if isinstance(x, list):
+        for i, y in enumerate(x):
+            yield from _paths(y, (*prefix, i))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.sampled_from(BODIES), st.data(), json_like)
+def test_valid_bodies_with_one_field_replaced_decode_or_raise_wire_error(body, data, value):
+    path = data.draw(st.sampled_from(list(_paths(_raw(body)[5]))))
+    try:
+        msg = wire.decode(_mutated(body, path, value))
+    except wire.WireError as e:
+        assert e.reason == "malformed"
+        return
+    assert isinstance(msg, Message)
+
+
+_ids = st.text(min_size=1, max_size=12)
+_text = st.text(max_size=24)
+_ints = st.integers(0, wire.MAX_INT)
+_times = st.floats(0, wire.MAX_TIME)
+_durations = st.floats(0, wire.MAX_DURATION)
+_specs = st.builds(
+    TaskSpec,
+    argv=st.tuples(_ids) | st.lists(_text, max_size=4).map(lambda a: ("p", *a)),
+    cpus=st.floats(0, wire.MAX_TASK_CPUS),
+    memory=_ints,
+    gpus=_ints,
+    labels=st.dictionaries(_ids, _text, max_size=3),
+    env=st.dictionaries(_ids, _text, max_size=3),
+    cwd=_text,
+    timeout=_durations,
+    deadline=_durations,
+    expected=_durations,
+)
+_records = st.builds(
+    TaskRecord,
+    id=_ids,
+    spec=_specs,
+    state=st.sampled_from(TaskState),
+    version=_ints,
+    writer=_text,
+    replicas=st.lists(_ids, max_size=4).map(tuple),
+    attempt=_ints,
+    node=_text,
+    node_addr=_text,
+    exit_code=st.integers(wire.MIN_EXIT_CODE, wire.MAX_EXIT_CODE),
+    reason=_text,
+    submitted=_times,
+    placed=_times,
+    started=_times,
+    finished=_times,
+    stdout=_text,
+    stderr=_text,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_records, st.sampled_from([
+    TaskPut, lambda r: Award(r, 3), lambda r: TaskGetReply(r.id, 1, r),
+    lambda r: TaskListReply(1, (r, r)),
+]))  # fmt: skip
+def test_generated_task_records_round_trip(record, wrap):
+    msg = Message("n1", "a", 0, wrap(record))
+    assert wire.decode(wire.encode(msg)) == msg
