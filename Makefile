@@ -18,7 +18,7 @@ demo:  ## local cluster of real agents: converge, SIGKILL one, survivors mark it
 bench:  ## measurements written to docs/benchmarks.md
 	$(PY) -m scenarios.bench --out docs/benchmarks.md
 
-forecaster:  ## rebuild the shipped forecaster checkpoint from the shared traces (fixed seed)
+forecaster:  ## rebuild the shipped forecaster checkpoint (.pt) and its torch-free export (.npz) from the shared traces (fixed seed)
 	$(VENV)/bin/agora forecast train --data ../shared/data/gcd-vms --out metalearn/forecaster.pt --seed 0
 
 lint:

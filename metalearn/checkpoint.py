@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from metalearn.errors import CheckpointError
@@ -95,3 +96,42 @@ def load(path: str | Path | None = None) -> dict[str, Any]:
     if body.get("hash") != content_hash(body):
         raise CheckpointError(f"{path}: checkpoint content hash mismatch (file corrupt or edited)")
     return body
+
+
+def export_numpy(pt_path: str | Path | None = None, npz_path: str | Path | None = None) -> str:
+    """Write the torch-free export of a checkpoint (read by :mod:`metalearn.numpy_runtime`).
+
+    Default ``pt_path``: the shipped checkpoint; default ``npz_path``: ``pt_path`` with the
+    suffix ``.npz``. The export holds the meta-initialization, its inner lrs (a scalar lr is
+    expanded to one array per parameter), the normalizer, window/horizon/hidden/relative,
+    inner steps and shots, and the content hash of the checkpoint. Returns the export's hash.
+    """
+    from metalearn import numpy_runtime as nr
+
+    pt = Path(pt_path) if pt_path is not None else DEFAULT_PATH
+    out = Path(npz_path) if npz_path is not None else pt.with_suffix(".npz")
+    body = load(pt)
+    try:
+        cfg, adapt, norm = body["config"], body["adapt"], body["normalizer"]
+        params = {n: body["meta_params"][n].detach().cpu().float() for n in nr.PARAM_NAMES}
+        lrs = adapt.get("inner_lrs")
+        arrays: dict[str, Any] = {
+            "source_hash": np.asarray(body["hash"]),
+            "window": np.asarray(int(cfg["window"]), dtype=np.int64),
+            "horizon": np.asarray(int(cfg["horizon"]), dtype=np.int64),
+            "hidden": np.asarray(int(cfg["hidden"]), dtype=np.int64),
+            "relative": np.asarray(bool(cfg.get("relative", False))),
+            "inner_steps": np.asarray(int(adapt["inner_steps"]), dtype=np.int64),
+            "shots": np.asarray(int(adapt["shots"]), dtype=np.int64),
+            "mean": np.asarray(float(norm["mean"]), dtype=np.float64),
+            "std": np.asarray(float(norm["std"]), dtype=np.float64),
+        }
+        for n, t in params.items():
+            arrays[f"param.{n}"] = t.numpy().copy()
+            lr = (torch.full_like(t, float(adapt["inner_lr"])) if lrs is None
+                  else lrs[n].detach().cpu().float())
+            arrays[f"lr.{n}"] = lr.numpy().copy()
+    except (KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{pt}: checkpoint lacks what the export needs ({e!r})") from None
+    nr.NumpyForecaster.from_arrays(arrays, str(pt))  # same validation as loading the export
+    return nr.write_npz(arrays, out)

@@ -100,6 +100,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{tr['n_train']} training / {tr['n_heldout']} held-out series, meta-training "
         f"{secs['meta_train']:.0f} s, total {secs['total']:.0f} s"
     )
+    npz = out.with_suffix(".npz")  # torch-free export for agents (metalearn.numpy_runtime)
+    checkpoint.export_numpy(out, npz)
+    print(f"wrote {npz} (torch-free export, {npz.stat().st_size / 1024:.0f} KiB)")
     return 0
 
 
