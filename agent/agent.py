@@ -1,15 +1,17 @@
-"""The agent: the real (asyncio + ZeroMQ + wall clock) shell around the membership core.
+"""The agent: the real (asyncio + ZeroMQ + wall clock) shell around one node's cores.
 
-It owns one `ZmqTransport` and one `Membership` core and does only I/O around the core:
+It owns one `ZmqTransport`, one `NodeCore` (membership + placement) and one task `Executor`, and
+does only I/O around the core:
 
 - receive loop: decode every frame (`WireError` ⇒ counted by reason and dropped; any other
   exception while decoding or handling one message is caught, counted and logged at debug — the
-  loop never dies), answer client `Query` messages itself (``members``, ``stats``,
-  ``set_labels``), hand everything else to the core;
+  loop never dies), answer client `Query` messages (``members``, ``stats``, ``set_labels``,
+  ``logs`` at once; ``submit``, ``status``, ``tasks``, ``cancel`` once the core has its answer
+  from the cluster: the client's identity is held until then), hand everything else to the core;
 - tick loop: call `core.on_tick` when `core.next_wakeup()` is due;
-- load loop: sample this machine's load every `load_interval`; publish it through
-  `core.update_resources` only when it moved by `load_publish_delta` or the last publication is
-  `load_heartbeat` old (every node re-publishing every second floods gossip in large clusters);
+- load loop: sample this machine's load every `load_interval` and feed it to the placement core,
+  which keeps the forecast and decides when load, forecast and allocation are worth gossiping;
+- executor: runs the tasks the core awards to this node and reports how they ended;
 - send every `Outgoing` the core returns (an encode error is counted, never raised);
 - join: with seeds, stop with `JoinError` if no seed answers within `join_timeout`;
 - `request_stop()` (wired to SIGTERM/SIGINT by `run_agent`): graceful leave, keep driving the
@@ -20,7 +22,8 @@ It owns one `ZmqTransport` and one `Membership` core and does only I/O around th
 (each with its own transport and core) can run as tasks of one event loop: `deploy/ray_launcher.py`
 hosts many agents per process that way. `run_agent` is the one-agent-per-process entry point.
 
-The clock is `time.monotonic()`; `last_heard` from the core is shown as seconds ago.
+The clock is `time.time()`: task records carry timestamps that clients on other machines show,
+so they must be wall-clock times (a clock step makes one probe or lease end early or late).
 """
 
 from __future__ import annotations
@@ -35,16 +38,53 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.execution import StartTask, TaskExit
+from agent.executor import Executor
+from agent.node import NodeCore
+from agent.placement_config import PlacementConfig
+from agent.records import spec_from_args
 from agent.resources import Capacity, LoadSampler
 from gossip.config import SwimConfig
-from gossip.membership import Membership, MemberView
-from gossip.messages import Message, Outgoing, Query, QueryReply, ResourceRecord, Status
+from gossip.membership import MemberView
+from gossip.messages import (
+    Message,
+    Outgoing,
+    Query,
+    QueryReply,
+    ResourceRecord,
+    Status,
+    TaskState,
+)
 from gossip.transport import Identity, TransportConfig, ZmqTransport
 from gossip.wire import MAX_ID_LEN, MAX_LABELS, WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
 STATUS_WATCH_INTERVAL = 0.25  # how often member status changes are looked for (for the log)
+DEFERRED_QUERIES = ("submit", "status", "tasks", "cancel")
+
+_FORECASTERS: dict[str, Any] = {}  # loaded once per process, shared by every agent in it
+
+
+def load_forecaster(kind: str) -> Any:
+    """The forecaster placement uses: the shipped meta-learned one (numpy, no torch), the
+    last-value ablation, or none. Raises AgentError if the shipped file cannot be read."""
+    if kind == "none":
+        return None
+    if kind not in _FORECASTERS:
+        from metalearn.errors import ForecastError
+        from metalearn.numpy_runtime import LastValueForecaster, NumpyForecaster
+
+        if kind == "last-value":
+            _FORECASTERS[kind] = LastValueForecaster()
+        elif kind == "meta":
+            try:
+                _FORECASTERS[kind] = NumpyForecaster.load()
+            except ForecastError as e:
+                raise AgentError(f"cannot load the forecaster: {e}") from None
+        else:
+            raise AgentError(f"unknown forecaster {kind!r} (known: meta, last-value, none)")
+    return _FORECASTERS[kind]
 
 
 class AgentError(Exception):
@@ -65,8 +105,8 @@ class AgentOptions:
     swim: SwimConfig = field(default_factory=SwimConfig)
     join_timeout: float = 10.0
     load_interval: float = 1.0
-    load_publish_delta: float = 0.05
-    load_heartbeat: float = 10.0
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
+    forecaster: str = "meta"  # meta (the shipped meta-learned one) | last-value | none
     transport: TransportConfig = field(default_factory=TransportConfig)
 
 
@@ -110,9 +150,15 @@ class Agent:
             node=options.node_id, version=0, cpus=c.cpus, memory=c.memory, gpus=c.gpus,
             labels=dict(c.labels),
         )  # fmt: skip
-        self.core = Membership(
-            options.node_id, options.advertise, rng or random.Random(), options.swim, resources
-        )
+        self.node = NodeCore(
+            options.node_id, options.advertise, rng or random.Random(), options.swim, resources,
+            options.placement, load_forecaster(options.forecaster),
+        )  # fmt: skip
+        self.core = self.node.membership
+        self.executor = Executor(self._on_task_exit)
+        self._closed = False
+        self._clients: dict[int, tuple[Identity, int]] = {}  # core request -> client, its seq
+        self._next_req = 1
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()  # by WireError reason
         self._sampler: LoadSampler | None = sampler
@@ -121,7 +167,6 @@ class Agent:
         self._crashed = asyncio.Event()
         self._statuses: dict[str, Status] = {}
         self._seq = 0
-        self._published: tuple[float, float, float] | None = None  # load, mem_load, time
 
     @classmethod
     def start(cls, options: AgentOptions) -> Agent:
@@ -132,9 +177,10 @@ class Agent:
 
     @staticmethod
     def now() -> float:
-        return time.monotonic()
+        return time.time()
 
     def _send(self, out: Iterable[Outgoing]) -> None:
+        self._act()
         for addr, msg in out:
             try:
                 payload = encode(msg)
@@ -144,6 +190,27 @@ class Agent:
                 continue
             self.transport.send(addr, payload)
         self._wake.set()  # the core's next wakeup may have moved
+
+    def _act(self) -> None:
+        """Carry out what the core decided besides sending: runs and client replies."""
+        for action in self.node.take_actions():
+            if isinstance(action, StartTask):
+                self.executor.start(action)
+            else:
+                self.executor.stop(action.task_id, action.attempt)
+        for req, ok, data, error in self.node.take_replies():
+            client = self._clients.pop(req, None)
+            if client is not None:
+                self._reply(client[0], client[1], QueryReply(ok=ok, data=data, error=error))
+
+    def _on_task_exit(self, e: TaskExit) -> None:
+        if self._crashed.is_set() or self._closed:
+            return  # a crashed node tells no one; a closed one has no sockets
+        try:
+            self._send(self.node.on_task_exit(self.now(), e))
+        except Exception as err:
+            self.counters["handler_errors"] += 1
+            log.debug("on_task_exit failed: %r", err, exc_info=True)
 
     def handle_frame(self, ident: Identity, payload: bytes) -> None:
         """Everything that happens for one received frame. Never raises."""
@@ -165,7 +232,7 @@ class Agent:
                 self.dropped["unexpected_reply"] += 1
             else:
                 self.counters["messages"] += 1
-                self._send(self.core.on_message(self.now(), msg))
+                self._send(self.node.on_message(self.now(), msg))
         except Exception as e:
             self.counters["handler_errors"] += 1
             log.debug("error handling %s from %r: %r", msg.kind.name, msg.sender, e, exc_info=True)
@@ -179,18 +246,76 @@ class Agent:
             rep = QueryReply(ok=True, data=self.stats())
         elif q.what == "set_labels":
             rep = self._set_labels(q.args)
+        elif q.what == "logs":
+            rep = self._logs(q.args)
+        elif q.what in DEFERRED_QUERIES:
+            problem = self._start_request(ident, msg.seq, q)
+            if not problem:
+                return  # answered when the core has the cluster's answer
+            rep = QueryReply(ok=False, error=problem)
         else:
-            rep = QueryReply(
-                ok=False, error=f"unknown query {q.what!r} (known: members, stats, set_labels)"
-            )
-        out = Message(self.node_id, self.opts.advertise, msg.seq, rep)
+            known = ", ".join(["members", "stats", "set_labels", "logs", *DEFERRED_QUERIES])
+            rep = QueryReply(ok=False, error=f"unknown query {q.what!r} (known: {known})")
+        self._reply(ident, msg.seq, rep)
+
+    def _reply(self, ident: Identity, seq: int, rep: QueryReply) -> None:
+        out = Message(self.node_id, self.opts.advertise, seq, rep)
         try:
             payload = encode(out)
         except WireError as e:
             self.counters["encode_errors"] += 1
             rep = QueryReply(ok=False, error=f"reply not sendable: {e}")
-            payload = encode(Message(self.node_id, self.opts.advertise, msg.seq, rep))
+            payload = encode(Message(self.node_id, self.opts.advertise, seq, rep))
         self.transport.reply(ident, payload)
+
+    def _start_request(self, ident: Identity, seq: int, q: Query) -> str:
+        """Hand a client request to the core; returns an error text if the request is bad."""
+        args = q.args
+        req = self._next_req
+        self._next_req += 1
+        now = self.now()
+        if q.what == "tasks":
+            state = args.get("state", "") or ""
+            if not isinstance(state, str):
+                return "state must be a string"
+            if state:
+                try:
+                    code = int(TaskState[state.upper()])
+                except KeyError:
+                    names = ", ".join(s.label for s in TaskState)
+                    return f"unknown state {state!r} (known: {names})"
+            else:
+                code = -1
+            self._clients[req] = (ident, seq)
+            self._send(self.node.list(now, req, code))
+            return ""
+        task_id = args.get("id")
+        if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_ID_LEN:
+            return f"{q.what} needs a task id (a non-empty string of at most {MAX_ID_LEN} chars)"
+        if q.what == "submit":
+            spec, problem = spec_from_args(args.get("spec"))
+            if spec is None:
+                return problem
+            self._clients[req] = (ident, seq)
+            self._send(self.node.submit(now, req, task_id, spec))
+        elif q.what == "status":
+            self._clients[req] = (ident, seq)
+            self._send(self.node.get(now, req, task_id))
+        else:  # cancel
+            self._clients[req] = (ident, seq)
+            self._send(self.node.cancel(now, req, task_id))
+        return ""
+
+    def _logs(self, args: dict[str, Any]) -> QueryReply:
+        task_id = args.get("id")
+        if not isinstance(task_id, str) or not task_id:
+            return QueryReply(ok=False, error="logs needs a task id")
+        tails = self.executor.tails(task_id)
+        if tails is None:
+            return QueryReply(ok=False, error=f"task {task_id!r} has no run on {self.node_id}")
+        running = any(tid == task_id for tid, _ in self.executor.running())
+        return QueryReply(ok=True, data={"stdout": tails[0], "stderr": tails[1],
+                                         "running": running, "node": self.node_id})  # fmt: skip
 
     def _set_labels(self, args: dict[str, Any]) -> QueryReply:
         """Merge ``args["labels"]`` into this node's labels and publish a new record version."""
@@ -221,6 +346,8 @@ class Agent:
         return {
             "node": self.node_id,
             "core": dict(self.core.stats),
+            "placement": dict(self.node.placement.stats),
+            "running": len(self.executor.running()),
             "transport": dict(self.transport.stats),
             "agent": dict(self.counters),
             "dropped": dict(self.dropped),
@@ -245,7 +372,7 @@ class Agent:
 
     async def _tick_loop(self) -> None:
         while True:
-            delay = self.core.next_wakeup() - self.now()
+            delay = self.node.next_wakeup() - self.now()
             if delay > 0:
                 self._wake.clear()
                 # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
@@ -255,7 +382,7 @@ class Agent:
                         await self._wake.wait()
                 continue
             try:
-                self._send(self.core.on_tick(self.now()))
+                self._send(self.node.on_tick(self.now()))
             except Exception as e:
                 self.counters["tick_errors"] += 1
                 log.debug("on_tick failed: %r", e, exc_info=True)
@@ -269,25 +396,11 @@ class Agent:
             await asyncio.sleep(self.opts.load_interval)
             try:
                 s = self._sampler.sample()
-                now = self.now()
-                if self._load_worth_publishing(s.load, s.mem_load, now):
-                    self.core.update_resources(now, load=s.load, mem_load=s.mem_load)
-                    self._published = (s.load, s.mem_load, now)
-                    self._wake.set()
+                self.node.observe_load(self.now(), s.load)
+                self._wake.set()
             except Exception as e:
                 self.counters["load_errors"] += 1
                 log.debug("load sampling failed: %r", e, exc_info=True)
-
-    def _load_worth_publishing(self, load: float, mem_load: float, now: float) -> bool:
-        if self._published is None:
-            return True
-        last_load, last_mem, at = self._published
-        delta = self.opts.load_publish_delta
-        return (
-            abs(load - last_load) >= delta
-            or abs(mem_load - last_mem) >= delta
-            or now - at >= self.opts.load_heartbeat
-        )
 
     async def _watch_loop(self) -> None:
         while True:
@@ -345,7 +458,7 @@ class Agent:
             seeds = [s for s in self.opts.seeds if s != self.opts.advertise]
             log.info("agent %s listening on %s (advertised as %s)", self.node_id,
                      self.transport.endpoint, self.opts.advertise)  # fmt: skip
-            self._send(self.core.join(self.now(), seeds))
+            self._send(self.node.join(self.now(), seeds))
             if seeds:
                 await self._await_join(seeds)
             await self._stop_requested.wait()
@@ -358,6 +471,8 @@ class Agent:
                     t.cancel()
                 _done, pending = await asyncio.wait(pending, timeout=1.0)
             await asyncio.gather(*tasks, return_exceptions=True)
+            await self.executor.close()  # a crash reports nothing: see _on_task_exit
+            self._closed = True
             self.transport.close()
 
     async def _await_join(self, seeds: list[str]) -> None:
@@ -377,7 +492,7 @@ class Agent:
         linger = self.opts.swim.leave_linger
         log.info("leaving the cluster (lingering %.1f s so peers learn it)", linger)
         try:
-            self._send(self.core.leave(self.now()))
+            self._send(self.node.leave(self.now()))
         except Exception as e:
             self.counters["handler_errors"] += 1
             log.debug("leave failed: %r", e, exc_info=True)

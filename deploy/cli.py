@@ -3,6 +3,13 @@
     agora agent   [--config FILE] [--bind EP] [--advertise EP] [--join EP ...] ...
     agora members --agent EP [--stats] [--json] [--timeout S]
     agora label   --agent EP KEY=VALUE [KEY=VALUE ...]
+    agora submit  --agent EP [--cpus N] [--mem SIZE] [--gpus N] [--label K=V ...] [--env K=V ...]
+                  [--cwd DIR] [--deadline D] [--timeout D] [--expect D] [--id ID] [--wait]
+                  -- COMMAND [ARG ...]
+    agora status  TASK_ID --agent EP [--json]
+    agora tasks   --agent EP [--state STATE] [--json]
+    agora logs    TASK_ID --agent EP [--stdout-only | --stderr-only]
+    agora cancel  TASK_ID --agent EP
     agora ray-cluster --agents N [--per-actor K] [--duration S] [--config FILE]
     agora forecast ...            (when the forecaster package provides it)
 
@@ -16,15 +23,36 @@ import argparse
 import asyncio
 import json
 import logging
+import shlex
 import signal
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from agent.policies import NAMES as POLICY_NAMES
 from agent.resources import format_size
-from deploy.client import ClientError, query
-from deploy.config import DEFAULT_BIND, LOG_LEVELS, ConfigError, apply_overrides, load_config
+from deploy.client import ClientError, NoAnswer, QueryRefused, query
+from deploy.config import (
+    DEFAULT_BIND,
+    FORECASTERS,
+    LOG_LEVELS,
+    ConfigError,
+    apply_overrides,
+    load_config,
+)
+from deploy.task_args import (
+    DEFAULT_CPUS,
+    DEFAULT_EXPECTED,
+    TASK_STATES,
+    TERMINAL_STATES,
+    TaskArgError,
+    build_spec,
+    new_task_id,
+    parse_state,
+    parse_task_id,
+    spec_args,
+)
 
 PROG = "agora"
 
@@ -63,7 +91,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             cfg, node_id=args.node_id, bind=args.bind, advertise=args.advertise,
             join=args.join, join_timeout=args.join_timeout, load_interval=args.load_interval,
             log_level=args.log_level, cpus=args.cpus, memory=args.memory, gpus=args.gpus,
-            labels=_labels(args.label),
+            labels=_labels(args.label), forecaster=args.forecaster, policy=args.policy,
         )  # fmt: skip
         options = cfg.to_options()
     except (ConfigError, UserError) as e:
@@ -109,6 +137,11 @@ def add_agent_parser(sub: Any) -> None:
                    help="seconds between load samples (default 1)")  # fmt: skip
     p.add_argument("--log-level", metavar="LEVEL", type=str.upper, choices=LOG_LEVELS,
                    help="DEBUG, INFO (default), WARNING or ERROR")  # fmt: skip
+    p.add_argument("--policy", choices=POLICY_NAMES,
+                   help="placement policy for the tasks this agent owns (default predictive)")
+    p.add_argument("--forecaster", choices=FORECASTERS,
+                   help="meta (default: the shipped meta-learned forecaster), last-value "
+                   "(ablation) or none")  # fmt: skip
     p.add_argument("--cpus", type=float, help="CPUs offered (default: detected)")
     p.add_argument("--memory", metavar="SIZE", help="memory offered, e.g. 8GiB (default: detected)")
     p.add_argument("--gpus", type=int, help="GPUs offered (default: /dev/nvidiaN count)")
@@ -182,13 +215,16 @@ def cmd_members(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client_options(p: argparse.ArgumentParser, verb: str) -> None:
+def _client_options(p: argparse.ArgumentParser, verb: str, *, timeout: float = 2.0,
+                    timeout_flag: str = "--timeout", json_output: bool = True) -> None:  # fmt: skip
     """--agent, --json and --timeout, shared by the commands that talk to a running agent."""
     p.add_argument("--agent", "-a", metavar="EP", default="tcp://127.0.0.1:7946",
                    help=f"the agent to {verb} (default tcp://127.0.0.1:7946)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print the raw answer as JSON")
-    p.add_argument("--timeout", type=float, default=2.0, metavar="S",
-                   help="give up after S seconds without an answer (default 2)")  # fmt: skip
+    if json_output:
+        p.add_argument("--json", action="store_true", help="print the raw answer as JSON")
+    p.add_argument(timeout_flag, type=float, default=timeout, metavar="S",
+                   help=f"give up after S seconds without an answer (default {timeout:g})",
+                   )  # fmt: skip
 
 
 def add_members_parser(sub: Any) -> None:
@@ -240,6 +276,492 @@ def add_label_parser(sub: Any) -> None:
     p.add_argument("labels", metavar="KEY=VALUE", nargs="+", help="a label to set (repeatable)")
     _client_options(p, "label")
     p.set_defaults(func=cmd_label)
+
+
+# ---------------------------------------------------------------- tasks
+
+TASK_TIMEOUT = 5.0  # default client timeout of status/tasks/logs/cancel (lookups may widen)
+SUBMIT_TIMEOUT = 10.0  # default client timeout of submit (the agent gives up after 5 s)
+WAIT_POLL = 0.5  # seconds between status polls of `submit --wait`
+WAIT_REFUSALS = 5  # consecutive refused polls `submit --wait` tolerates (a lookup may miss)
+COMMAND_WIDTH = 40  # the COMMAND column of `agora tasks`
+
+
+def _ask(addr: str, what: str, timeout: float, args: dict[str, Any]) -> Any:
+    """`query`, with the agent's own error text (e.g. "unknown task id ...") as the message."""
+    try:
+        return query(addr, what, timeout=timeout, args=args)
+    except QueryRefused as e:
+        raise UserError(e.error or str(e)) from None
+    except ClientError as e:
+        raise UserError(str(e)) from None
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """12.3 s, 5m03s, 2h05m, 1d03h."""
+    if seconds is None:
+        return "-"
+    s = max(0.0, float(seconds))  # clocks of different nodes may disagree a little
+    if s < 59.95:
+        return f"{s:.1f} s"
+    n = int(round(s))
+    if n < 3600:
+        return f"{n // 60}m{n % 60:02d}s"
+    if n < 86400:
+        return f"{n // 3600}h{n % 3600 // 60:02d}m"
+    return f"{n // 86400}d{n % 86400 // 3600:02d}h"
+
+
+def fmt_time(t: float | None) -> str:
+    """An epoch timestamp as local time."""
+    if not t:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _command(row: dict[str, Any], width: int | None = None) -> str:
+    text = shlex.join(str(a) for a in row.get("argv") or [])
+    if width is not None and len(text) > width:
+        text = text[: width - 3] + "..."
+    return text
+
+
+def _node(row: dict[str, Any]) -> str:
+    node, addr = row.get("node") or "", row.get("node_addr") or ""
+    if not node:
+        return "-"
+    return f"{node} ({addr})" if addr else node
+
+
+def _exit_code(row: dict[str, Any]) -> str:
+    """Only a run that ended by itself (or was killed for a timeout) has a meaningful one."""
+    return _fmt(row.get("exit_code")) if row.get("state") in ("succeeded", "failed") else "-"
+
+
+def _demand(row: dict[str, Any]) -> str:
+    parts = [f"{row.get('cpus') or 0:g} cpu"]
+    if row.get("memory"):
+        parts.append(format_size(int(row["memory"])))
+    if row.get("gpus"):
+        parts.append(f"{row['gpus']} gpu")
+    s = ", ".join(parts)
+    if row.get("labels"):
+        s += "; on nodes labelled " + ",".join(f"{k}={v}" for k, v in sorted(row["labels"].items()))
+    return s
+
+
+def _queued(row: dict[str, Any], now: float) -> str:
+    submitted, started = row.get("submitted"), row.get("started")
+    if not submitted:
+        return "-"
+    if started:
+        return fmt_duration(started - submitted)
+    if row.get("state") in TERMINAL_STATES:
+        return "never started"
+    return f"{fmt_duration(now - submitted)} so far"
+
+
+def _ran(row: dict[str, Any], now: float) -> str:
+    started, finished = row.get("started"), row.get("finished")
+    if not started:
+        return "-"
+    if finished:
+        return fmt_duration(finished - started)
+    if row.get("state") in TERMINAL_STATES:
+        return "-"
+    return f"{fmt_duration(now - started)} so far"
+
+
+def deadline_status(row: dict[str, Any], now: float) -> str | None:
+    """Whether the task met its deadline (None when it has none)."""
+    limit, submitted = row.get("deadline"), row.get("submitted")
+    if not limit or not submitted:
+        return None
+    due = submitted + limit
+    state, finished = row.get("state"), row.get("finished")
+    head = f"{fmt_duration(limit)} after submission ({fmt_time(due)})"
+    if state == "succeeded" and finished:
+        if finished <= due:
+            return f"{head}: met, finished {fmt_duration(finished - submitted)} after submission"
+        return f"{head}: missed by {fmt_duration(finished - due)}"
+    if state in TERMINAL_STATES:
+        return f"{head}: not met (task {state})"
+    if now <= due:
+        return f"{head}: {fmt_duration(due - now)} left"
+    return f"{head}: missed, {fmt_duration(now - due)} overdue"
+
+
+def format_task(row: dict[str, Any], now: float | None = None) -> str:
+    """The `agora status` block: one "name  value" line per fact."""
+    now = time.time() if now is None else now
+    state = str(row.get("state"))
+    lines: list[tuple[str, str]] = [
+        ("task", str(row.get("id"))),
+        ("state", state),
+        ("command", _command(row)),
+        ("node", _node(row)),
+        ("attempt", str(row.get("attempt", 0))),
+        ("exit code", _exit_code(row)),
+    ]
+    if row.get("reason"):
+        lines.append(("reason", str(row["reason"])))
+    lines.append(("needs", _demand(row)))
+    lines += [
+        ("submitted", fmt_time(row.get("submitted"))),
+        ("placed", fmt_time(row.get("placed"))),
+        ("started", fmt_time(row.get("started"))),
+        ("finished", fmt_time(row.get("finished"))),
+        ("queued", _queued(row, now)),
+        ("ran", _ran(row, now)),
+    ]
+    dl = deadline_status(row, now)
+    if dl is not None:
+        lines.append(("deadline", dl))
+    if row.get("timeout"):
+        lines.append(("timeout", fmt_duration(row["timeout"])))
+    if row.get("expected"):
+        lines.append(("expected", fmt_duration(row["expected"])))
+    if row.get("replicas"):
+        lines.append(("replicas", ", ".join(str(n) for n in row["replicas"])))
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)
+
+
+def format_tasks(rows: list[dict[str, Any]], now: float | None = None) -> str:
+    """The `agora tasks` table (AGE: since submission; RAN: run time so far or in total)."""
+    now = time.time() if now is None else now
+    header = ("ID", "STATE", "NODE", "ATTEMPT", "CPUS", "EXIT", "AGE", "RAN", "COMMAND")
+    lines = [header]
+    for r in rows:
+        ran = _ran(r, now).removesuffix(" so far")
+        lines.append((
+            str(r.get("id")), str(r.get("state")), r.get("node") or "-", _fmt(r.get("attempt")),
+            _fmt(r.get("cpus"), "g"), _exit_code(r),
+            fmt_duration(now - r["submitted"]) if r.get("submitted") else "-", ran,
+            _command(r, COMMAND_WIDTH),
+        ))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def final_line(row: dict[str, Any]) -> str:
+    """One line saying how a terminal task ended (printed by `submit --wait`)."""
+    state, tid = row.get("state"), row.get("id")
+    where = f" on {row['node']}" if row.get("node") else ""
+    ran = _ran(row, time.time())
+    took = f", ran {ran}" if ran != "-" else ""
+    code = _exit_code(row)
+    shown = row.get("reason") and row["reason"] != f"exit code {code}"  # no need to say it twice
+    reason = f": {row['reason']}" if shown else ""
+    if state in ("succeeded", "failed"):
+        return f"{tid} {state}{where} (exit code {code}{took}){reason}"
+    return f"{tid} {state}{where}{reason}"
+
+
+def _check_timeout(value: float, flag: str = "--timeout") -> None:
+    if not value > 0:  # also NaN
+        raise UserError(f"{flag} must be positive")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    try:
+        _check_timeout(args.request_timeout, "--request-timeout")
+        spec = build_spec(
+            args.command, cpus=args.cpus, mem=args.mem, gpus=args.gpus, labels=args.label,
+            env=args.env, cwd=args.cwd, deadline=args.deadline, timeout=args.timeout,
+            expect=args.expect,
+        )  # fmt: skip
+        task_id = new_task_id() if args.id is None else parse_task_id(args.id, "--id")
+    except (TaskArgError, UserError) as e:
+        return fail(str(e), 2)
+    try:  # the id is chosen here, before sending: resubmitting it is harmless
+        data = query(args.agent, "submit", timeout=args.request_timeout,
+                     args={"id": task_id, "spec": spec_args(spec)})  # fmt: skip
+    except NoAnswer as e:
+        return fail(f"{e}; task {task_id} may or may not have been accepted: "
+                    f"submit again with --id {task_id} to retry")  # fmt: skip
+    except QueryRefused as e:
+        return fail(e.error or str(e))
+    except ClientError as e:
+        return fail(str(e))
+    data = data if isinstance(data, dict) else {"id": task_id}
+    if data.get("existing") and not args.json:
+        print(f"task {task_id} already existed (state {data.get('state')}); not submitted again",
+              file=sys.stderr)  # fmt: skip
+    if not args.wait:
+        print(json.dumps(data, indent=2, sort_keys=True) if args.json else task_id)
+        return 0
+    if not args.json:
+        print(task_id, flush=True)
+    try:
+        row = _wait_for(args.agent, task_id, args.request_timeout)
+    except UserError as e:
+        return fail(f"{e} (while waiting for task {task_id})")
+    except KeyboardInterrupt:
+        print(f"\nstopped waiting; task {task_id} keeps going (agora status {task_id})",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    if args.json:
+        print(json.dumps(row, indent=2, sort_keys=True))
+    else:
+        print(final_line(row))
+    return 0 if row.get("state") == "succeeded" else 1
+
+
+def _wait_for(addr: str, task_id: str, timeout: float) -> dict[str, Any]:
+    """Poll ``status`` every WAIT_POLL seconds until the task is terminal; its last row."""
+    print(f"waiting for task {task_id} (Ctrl-C stops waiting, not the task)", file=sys.stderr)
+    last, refused, silent = None, 0, False
+    while True:
+        try:
+            row = query(addr, "status", timeout=timeout, args={"id": task_id})
+        except NoAnswer as e:
+            if not silent:
+                print(f"{PROG}: warning: {e}; still trying", file=sys.stderr)
+            silent = True
+            time.sleep(WAIT_POLL)
+            continue
+        except QueryRefused as e:
+            refused += 1
+            if refused >= WAIT_REFUSALS:
+                raise UserError(e.error or str(e)) from None
+            time.sleep(WAIT_POLL)
+            continue
+        except ClientError as e:
+            raise UserError(str(e)) from None
+        refused, silent = 0, False
+        if not isinstance(row, dict):
+            raise UserError(f"unexpected status answer from {addr}: {row!r}"[:200])
+        state = row.get("state")
+        if state != last:
+            where = f" on {row['node']}" if row.get("node") and state != "pending" else ""
+            print(f"{task_id}: {state}{where}", file=sys.stderr, flush=True)
+            last = state
+        if state in TERMINAL_STATES:
+            return row
+        time.sleep(WAIT_POLL)
+
+
+def _task_id_arg(value: str) -> str:
+    try:
+        return parse_task_id(value)
+    except TaskArgError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _state_arg(value: str) -> str:
+    try:
+        return parse_state(value)
+    except TaskArgError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        _check_timeout(args.timeout)
+    except UserError as e:
+        return fail(str(e), 2)
+    try:
+        row = _ask(args.agent, "status", args.timeout, {"id": args.task_id})
+    except UserError as e:
+        return fail(str(e))
+    if args.json:
+        print(json.dumps(row, indent=2, sort_keys=True))
+    elif not isinstance(row, dict):
+        return fail(f"unexpected status answer: {row!r}"[:200])
+    else:
+        print(format_task(row))
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    try:
+        _check_timeout(args.timeout)
+    except UserError as e:
+        return fail(str(e), 2)
+    try:
+        data = _ask(args.agent, "tasks", args.timeout, {"state": args.state or ""})
+    except UserError as e:
+        return fail(str(e))
+    if not isinstance(data, dict):
+        return fail(f"unexpected tasks answer: {data!r}"[:200])
+    if data.get("partial"):
+        print("(some agents did not answer: list may be partial)", file=sys.stderr)
+    rows = [r for r in data.get("tasks") or [] if isinstance(r, dict)]
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+    elif not rows:
+        print(f"no {args.state + ' ' if args.state else ''}tasks", file=sys.stderr)
+    else:
+        print(format_tasks(rows))
+    return 0
+
+
+def _write(stream: Any, text: str) -> None:
+    if text:
+        stream.write(text if text.endswith("\n") else text + "\n")
+        stream.flush()
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    try:
+        _check_timeout(args.timeout)
+    except UserError as e:
+        return fail(str(e), 2)
+    tid = args.task_id
+    try:
+        row = _ask(args.agent, "status", args.timeout, {"id": tid})
+    except UserError as e:
+        return fail(str(e))
+    if not isinstance(row, dict):
+        return fail(f"unexpected status answer: {row!r}"[:200])
+    state = row.get("state")
+    not_started = f"task {tid} has not started yet ({state})"
+    if state in TERMINAL_STATES:
+        out, err = row.get("stdout") or "", row.get("stderr") or ""
+    elif state in ("running", "placed"):
+        addr = row.get("node_addr") or ""
+        if not addr:
+            print(not_started, file=sys.stderr)
+            return 0
+        try:
+            data = query(addr, "logs", timeout=args.timeout, args={"id": tid})
+        except QueryRefused as e:
+            if state == "placed":  # awarded, but the node may not have started it yet
+                print(not_started, file=sys.stderr)
+                return 0
+            return fail(f"node {row.get('node') or addr}: {e.error}")
+        except ClientError as e:
+            return fail(f"cannot get the output of task {tid} from its node "
+                        f"{row.get('node') or addr}: {e}")  # fmt: skip
+        data = data if isinstance(data, dict) else {}
+        out, err = str(data.get("stdout") or ""), str(data.get("stderr") or "")
+    else:
+        print(not_started, file=sys.stderr)
+        return 0
+    if args.stderr_only:  # the only thing asked for: on stdout, so that it can be piped
+        out, err = err, ""
+    elif args.stdout_only:
+        err = ""
+    if not out and not err:
+        print(f"(task {tid} has no {'output' if not args.stderr_only else 'stderr'} "
+              f"{'so far' if state not in TERMINAL_STATES else 'recorded'})",
+              file=sys.stderr)  # fmt: skip
+    _write(sys.stdout, out)
+    _write(sys.stderr, err)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    try:
+        _check_timeout(args.timeout)
+    except UserError as e:
+        return fail(str(e), 2)
+    try:
+        data = _ask(args.agent, "cancel", args.timeout, {"id": args.task_id})
+    except UserError as e:
+        return fail(str(e))
+    data = data if isinstance(data, dict) else {}
+    if args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    tid, state = data.get("id") or args.task_id, data.get("state") or "cancelled"
+    print(f"cancelled {tid}" if state == "cancelled" else f"{tid} is {state}")
+    return 0
+
+
+def add_task_parsers(sub: Any) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="run a command somewhere in the cluster",
+        description="Submit a task: the agent stores its record on r nodes (its replica set) "
+        "and only then answers; the id it prints is the task's from then on. The cluster places "
+        "the task on a node with room and runs it there (at least once: a task whose node fails "
+        "runs again elsewhere). Put the command after --.",
+        epilog="example: agora submit --cpus 2 --mem 4GiB --label zone=eu --deadline 10m "
+        "-- python train.py --epochs 3",
+    )
+    _client_options(p, "submit to", timeout=SUBMIT_TIMEOUT, timeout_flag="--request-timeout")
+    p.add_argument("--cpus", metavar="N",
+                   help=f"CPUs the task reserves, e.g. 2 or 0.5 (default {DEFAULT_CPUS:g})",
+                   )  # fmt: skip
+    p.add_argument("--mem", "--memory", dest="mem", metavar="SIZE",
+                   help="memory the task reserves, e.g. 4GiB or 512MiB (default 0)")  # fmt: skip
+    p.add_argument("--gpus", metavar="N", help="GPUs the task reserves (default 0)")
+    p.add_argument("--label", metavar="KEY=VALUE", action="append",
+                   help="run only on a node with this label (repeatable: all must match)",
+                   )  # fmt: skip
+    p.add_argument("--env", metavar="KEY=VALUE", action="append",
+                   help="set an environment variable for the task (repeatable)")  # fmt: skip
+    p.add_argument("--cwd", metavar="DIR",
+                   help="working directory on the node (default: the agent's)")  # fmt: skip
+    p.add_argument("--deadline", metavar="DURATION",
+                   help="should finish within this long after submission, e.g. 10m "
+                   "('agora status' says whether it did; default none)")  # fmt: skip
+    p.add_argument("--timeout", metavar="DURATION",
+                   help="kill the task after it ran this long, e.g. 1h (default no limit)",
+                   )  # fmt: skip
+    p.add_argument("--expect", metavar="DURATION",
+                   help="expected run time, the horizon placement forecasts load over "
+                   f"(default {DEFAULT_EXPECTED:g}s)")  # fmt: skip
+    p.add_argument("--id", metavar="ID",
+                   help="the task's id (default: a random t-...); submitting the same id and "
+                   "command again does not start a second task")  # fmt: skip
+    p.add_argument("--wait", action="store_true",
+                   help="wait until the task ends, print how it ended and exit 0 only if it "
+                   "succeeded")  # fmt: skip
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG ...]",
+                   help="the command to run and its arguments")  # fmt: skip
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser(
+        "status",
+        help="show one task: state, node, exit code, timings, deadline",
+        description="Look a task up through any agent and show its state, the node running it "
+        "(or that ran it), the attempt, exit code and reason, its timings in local time and "
+        "whether it met its deadline.",
+    )
+    p.add_argument("task_id", metavar="TASK_ID", type=_task_id_arg, help="the task's id")
+    _client_options(p, "ask", timeout=TASK_TIMEOUT)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "tasks",
+        help="list the cluster's tasks",
+        description="List the tasks of the whole cluster, oldest first, as collected by one "
+        "agent from every live node (AGE: time since submission; RAN: run time).",
+    )
+    _client_options(p, "ask", timeout=TASK_TIMEOUT)
+    p.add_argument("--state", metavar="STATE", type=_state_arg,
+                   help=f"only tasks in this state: {', '.join(TASK_STATES)}")  # fmt: skip
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser(
+        "logs",
+        help="print a task's output",
+        description="Print a task's standard output (on stdout) and standard error (on "
+        "stderr): the last part kept by its node while it runs, the tails stored in its record "
+        "once it has ended (both bounded: only the end of a long output is kept).",
+    )
+    p.add_argument("task_id", metavar="TASK_ID", type=_task_id_arg, help="the task's id")
+    _client_options(p, "ask", timeout=TASK_TIMEOUT, json_output=False)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--stdout-only", action="store_true", help="print only standard output")
+    which.add_argument("--stderr-only", action="store_true",
+                       help="print only standard error (on stdout, for pipes)")  # fmt: skip
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser(
+        "cancel",
+        help="cancel a task",
+        description="Cancel a task that has not ended: it will not be placed again and, if it "
+        "is running, its node kills it (with everything it started).",
+    )
+    p.add_argument("task_id", metavar="TASK_ID", type=_task_id_arg, help="the task's id")
+    _client_options(p, "ask", timeout=TASK_TIMEOUT)
+    p.set_defaults(func=cmd_cancel)
 
 
 # ---------------------------------------------------------------- ray-cluster
@@ -375,6 +897,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     add_agent_parser(sub)
     add_members_parser(sub)
     add_label_parser(sub)
+    add_task_parsers(sub)
     add_ray_cluster_parser(sub)
     if plugins:
         _register_forecast(sub)

@@ -24,6 +24,19 @@ class ClientError(Exception):
     """The agent could not be asked or did not answer (the message is for a human)."""
 
 
+class NoAnswer(ClientError):
+    """Nothing came back within the timeout: the request may or may not have been carried out."""
+
+
+class QueryRefused(ClientError):
+    """The agent answered with an error; `error` is its text alone (e.g. "unknown task id ...")."""
+
+    def __init__(self, addr: str, error: str) -> None:
+        super().__init__(f"{addr} refused the query: {error}")
+        self.addr = addr
+        self.error = error
+
+
 def _normalize(addr: str) -> str:
     addr = addr.strip()
     return addr if "://" in addr else "tcp://" + addr
@@ -33,8 +46,8 @@ def query(addr: str, what: str, timeout: float = 2.0, args: dict | None = None,
           ctx: zmq.Context | None = None) -> Any:  # fmt: skip
     """Ask the agent at `addr` (``tcp://host:port`` or ``host:port``); return the reply data.
 
-    Raises ClientError when there is no answer within `timeout` seconds, when the address is
-    invalid, or when the agent answers with an error.
+    Raises ClientError when there is no answer within `timeout` seconds (NoAnswer), when the
+    address is invalid, or when the agent answers with an error (QueryRefused).
     """
     addr = _normalize(addr)
     ctx = ctx or zmq.Context.instance()
@@ -47,12 +60,16 @@ def query(addr: str, what: str, timeout: float = 2.0, args: dict | None = None,
             raise ClientError(f"invalid agent address {addr!r}: {e.strerror}") from None
         seq = next(_seq)
         req = Message(f"cli-{os.getpid()}", "", seq, Query(what, args or {}))
-        sock.send(encode(req))
+        try:
+            payload = encode(req)
+        except (WireError, TypeError, ValueError) as e:  # too large, or not msgpack-able
+            raise ClientError(f"cannot send the {what} request: {e}") from None
+        sock.send(payload)
         deadline = time.monotonic() + timeout
         while True:
             left_ms = max(0, int((deadline - time.monotonic()) * 1000))
             if not sock.poll(left_ms, zmq.POLLIN):
-                raise ClientError(
+                raise NoAnswer(
                     f"no answer from {addr} within {timeout:g} s (is an agent running there?)"
                 )
             data = sock.recv()
@@ -63,7 +80,7 @@ def query(addr: str, what: str, timeout: float = 2.0, args: dict | None = None,
             if not isinstance(msg.body, QueryReply) or msg.seq != seq:
                 continue  # not ours (a stale reply); keep waiting within the same budget
             if not msg.body.ok:
-                raise ClientError(f"{addr} refused the query: {msg.body.error}")
+                raise QueryRefused(addr, msg.body.error)
             return msg.body.data
     finally:
         sock.close(0)

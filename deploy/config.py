@@ -8,8 +8,7 @@ Example (every key is optional)::
     join = ["tcp://10.0.0.1:7946"]       # seeds; empty = start a new cluster
     join_timeout = 10.0                  # seconds to reach a seed before giving up
     load_interval = 1.0                  # seconds between load samples
-    load_publish_delta = 0.05            # publish a sample when load moved this much (0..1)...
-    load_heartbeat = 10.0                # ...or when the last publication is this old (seconds)
+    forecaster = "meta"                  # meta | last-value (ablation) | none
     log_level = "INFO"
 
     [resources]                          # override what is detected with psutil
@@ -21,6 +20,10 @@ Example (every key is optional)::
     [swim]                               # gossip.config.SwimConfig fields
     probe_interval = 0.5
 
+    [placement]                          # agent.placement_config.PlacementConfig fields
+    policy = "predictive"                # or least-loaded, sparrow, random, round-robin
+    bids = 2
+
 ``advertise`` defaults to ``bind`` with a wildcard host (``0.0.0.0`` or ``*``) replaced by
 ``127.0.0.1``. That is right for a cluster on one machine only: on several machines, set
 ``advertise`` to an address the other machines can reach.
@@ -28,6 +31,7 @@ Example (every key is optional)::
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import socket
@@ -37,11 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from agent.agent import AgentOptions
+from agent.placement_config import PlacementConfig
 from agent.resources import CapacityOverrides, detect_capacity, parse_size
 from gossip.config import SwimConfig
 
 DEFAULT_BIND = "tcp://0.0.0.0:7946"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+FORECASTERS = ("meta", "last-value", "none")
 _ENDPOINT_RE = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.*-]+):([0-9]{1,5})$")
 
 
@@ -80,11 +86,11 @@ class AgentConfig:
     join: list[str] = field(default_factory=list)
     join_timeout: float = 10.0
     load_interval: float = 1.0
-    load_publish_delta: float = 0.05
-    load_heartbeat: float = 10.0
+    forecaster: str = "meta"
     log_level: str = "INFO"
     resources: CapacityOverrides = field(default_factory=CapacityOverrides)
     swim: SwimConfig = field(default_factory=SwimConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
     source: str = "<defaults>"  # the file it came from, for messages
 
     @property
@@ -105,8 +111,8 @@ class AgentConfig:
             swim=self.swim,
             join_timeout=self.join_timeout,
             load_interval=self.load_interval,
-            load_publish_delta=self.load_publish_delta,
-            load_heartbeat=self.load_heartbeat,
+            placement=self.placement,
+            forecaster=self.forecaster,
         )
 
 
@@ -154,6 +160,12 @@ def _log_level(src: str, key: str, v: Any) -> str:
     return v.upper()
 
 
+def _forecaster(src: str, key: str, v: Any) -> str:
+    if v not in FORECASTERS:
+        raise _err(src, key, f"expected one of {', '.join(FORECASTERS)}, got {v!r}")
+    return v
+
+
 def _labels(src: str, key: str, v: Any) -> dict[str, str]:
     if not isinstance(v, dict):
         raise _err(src, key, f"expected a table of strings, got {v!r}")
@@ -196,8 +208,7 @@ _TOP = {
     "join": ("join", _join_list),
     "join_timeout": ("join_timeout", _pos_number),
     "load_interval": ("load_interval", _pos_number),
-    "load_publish_delta": ("load_publish_delta", _pos_number),
-    "load_heartbeat": ("load_heartbeat", _pos_number),
+    "forecaster": ("forecaster", _forecaster),
     "log_level": ("log_level", _log_level),
 }
 
@@ -214,11 +225,19 @@ def config_from_dict(data: dict[str, Any], src: str = "<config>") -> AgentConfig
                 cfg.swim = SwimConfig.from_dict(value)
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"{src}: [swim]: {e}") from None
+        elif key == "placement":
+            if not isinstance(value, dict):
+                raise _err(src, "placement", "expected a table")
+            try:
+                cfg.placement = PlacementConfig.from_dict(value)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{src}: [placement]: {e}") from None
         elif key in _TOP:
             attr, check = _TOP[key]
             setattr(cfg, attr, check(src, key, value))
         else:
-            raise _err(src, key, f"unknown key (known: {', '.join([*_TOP, 'resources', 'swim'])})")
+            known = ", ".join([*_TOP, "resources", "swim", "placement"])
+            raise _err(src, key, f"unknown key (known: {known})")
     return cfg
 
 
@@ -251,6 +270,11 @@ def apply_overrides(cfg: AgentConfig, **flags: Any) -> AgentConfig:
             continue
         if key in ("cpus", "memory", "gpus", "labels"):
             cfg.resources = parse_resources(src, {key: value}, cfg.resources)
+        elif key == "policy":
+            try:
+                cfg.placement = dataclasses.replace(cfg.placement, policy=value)
+            except ValueError as e:
+                raise ConfigError(f"{src}: --policy: {e}") from None
         elif key in _TOP:
             attr, check = _TOP[key]
             setattr(cfg, attr, check(src, "--" + key.replace("_", "-"), value))

@@ -112,6 +112,8 @@ class LocalCluster:
         join_timeout: float = 10.0,
         load_interval: float = 1.0,
         resources: Mapping[str, Any] | None = None,
+        placement: Mapping[str, Any] | None = None,
+        forecaster: str = "meta",
         python: str = sys.executable,
         host: str = "127.0.0.1",
         query_timeout: float = 1.0,
@@ -124,6 +126,8 @@ class LocalCluster:
         self.join_timeout = join_timeout
         self.load_interval = load_interval
         self.resources = dict(resources or {})
+        self.placement = dict(placement or {})
+        self.forecaster = forecaster
         self.python = python
         self.host = host
         self.query_timeout = query_timeout
@@ -159,8 +163,9 @@ class LocalCluster:
         write_config(
             cfg,
             {"node_id": node_id, "bind": addr, "join": seeds, "join_timeout": self.join_timeout,
-             "load_interval": self.load_interval, "log_level": self.log_level},
-            {"resources": self.resources, "swim": self.swim},
+             "load_interval": self.load_interval, "log_level": self.log_level,
+             "forecaster": self.forecaster},
+            {"resources": self.resources, "swim": self.swim, "placement": self.placement},
         )  # fmt: skip
         log_path = self.workdir / f"{node_id}.log"
         log_file = open(log_path, "ab")  # noqa: SIM115 - closed in stop()

@@ -129,6 +129,7 @@ class Membership:
         self._records: dict[str, ResourceRecord] = {}
         self._live: list[str] = []  # other members that are alive or suspect, for O(1) sampling
         self._live_pos: dict[str, int] = {}
+        self._live_epoch = 0
         self._last_heard: dict[str, float] = {}
         # membership changes go first: a flood of resource records must never delay the news
         # that a member failed
@@ -173,6 +174,26 @@ class Membership:
     def member(self, node_id: str) -> MemberView | None:
         m = self._members.get(node_id)
         return self._view(m) if m else None
+
+    @property
+    def live_epoch(self) -> int:
+        """Bumped whenever the set of live (alive or suspect) members changes: a cache key."""
+        return self._live_epoch
+
+    def live_nodes(self) -> list[str]:
+        """Other members believed alive or suspect (this node excluded)."""
+        return list(self._live)
+
+    def status_of(self, node_id: str) -> Status | None:
+        m = self._members.get(node_id)
+        return m.status if m else None
+
+    def addr_of(self, node_id: str) -> str | None:
+        m = self._members.get(node_id)
+        return m.addr if m else None
+
+    def record_of(self, node_id: str) -> ResourceRecord | None:
+        return self._records.get(node_id)
 
     def live_count(self) -> int:
         """Members believed alive or suspect, this node included."""
@@ -594,11 +615,13 @@ class Membership:
         if node not in self._live_pos:
             self._live_pos[node] = len(self._live)
             self._live.append(node)
+            self._live_epoch += 1
 
     def _live_remove(self, node: str) -> None:
         i = self._live_pos.pop(node, None)
         if i is None:
             return
+        self._live_epoch += 1
         last = self._live.pop()
         if last != node:
             self._live[i] = last

@@ -1,0 +1,70 @@
+"""What the parts of one node's placement core share: identity, config, clockless randomness, the
+membership view, and an outbox. Sends to this node's own address are queued and delivered
+locally by the core (no recursion, same code path as a remote peer)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+from agent.placement_config import PlacementConfig
+from agent.ring import HashRing
+from gossip.membership import Membership
+from gossip.messages import Message, Outgoing, Status, TaskRecord
+
+LIVE = (Status.ALIVE, Status.SUSPECT)
+
+
+class Context:
+    def __init__(
+        self, node_id: str, addr: str, view: Membership, config: PlacementConfig,
+        rng: random.Random,
+    ) -> None:  # fmt: skip
+        self.node_id = node_id
+        self.addr = addr
+        self.view = view
+        self.config = config
+        self.rng = rng
+        self.stats: Counter[str] = Counter()
+        self.out: list[Outgoing] = []
+        self.local: list[Message] = []
+        self._ring: HashRing | None = None
+        self._ring_epoch = -1
+
+    def send(self, addr: str, body: Any) -> None:
+        msg = Message(self.node_id, self.addr, 0, body)
+        if addr == self.addr:
+            self.local.append(msg)
+        else:
+            self.out.append(Outgoing(addr, msg))
+
+    def send_to(self, node: str, body: Any) -> bool:
+        addr = self.addr if node == self.node_id else self.view.addr_of(node)
+        if addr is None:
+            return False
+        self.send(addr, body)
+        return True
+
+    def is_live(self, node: str) -> bool:
+        return node == self.node_id or self.view.status_of(node) in LIVE
+
+    def ring(self) -> HashRing:
+        """Consistent-hash ring over the live members (cached until the live set changes)."""
+        epoch = self.view.live_epoch
+        if self._ring is None or epoch != self._ring_epoch:
+            self._ring = HashRing([self.node_id, *self.view.live_nodes()])
+            self._ring_epoch = epoch
+        return self._ring
+
+    def owner_of(self, rec: TaskRecord) -> str:
+        """The first live node of the record's replica list, as this node sees it."""
+        for n in rec.replicas:
+            if self.is_live(n):
+                return n
+        return self.node_id  # every listed replica is gone: whoever holds a copy carries on
+
+    def report_targets(self, rec: TaskRecord) -> list[str]:
+        """Live replicas of the record; if none, the nodes that would hold it now."""
+        live = [n for n in rec.replicas if self.is_live(n)]
+        return live or self.ring().preference(rec.id, self.config.replicas)

@@ -1,0 +1,76 @@
+"""A whole node's protocol state: the membership core and the placement core it reads its view
+from, behind one core interface, as both shells (ZeroMQ agent and simulator) host it."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from agent.placement import PLACEMENT_BODIES, PlacementCore
+from agent.placement_config import PlacementConfig
+from gossip.config import SwimConfig
+from gossip.membership import Membership
+from gossip.messages import Message, Outgoing, ResourceRecord
+
+
+class NodeCore:
+    def __init__(
+        self, node_id: str, addr: str, rng: random.Random, swim: SwimConfig | None = None,
+        resources: ResourceRecord | None = None, placement: PlacementConfig | None = None,
+        forecaster: Any = None,
+    ) -> None:  # fmt: skip
+        self.membership = Membership(node_id, addr, rng, swim, resources)
+        # a separate stream so placement decisions do not shift the membership protocol's draws
+        prng = random.Random(f"{rng.random()}:placement")
+        self.placement = PlacementCore(self.membership, placement, prng, forecaster)
+        self.node_id = node_id
+        self.addr = addr
+
+    def on_message(self, now: float, msg: Message) -> list[Outgoing]:
+        if isinstance(msg.body, PLACEMENT_BODIES):
+            return self.placement.on_message(now, msg)
+        return self.membership.on_message(now, msg)
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        out = self.membership.on_tick(now) if now >= self.membership.next_wakeup() else []
+        if now >= self.placement.next_wakeup() or self.placement.owner._epoch != (
+            self.membership.live_epoch
+        ):
+            out = out + self.placement.on_tick(now)
+        return out
+
+    def next_wakeup(self) -> float:
+        t = min(self.membership.next_wakeup(), self.placement.next_wakeup())
+        return t
+
+    def join(self, now: float, seeds: list[str]) -> list[Outgoing]:
+        return self.membership.join(now, seeds)
+
+    def leave(self, now: float) -> list[Outgoing]:
+        self.placement.stop_accepting()
+        return self.membership.leave(now)
+
+    # placement inputs, re-exported so a shell needs only this object
+    def submit(self, now, req, task_id, spec):  # noqa: ANN001 - see PlacementCore
+        return self.placement.submit(now, req, task_id, spec)
+
+    def get(self, now, req, task_id):  # noqa: ANN001
+        return self.placement.get(now, req, task_id)
+
+    def list(self, now, req, state=-1):  # noqa: ANN001
+        return self.placement.list(now, req, state)
+
+    def cancel(self, now, req, task_id):  # noqa: ANN001
+        return self.placement.cancel(now, req, task_id)
+
+    def on_task_exit(self, now, e):  # noqa: ANN001
+        return self.placement.on_task_exit(now, e)
+
+    def observe_load(self, now: float, load: float) -> None:
+        self.placement.observe_load(now, load)
+
+    def take_actions(self):  # noqa: ANN201
+        return self.placement.take_actions()
+
+    def take_replies(self):  # noqa: ANN201
+        return self.placement.take_replies()

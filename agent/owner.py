@@ -1,0 +1,462 @@
+"""The node as the owner of task records: it keeps replicas in step, negotiates placement, watches
+the run and records the result exactly once.
+
+A record lives on the nodes of its replica list (chosen by consistent hashing at submission).
+Its owner is the first of them that is live in this node's membership view; when the owner dies
+the next replica finds itself first and carries on from the replicated state (takeover). The
+owner alone writes new versions, pushes each to every replica until acknowledged, and replaces
+replicas that failed (repair). Attempt numbers fence runs: a report is accepted only from the
+node and attempt the record names, so a late result from a node declared dead is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from agent.context import Context
+from agent.policies import Policy
+from agent.policies.base import Candidate
+from agent.records import could_run, newer
+from gossip.messages import (
+    Award,
+    AwardAck,
+    Bid,
+    BidRequest,
+    Release,
+    ReportAck,
+    Status,
+    TaskCancel,
+    TaskCancelReply,
+    TaskGet,
+    TaskGetReply,
+    TaskPut,
+    TaskPutAck,
+    TaskRecord,
+    TaskReport,
+    TaskState,
+)
+
+INF = math.inf
+
+
+@dataclass(slots=True)
+class _Round:
+    attempt: int
+    no: int
+    asked: list[Candidate]
+    deadline: float
+    bids: dict[str, Bid] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Drive:
+    """Owner-side working state of one record (not replicated; rebuilt after a takeover)."""
+
+    due: float = INF
+    round: _Round | None = None
+    rounds: int = 0
+    next_try: float = 0.0
+    backoff: float = 0.0
+    award_sent: float = 0.0
+    award_tries: int = 0
+    runner_heard: float = 0.0
+    acked: dict[str, int] = field(default_factory=dict)  # replica -> version it confirmed
+    next_push: float = 0.0
+    waiting: set[str] = field(default_factory=set)  # runner addrs waiting for a result ack
+
+
+class Owner:
+    def __init__(self, ctx: Context, policy: Policy) -> None:
+        self.ctx = ctx
+        self.policy = policy
+        self.store: dict[str, TaskRecord] = {}
+        self.drives: dict[str, _Drive] = {}
+        self._timers: list[tuple[float, int, str]] = []
+        self._timer_seq = 0
+        self._epoch = -1
+        self.committed_results: list[tuple[str, int, str, TaskState]] = []  # for checkers
+
+    # ------------------------------------------------------------------ timers
+
+    def _wake(self, tid: str, t: float) -> None:
+        d = self.drives.get(tid)
+        if d is None or t >= d.due:
+            return
+        d.due = t
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (t, self._timer_seq, tid))
+
+    def next_wakeup(self) -> float:
+        while self._timers:
+            t, _, tid = self._timers[0]
+            d = self.drives.get(tid)
+            if d is not None and d.due == t:
+                return t
+            heapq.heappop(self._timers)
+        return INF
+
+    # ------------------------------------------------------------------ the record store
+
+    def hold(self, now: float, rec: TaskRecord) -> bool:
+        """Keep `rec` if it is newer than our copy; start driving it if we own it."""
+        old = self.store.get(rec.id)
+        if not newer(rec, old):
+            return False
+        self.store[rec.id] = rec
+        d = self.drives.get(rec.id)
+        if d is not None:
+            d.round = None  # someone else moved the task on: re-read it from scratch
+            d.acked.clear()
+            d.runner_heard = now
+            self._wake(rec.id, now)
+        elif self.ctx.owner_of(rec) == self.ctx.node_id:
+            self._adopt(now, rec.id)
+        return True
+
+    def _adopt(self, now: float, tid: str) -> None:
+        if tid not in self.drives:
+            self.drives[tid] = _Drive(runner_heard=now)
+            self.ctx.stats["records_adopted"] += 1
+        self._wake(tid, now)
+
+    def write(self, now: float, rec: TaskRecord, **changes) -> TaskRecord:
+        """A new version of a record we own; pushed to the replicas at the next wake."""
+        new = dataclasses.replace(rec, version=rec.version + 1, writer=self.ctx.node_id, **changes)
+        self.store[rec.id] = new
+        d = self.drives.get(rec.id)
+        if d is not None:
+            d.next_push = now
+            self._wake(rec.id, now)
+        if new.state.terminal and not rec.state.terminal:
+            self.committed_results.append((rec.id, new.attempt, new.node, new.state))
+        return new
+
+    def on_put(self, now: float, sender_addr: str, put: TaskPut) -> None:
+        rec = put.record
+        old = self.store.get(rec.id)
+        if old is not None and old.spec != rec.spec:
+            self.ctx.stats["put_conflicts"] += 1
+            self.ctx.send(sender_addr, TaskPutAck(rec.id, old.version, old.state, ok=False,
+                                                  error="the id is taken by a different task"))
+            return
+        self.hold(now, rec)
+        mine = self.store[rec.id]
+        self.ctx.send(sender_addr, TaskPutAck(rec.id, mine.version, mine.state))
+
+    def on_put_ack(self, now: float, sender: str, sender_addr: str, a: TaskPutAck) -> None:
+        d = self.drives.get(a.task_id)
+        rec = self.store.get(a.task_id)
+        if d is None or rec is None:
+            return
+        d.acked[sender] = max(d.acked.get(sender, 0), a.version)
+        if a.version > rec.version or (a.version == rec.version and a.state != rec.state):
+            self.ctx.send(sender_addr, TaskGet(a.task_id, 0))  # its copy is newer: fetch it
+        if self._replicated(rec, d):
+            self._wake(a.task_id, now)
+
+    def on_get(self, sender_addr: str, g: TaskGet) -> None:
+        self.ctx.send(sender_addr, TaskGetReply(g.task_id, g.req, self.store.get(g.task_id)))
+
+    def _replicated(self, rec: TaskRecord, d: _Drive) -> bool:
+        c = self.ctx
+        return all(
+            n == c.node_id or d.acked.get(n, 0) >= rec.version or not c.is_live(n)
+            for n in rec.replicas
+        )
+
+    # ------------------------------------------------------------------ membership changes
+
+    def check_membership(self, now: float) -> None:
+        """After the live set changed: adopt records we now own, drop the ones we no longer do,
+        and look again at every record we drive (runner or replica may have died)."""
+        epoch = self.ctx.view.live_epoch
+        if epoch == self._epoch:
+            return
+        self._epoch = epoch
+        me = self.ctx.node_id
+        for tid, rec in self.store.items():
+            owner = self.ctx.owner_of(rec)
+            if owner == me:
+                self._adopt(now, tid)
+            elif tid in self.drives:
+                d = self.drives.pop(tid)
+                self._release_round(d)
+                self.ctx.stats["records_handed_over"] += 1
+
+    # ------------------------------------------------------------------ driving one record
+
+    def tick(self, now: float) -> None:
+        self.check_membership(now)
+        while self._timers and self._timers[0][0] <= now:
+            t, _, tid = heapq.heappop(self._timers)
+            d = self.drives.get(tid)
+            if d is None or d.due != t:
+                continue
+            d.due = INF
+            self._drive(now, tid, d)
+
+    def _drive(self, now: float, tid: str, d: _Drive) -> None:
+        c = self.ctx
+        rec = self.store[tid]
+        if c.owner_of(rec) != c.node_id:
+            self.drives.pop(tid, None)
+            self._release_round(d)
+            return
+        rec = self._repair(now, rec)
+        st = rec.state
+        if st == TaskState.PENDING:
+            if d.round is not None:
+                if now >= d.round.deadline:
+                    self._decide(now, tid, d)
+            elif now >= d.next_try:
+                self._start_round(now, rec, d)
+        elif st in (TaskState.PLACED, TaskState.RUNNING):
+            self._watch_runner(now, rec, d)
+        rec = self.store[tid]
+        pushed = self._push(now, rec, d)
+        if rec.state.terminal and d.waiting and self._replicated(rec, d):
+            for addr in d.waiting:
+                c.send(addr, ReportAck(tid, rec.attempt, keep=False))
+            d.waiting.clear()
+        if rec.state.terminal and self._replicated(rec, d) and not d.waiting:
+            self.drives.pop(tid, None)  # done: nothing left to do for it
+            return
+        # when to look again
+        t = INF
+        if pushed:
+            t = d.next_push
+        if rec.state == TaskState.PENDING:
+            t = min(t, d.round.deadline if d.round else d.next_try)
+        elif rec.state == TaskState.PLACED:
+            t = min(t, d.award_sent + c.config.award_timeout)
+        elif rec.state == TaskState.RUNNING:
+            t = min(t, d.runner_heard + c.config.runner_silence)
+        self._wake(tid, max(t, now))
+
+    def _repair(self, now: float, rec: TaskRecord) -> TaskRecord:
+        """Replace replicas that failed or left with the next live nodes on the ring."""
+        c = self.ctx
+        want = c.config.replicas
+        keep = [n for n in rec.replicas if c.is_live(n)]
+        if c.node_id not in keep:
+            keep.insert(0, c.node_id)
+        if len(keep) >= want and len(keep) == len(rec.replicas):
+            return rec
+        for n in c.ring().preference(rec.id, want + len(rec.replicas) + 1):
+            if len(keep) >= want:
+                break
+            if n not in keep:
+                keep.append(n)
+        if tuple(keep) == rec.replicas:
+            return rec
+        c.stats["replica_repairs"] += 1
+        return self.write(now, rec, replicas=tuple(keep))
+
+    def _push(self, now: float, rec: TaskRecord, d: _Drive) -> bool:
+        """Send the current version to replicas that have not confirmed it. True if any is due."""
+        c = self.ctx
+        missing = [n for n in rec.replicas
+                   if n != c.node_id and d.acked.get(n, 0) < rec.version and c.is_live(n)]
+        if not missing:
+            return False
+        if now >= d.next_push:
+            for n in missing:
+                c.send_to(n, TaskPut(rec))
+            d.next_push = now + c.config.put_timeout
+        return True
+
+    # ------------------------------------------------------------------ negotiation
+
+    def _candidates(self, rec: TaskRecord) -> list[Candidate]:
+        c = self.ctx
+        out = []
+        for n in [c.node_id, *c.view.live_nodes()]:
+            if n != c.node_id and c.view.status_of(n) != Status.ALIVE:
+                continue  # a suspect is not worth a bid round trip
+            r = c.view.record_of(n)
+            addr = c.addr if n == c.node_id else c.view.addr_of(n)
+            if addr and could_run(r, rec.spec):
+                out.append(Candidate(n, addr, r))
+        return out
+
+    def _start_round(self, now: float, rec: TaskRecord, d: _Drive) -> None:
+        c = self.ctx
+        cands = self._candidates(rec)
+        asked = self.policy.choose(rec.spec, cands, c.config.bids, c.rng) if cands else []
+        if not asked:
+            c.stats["no_candidates"] += 1
+            self._back_off(now, d)
+            return
+        d.rounds += 1
+        rnd = _Round(rec.attempt + 1, d.rounds, asked, now + c.config.bid_timeout)
+        d.round = rnd
+        s = rec.spec
+        q = BidRequest(rec.id, rnd.attempt, rnd.no, s.cpus, s.memory, s.gpus, dict(s.labels),
+                       s.expected)  # fmt: skip
+        for cand in asked:
+            c.send(cand.addr, q)
+        c.stats["bid_requests"] += len(asked)
+
+    def _back_off(self, now: float, d: _Drive) -> None:
+        cfg = self.ctx.config
+        d.backoff = min(cfg.backoff_max, max(cfg.backoff_min, d.backoff * 2))
+        d.next_try = now + d.backoff * self.ctx.rng.uniform(0.5, 1.0)
+
+    def on_bid(self, now: float, sender: str, sender_addr: str, b: Bid) -> None:
+        c = self.ctx
+        d = self.drives.get(b.task_id)
+        rnd = d.round if d else None
+        if rnd is None or rnd.attempt != b.attempt or rnd.no != b.round or not any(
+            cand.node == sender for cand in rnd.asked
+        ):
+            # a late bid for a closed round, or one never asked for: free its lease at once
+            c.stats["unsolicited_bids"] += 1
+            if b.ok:
+                c.send(sender_addr, Release(b.task_id, b.attempt, b.round))
+            return
+        rnd.bids[sender] = b
+        if len(rnd.bids) == len(rnd.asked):
+            self._decide(now, b.task_id, d)
+
+    def _decide(self, now: float, tid: str, d: _Drive) -> None:
+        c = self.ctx
+        rnd = d.round
+        d.round = None
+        rec = self.store[tid]
+        if rnd is None or rec.state != TaskState.PENDING:
+            return
+        by_node = {cand.node: cand for cand in rnd.asked}
+        yes = [rnd.bids[cand.node] for cand in rnd.asked
+               if cand.node in rnd.bids and rnd.bids[cand.node].ok]
+        if not yes:
+            c.stats["rounds_without_room"] += 1
+            self._back_off(now, d)
+            self._wake(tid, d.next_try)
+            return
+        win = self.policy.pick(rec.spec, yes, c.rng)
+        winner = next(n for n, b in rnd.bids.items() if b is win)
+        for n, b in rnd.bids.items():
+            if b.ok and n != winner:
+                c.send(by_node[n].addr, Release(tid, rnd.attempt, rnd.no))
+        rec = self.write(now, rec, state=TaskState.PLACED, attempt=rnd.attempt, node=winner,
+                         node_addr=by_node[winner].addr, placed=now)  # fmt: skip
+        d.backoff = 0.0
+        d.award_tries = 1
+        d.award_sent = now
+        d.runner_heard = now
+        c.send(by_node[winner].addr, Award(rec, rnd.no))
+        c.stats["awards"] += 1
+        self._award_round = rnd.no
+        self._wake(tid, now)
+
+    def _release_round(self, d: _Drive) -> None:
+        rnd, d.round = d.round, None
+        if rnd is None:
+            return
+        for n, b in rnd.bids.items():
+            if b.ok:
+                addr = next(cand.addr for cand in rnd.asked if cand.node == n)
+                self.ctx.send(addr, Release(b.task_id, b.attempt, b.round))
+
+    # ------------------------------------------------------------------ watching the run
+
+    def _watch_runner(self, now: float, rec: TaskRecord, d: _Drive) -> None:
+        c = self.ctx
+        st = c.view.status_of(rec.node) if rec.node != c.node_id else Status.ALIVE
+        if st in (Status.DEAD, Status.LEFT, None):
+            c.stats["runner_lost"] += 1
+            self._replace(now, rec, d, f"node {rec.node} {'left' if st else 'failed'}")
+            return
+        if rec.state == TaskState.PLACED and now >= d.award_sent + c.config.award_timeout:
+            if d.award_tries >= c.config.award_retries:
+                c.stats["awards_unconfirmed"] += 1
+                self._replace(now, rec, d, "award never confirmed")
+                return
+            d.award_tries += 1
+            d.award_sent = now
+            c.send(rec.node_addr, Award(rec, 0))
+            return
+        if rec.state == TaskState.RUNNING and now >= d.runner_heard + c.config.runner_silence:
+            c.stats["runner_silent"] += 1
+            self._replace(now, rec, d, f"node {rec.node} stopped reporting")
+
+    def _replace(self, now: float, rec: TaskRecord, d: _Drive, why: str) -> None:
+        """Back to negotiation; the next placement is a new attempt (the old one is fenced)."""
+        if rec.node_addr:
+            self.ctx.send(rec.node_addr, ReportAck(rec.id, rec.attempt, keep=False))
+        self.write(now, rec, state=TaskState.PENDING, node="", node_addr="", reason=why)
+        d.next_try = now
+        d.backoff = 0.0
+        self.ctx.stats["replacements"] += 1
+
+    def on_award_ack(self, now: float, sender: str, a: AwardAck) -> None:
+        c = self.ctx
+        rec = self.store.get(a.task_id)
+        d = self.drives.get(a.task_id)
+        if rec is None or d is None or rec.attempt != a.attempt or rec.node != sender:
+            c.stats["stale_award_acks"] += 1
+            return
+        if rec.state != TaskState.PLACED:
+            return  # a duplicate
+        if a.ok:
+            d.runner_heard = now
+            self.write(now, rec, state=TaskState.RUNNING, started=a.started, reason="")
+        else:
+            c.stats["awards_refused"] += 1
+            self.write(now, rec, state=TaskState.PENDING, node="", node_addr="",
+                       reason=f"award refused: {a.reason}")  # fmt: skip
+            d.next_try = now
+        self._wake(a.task_id, now)
+
+    def on_report(self, now: float, sender: str, sender_addr: str, r: TaskReport) -> None:
+        c = self.ctx
+        rec = self.store.get(r.task_id)
+        d = self.drives.get(r.task_id)
+        if rec is None or d is None:
+            c.stats["reports_not_owner"] += 1  # another replica owns it (the runner asks all)
+            return
+        current = rec.attempt == r.attempt and rec.node == sender
+        if not current or (rec.state.terminal and rec.finished != r.finished):
+            c.stats["stale_reports"] += 1
+            c.send(sender_addr, ReportAck(r.task_id, r.attempt, keep=False))
+            return
+        d.runner_heard = now
+        if r.state == TaskState.RUNNING:
+            if rec.state == TaskState.PLACED:
+                self.write(now, rec, state=TaskState.RUNNING, started=r.started)
+            c.send(sender_addr, ReportAck(r.task_id, r.attempt, keep=True))
+            return
+        if not rec.state.terminal:
+            self.write(now, rec, state=r.state, exit_code=r.exit_code, reason=r.reason,
+                       started=r.started or rec.started, finished=r.finished,
+                       stdout=r.stdout, stderr=r.stderr)  # fmt: skip
+            c.stats["results_recorded"] += 1
+        d.waiting.add(sender_addr)  # acknowledged once every replica has the result
+        self._wake(r.task_id, now)
+
+    # ------------------------------------------------------------------ cancellation
+
+    def on_cancel(self, now: float, sender_addr: str, q: TaskCancel) -> None:
+        c = self.ctx
+        rec = self.store.get(q.task_id)
+        if rec is None or q.task_id not in self.drives and not (
+            rec.state.terminal and c.owner_of(rec) == c.node_id
+        ):
+            c.send(sender_addr, TaskCancelReply(q.task_id, q.req, False,
+                                                error="not the owner"))  # fmt: skip
+            return
+        if rec.state.terminal:
+            c.send(sender_addr, TaskCancelReply(q.task_id, q.req, False, rec.state,
+                                                f"already {rec.state.label}"))  # fmt: skip
+            return
+        if rec.node_addr:
+            c.send(rec.node_addr, ReportAck(rec.id, rec.attempt, keep=False))
+        d = self.drives[q.task_id]
+        self._release_round(d)
+        rec = self.write(now, rec, state=TaskState.CANCELLED, reason="cancelled on request",
+                         finished=now)  # fmt: skip
+        c.stats["cancelled"] += 1
+        c.send(sender_addr, TaskCancelReply(q.task_id, q.req, True, rec.state))

@@ -1,0 +1,216 @@
+"""One node's placement core (pure): worker, record owner and client requests over one view.
+
+It holds no sockets and reads no clock. Drive it like any core (`on_message`, `on_tick`,
+`next_wakeup`), feed it load samples (`observe_load`) and run outcomes (`on_task_exit`), and
+drain what it wants done: outgoing messages (returned), runs to start or stop
+(`take_actions`) and client replies (`take_replies`). `agent.node.NodeCore` pairs it with the
+membership core it reads its view from.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from agent.context import Context
+from agent.execution import Action, TaskExit
+from agent.forecast_tracker import ForecastTracker
+from agent.ledger import Ledger
+from agent.owner import Owner
+from agent.placement_config import PlacementConfig
+from agent.policies import make_policy
+from agent.requests import Reply, Requests
+from agent.worker import Worker
+from gossip.membership import Membership
+from gossip.messages import (
+    Award,
+    AwardAck,
+    Bid,
+    BidRequest,
+    Message,
+    Outgoing,
+    Release,
+    ReportAck,
+    TaskCancel,
+    TaskCancelReply,
+    TaskGet,
+    TaskGetReply,
+    TaskList,
+    TaskListReply,
+    TaskPut,
+    TaskPutAck,
+    TaskReport,
+    TaskSpec,
+)
+
+PLACEMENT_BODIES = (
+    TaskPut, TaskPutAck, TaskGet, TaskGetReply, TaskList, TaskListReply, TaskCancel,
+    TaskCancelReply, BidRequest, Bid, Award, AwardAck, Release, TaskReport, ReportAck,
+)  # fmt: skip
+
+
+class PlacementCore:
+    def __init__(
+        self, view: Membership, config: PlacementConfig | None = None,
+        rng: random.Random | None = None, forecaster: Any = None,
+    ) -> None:  # fmt: skip
+        """`forecaster`: a shared meta-initialized forecaster (NumpyForecaster, or the
+        last-value ablation); None = no forecast, bids and gossip use the current load."""
+        self.config = config or PlacementConfig()
+        rec = view.resources
+        self.ctx = Context(view.node_id, view.addr, view, self.config, rng or random.Random())
+        self.ledger = Ledger(rec.cpus, rec.memory, rec.gpus)
+        self.worker = Worker(self.ctx, self.ledger, dict(rec.labels))
+        policy = make_policy(self.config.policy, self.config.forecast_step)
+        self.owner = Owner(self.ctx, policy)
+        self.requests = Requests(self.ctx, self.owner)
+        self.tracker = (
+            ForecastTracker(forecaster, self.config.forecast_step, self.config.forecast_history,
+                            self.config.readapt_every)  # fmt: skip
+            if forecaster is not None else None
+        )
+        self._published: tuple[float, tuple[float, ...], float, float] | None = None
+        self._next_publish = 0.0
+
+    @property
+    def stats(self):
+        return self.ctx.stats
+
+    # ------------------------------------------------------------------ driving
+
+    def on_message(self, now: float, msg: Message) -> list[Outgoing]:
+        self._dispatch(now, msg)
+        return self._flush(now)
+
+    def _dispatch(self, now: float, msg: Message) -> None:
+        b = msg.body
+        s, a = msg.sender, msg.sender_addr
+        w, o, r = self.worker, self.owner, self.requests
+        match b:
+            case BidRequest():
+                w.on_bid_request(now, a, b)
+            case Bid():
+                o.on_bid(now, s, a, b)
+            case Award():
+                w.on_award(now, a, b)
+            case AwardAck():
+                o.on_award_ack(now, s, b)
+            case Release():
+                w.on_release(a, b)
+            case TaskReport():
+                o.on_report(now, s, a, b)
+            case ReportAck():
+                w.on_report_ack(b)
+            case TaskPut():
+                o.on_put(now, a, b)
+            case TaskPutAck():
+                o.on_put_ack(now, s, a, b)
+                r.on_put_ack(now, s, b)
+            case TaskGet():
+                o.on_get(a, b)
+            case TaskGetReply():
+                r.on_get_reply(now, s, b)
+            case TaskList():
+                r.on_list(a, b)
+            case TaskListReply():
+                r.on_list_reply(s, b)
+            case TaskCancel():
+                o.on_cancel(now, a, b)
+            case TaskCancelReply():
+                r.on_cancel_reply(now, s, b)
+            case _:
+                self.ctx.stats["unexpected_messages"] += 1
+
+    def _flush(self, now: float) -> list[Outgoing]:
+        """Deliver messages addressed to ourselves, then hand back what goes on the wire."""
+        c = self.ctx
+        for _ in range(10_000):  # bounded: local exchanges are a few steps deep
+            if not c.local:
+                break
+            batch, c.local = c.local, []
+            for m in batch:
+                self._dispatch(now, m)
+        out, c.out = c.out, []
+        return out
+
+    def on_tick(self, now: float) -> list[Outgoing]:
+        self.worker.tick(now)
+        self.owner.tick(now)
+        self.requests.tick(now)
+        self._publish(now)
+        return self._flush(now)
+
+    def next_wakeup(self) -> float:
+        return min(self.worker.next_wakeup(), self.owner.next_wakeup(),
+                   self.requests.next_wakeup(), self._next_publish)  # fmt: skip
+
+    # ------------------------------------------------------------------ inputs from the shell
+
+    def submit(self, now: float, req: int, task_id: str, spec: TaskSpec) -> list[Outgoing]:
+        self.requests.submit(now, req, task_id, spec)
+        return self._flush(now)
+
+    def get(self, now: float, req: int, task_id: str) -> list[Outgoing]:
+        self.requests.get(now, req, task_id)
+        return self._flush(now)
+
+    def list(self, now: float, req: int, state: int = -1) -> list[Outgoing]:
+        self.requests.list(now, req, state)
+        return self._flush(now)
+
+    def cancel(self, now: float, req: int, task_id: str) -> list[Outgoing]:
+        self.requests.cancel(now, req, task_id)
+        return self._flush(now)
+
+    def on_task_exit(self, now: float, e: TaskExit) -> list[Outgoing]:
+        self.worker.on_task_exit(now, e)
+        self.worker.tick(now)  # report at once
+        return self._flush(now)
+
+    def observe_load(self, now: float, load: float) -> None:
+        """One load sample of this machine (0..1). The forecaster learns the background load:
+        what is left after taking out this node's own tasks' reservations."""
+        load = min(1.0, max(0.0, float(load)))
+        self.worker.load = load
+        if self.tracker is not None:
+            mine = self.ledger.committed().cpus / max(self.ledger.capacity.cpus, 1e-9)
+            self.tracker.observe(now, max(0.0, load - mine))
+            self.worker.forecast = tuple(self.tracker.forecast())
+
+    def stop_accepting(self) -> None:
+        self.worker.accepting = False
+
+    def take_actions(self) -> list[Action]:
+        out, self.worker.actions = self.worker.actions, []
+        return out
+
+    def take_replies(self) -> list[Reply]:
+        return self.requests.take()
+
+    # ------------------------------------------------------------------ gossip
+
+    def _publish(self, now: float) -> None:
+        """Put load, forecast and allocation in the gossiped record when they moved enough."""
+        if now < self._next_publish:
+            return
+        cfg = self.config
+        self._next_publish = now + cfg.publish_interval
+        load = self.worker.load
+        forecast = tuple(round(x, 3) for x in self.worker.forecast)
+        alloc = self.ledger.committed()
+        last = self._published
+        if last is not None:
+            l0, f0, a0, t0 = last
+            moved = (
+                abs(load - l0) >= cfg.publish_delta
+                or abs(alloc.cpus - a0) > 1e-9
+                or len(forecast) != len(f0)
+                or any(abs(x - y) >= cfg.publish_delta for x, y in zip(forecast, f0, strict=False))
+            )
+            if not moved and now - t0 < cfg.publish_heartbeat:
+                return
+        self.ctx.view.update_resources(
+            now, load=load, forecast=forecast, alloc_cpus=alloc.cpus,
+            alloc_memory=alloc.memory, alloc_gpus=alloc.gpus,
+        )  # fmt: skip
+        self._published = (load, forecast, alloc.cpus, now)

@@ -1,0 +1,63 @@
+"""Timing and sizing of task placement and replication, shared by the real and simulated shell."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from agent.policies import NAMES as POLICY_NAMES
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    """Every field is settable from the agent's TOML ``[placement]`` table. Times are seconds."""
+
+    policy: str = "predictive"  # predictive | least-loaded | sparrow | random | round-robin
+    bids: int = 2  # d: candidates asked for a bid per negotiation round
+    replicas: int = 3  # r: nodes holding each task record
+    bid_timeout: float = 0.5  # a round closes when every candidate answered or after this
+    lease: float = 2.0  # a yes-bid reserves its resources this long unless awarded
+    award_timeout: float = 1.0  # re-send the award if the winner has not confirmed
+    award_retries: int = 3  # then give the task back to negotiation
+    backoff_min: float = 0.2  # wait before retrying a task no node had room for...
+    backoff_max: float = 5.0  # ...doubling up to this
+    put_timeout: float = 1.0  # re-send a record to replicas that have not acknowledged it
+    submit_timeout: float = 5.0  # a submit fails if its record is not on every replica by then
+    request_timeout: float = 1.5  # lookups (status, tasks, cancel) wait this long for answers
+    heartbeat: float = 2.0  # a runner tells the owner "still running" this often
+    report_retry: float = 1.0  # a runner re-sends its final report until the owner confirms
+    runner_silence: float = 30.0  # re-place a task whose live runner has not reported this long
+    forecast_step: float = 300.0  # seconds per load sample the forecaster works on
+    forecast_history: int = 288  # samples kept for adaptation
+    readapt_every: int = 12  # re-adapt the forecaster after this many new samples
+    publish_interval: float = 2.0  # publish allocation/forecast changes at most this often
+    publish_delta: float = 0.05  # ...and only if load or forecast moved this much
+    publish_heartbeat: float = 10.0  # or this long has passed
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICY_NAMES:
+            raise ValueError(
+                f"placement.policy must be one of {', '.join(POLICY_NAMES)}, got {self.policy!r}"
+            )
+        for f in dataclasses.fields(self):
+            if f.name == "policy":
+                continue
+            v = getattr(self, f.name)
+            want = int if f.type in (int, "int") else float
+            ok = isinstance(v, int) and not isinstance(v, bool) if want is int else (
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            )
+            if not ok or v <= 0:
+                raise ValueError(
+                    f"placement.{f.name} must be a positive {want.__name__}, got {v!r}"
+                )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PlacementConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown placement option(s): {', '.join(unknown)}")
+        return cls(**d)

@@ -1,0 +1,26 @@
+"""Default policy: ask the nodes whose forecast headroom over the task's run is largest, and
+give the task to the bidder that expects the most free CPU after taking it."""
+
+from __future__ import annotations
+
+import random
+
+from agent.policies.base import Candidate, gossiped_headroom, shuffled
+from gossip.messages import Bid, TaskSpec
+
+
+class Predictive:
+    name = "predictive"
+
+    def __init__(self, forecast_step: float) -> None:
+        self.step = forecast_step
+
+    def choose(
+        self, spec: TaskSpec, candidates: list[Candidate], d: int, rng: random.Random
+    ) -> list[Candidate]:
+        pool = shuffled(candidates, rng)  # random order among equals
+        pool.sort(key=lambda c: gossiped_headroom(c.record, spec, self.step), reverse=True)
+        return pool[:d]
+
+    def pick(self, spec: TaskSpec, bids: list[Bid], rng: random.Random) -> Bid:
+        return max(shuffled(bids, rng), key=lambda b: b.headroom)

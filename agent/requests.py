@@ -1,0 +1,304 @@
+"""Client requests any agent accepts (submit, status, list, cancel), answered once the cluster
+has answered: these are the operations that need other nodes before they can reply.
+
+`submit` writes version 1 of the record to every node of its replica set (consistent hashing
+over the live members) and replies only when all of them hold it, so an id printed to the user
+survives the failure of fewer than r of those nodes. Lookups ask the nodes most likely to hold
+the record first and widen to everyone if none has it. Replies are collected with
+`take_replies()` as (request number, ok, data, error) and sent by the shell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.context import Context
+from agent.owner import Owner
+from agent.records import newer, spec_problem, unplaceable_reason
+from gossip.messages import (
+    TaskCancel,
+    TaskCancelReply,
+    TaskGet,
+    TaskGetReply,
+    TaskList,
+    TaskListReply,
+    TaskPut,
+    TaskPutAck,
+    TaskRecord,
+    TaskSpec,
+    TaskState,
+)
+
+Reply = tuple[int, bool, Any, str]
+LIST_LIMIT = 1000
+
+
+def task_row(r: TaskRecord) -> dict[str, Any]:
+    """A record as a plain dict for clients (msgpack- and JSON-friendly)."""
+    s = r.spec
+    return {
+        "id": r.id, "state": r.state.label, "attempt": r.attempt, "node": r.node,
+        "node_addr": r.node_addr, "exit_code": r.exit_code if r.state.terminal else None,
+        "reason": r.reason, "submitted": r.submitted, "placed": r.placed or None,
+        "started": r.started or None, "finished": r.finished or None,
+        "replicas": list(r.replicas), "version": r.version,
+        "argv": list(s.argv), "cpus": s.cpus, "memory": s.memory, "gpus": s.gpus,
+        "labels": dict(s.labels), "deadline": s.deadline or None, "timeout": s.timeout or None,
+        "expected": s.expected, "stdout": r.stdout, "stderr": r.stderr,
+    }  # fmt: skip
+
+
+@dataclass(slots=True)
+class _Pending:
+    kind: str  # submit | get | list | cancel
+    task_id: str
+    deadline: float
+    waiting: set[str] = field(default_factory=set)  # nodes yet to answer
+    found: TaskRecord | None = None
+    records: dict[str, TaskRecord] = field(default_factory=dict)
+    widened: bool = False
+    state: int = -1
+    record: TaskRecord | None = None  # submit: what was written
+    next_resend: float = 0.0
+    existing: bool = False
+    cancel_asked: bool = False
+
+
+class Requests:
+    def __init__(self, ctx: Context, owner: Owner) -> None:
+        self.ctx = ctx
+        self.owner = owner
+        self.pending: dict[int, _Pending] = {}
+        self.replies: list[Reply] = []
+        self._req = 0
+
+    def _new(self, client_req: int, p: _Pending) -> None:
+        self.pending[client_req] = p
+
+    def _reply(self, req: int, ok: bool, data: Any = None, error: str = "") -> None:
+        self.pending.pop(req, None)
+        self.replies.append((req, ok, data, error))
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, now: float, req: int, task_id: str, spec: TaskSpec) -> None:
+        c = self.ctx
+        problem = spec_problem(spec)
+        if problem:
+            self._reply(req, False, error=problem)
+            return
+        nodes = [r for n in [c.node_id, *c.view.live_nodes()]
+                 if (r := c.view.record_of(n)) is not None]
+        why = unplaceable_reason(spec, nodes)
+        if why:
+            c.stats["rejected_unplaceable"] += 1
+            self._reply(req, False, error=why)
+            return
+        held = self.owner.store.get(task_id)
+        if held is not None and held.spec != spec:
+            self._reply(req, False, error=f"task id {task_id!r} is taken by a different task")
+            return
+        replicas = tuple(c.ring().preference(task_id, c.config.replicas))
+        rec = held or TaskRecord(task_id, spec, TaskState.PENDING, 1, c.node_id, replicas,
+                                 submitted=now)  # fmt: skip
+        p = _Pending("submit", task_id, now + c.config.submit_timeout, set(rec.replicas),
+                     record=rec, existing=held is not None)  # fmt: skip
+        self._new(req, p)
+        self._send_puts(now, p)
+
+    def _send_puts(self, now: float, p: _Pending) -> None:
+        c = self.ctx
+        for n in sorted(p.waiting):
+            if not c.send_to(n, TaskPut(p.record)):
+                p.waiting.discard(n)  # no longer known at all
+        p.next_resend = now + c.config.put_timeout
+
+    def on_put_ack(self, now: float, sender: str, a: TaskPutAck) -> None:
+        for req, p in list(self.pending.items()):
+            if p.kind != "submit" or p.task_id != a.task_id or sender not in p.waiting:
+                continue
+            if not a.ok:
+                self._reply(req, False, error=f"task id {a.task_id!r}: {a.error}")
+                continue
+            p.waiting.discard(sender)
+            if a.version > 1 or a.state != TaskState.PENDING:
+                p.existing = True
+            if not p.waiting:
+                state = a.state.label if p.existing else TaskState.PENDING.label
+                self._reply(req, True, {"id": p.task_id, "state": state,
+                                        "existing": p.existing,
+                                        "replicas": list(p.record.replicas)})  # fmt: skip
+
+    # ------------------------------------------------------------------ lookups
+
+    def get(self, now: float, req: int, task_id: str, kind: str = "get") -> None:
+        c = self.ctx
+        p = _Pending(kind, task_id, now + c.config.request_timeout)
+        mine = self.owner.store.get(task_id)
+        if mine is not None and task_id in self.owner.drives or (
+            mine is not None and mine.state.terminal and c.owner_of(mine) == c.node_id
+        ):
+            p.found = mine  # we own it: our copy is the latest
+            self._new(req, p)
+            self._found(now, req, p)
+            return
+        p.found = mine
+        ask = set(c.ring().preference(task_id, c.config.replicas + 2))
+        if mine is not None:
+            ask.update(mine.replicas)
+        ask.discard(c.node_id)
+        ask = {n for n in ask if c.is_live(n)}
+        self._new(req, p)
+        self._ask(now, req, p, ask)
+
+    def _ask(self, now: float, req: int, p: _Pending, nodes: set[str]) -> None:
+        c = self.ctx
+        p.waiting = set()
+        for n in nodes:
+            if c.send_to(n, TaskGet(p.task_id, req)):
+                p.waiting.add(n)
+        p.deadline = now + c.config.request_timeout
+        if not p.waiting:
+            self._lookup_done(now, req, p)
+
+    def on_get_reply(self, now: float, sender: str, r: TaskGetReply) -> None:
+        if r.req == 0:  # an owner's fetch of a newer copy
+            if r.record is not None and r.record.id == r.task_id:
+                self.owner.hold(now, r.record)
+            return
+        p = self.pending.get(r.req)
+        if p is None or p.task_id != r.task_id or sender not in p.waiting:
+            self.ctx.stats["stale_replies"] += 1
+            return
+        p.waiting.discard(sender)
+        if r.record is not None and r.record.id == r.task_id and newer(r.record, p.found):
+            p.found = r.record
+        if not p.waiting:
+            self._lookup_done(now, r.req, p)
+
+    def _lookup_done(self, now: float, req: int, p: _Pending) -> None:
+        c = self.ctx
+        if p.found is None and not p.widened:
+            p.widened = True  # not where hashing says: ask everyone else
+            asked_all = set(c.view.live_nodes())
+            self._ask(now, req, p, asked_all)
+            return
+        if p.found is None:
+            self._reply(req, False, error=f"unknown task id {p.task_id!r}")
+            return
+        self._found(now, req, p)
+
+    def _found(self, now: float, req: int, p: _Pending) -> None:
+        rec = p.found
+        assert rec is not None
+        if p.kind == "get":
+            self._reply(req, True, task_row(rec))
+            return
+        # cancel: ask every replica; the owner answers ok
+        if rec.state.terminal:
+            self._reply(req, False, error=f"task {rec.id} already {rec.state.label}")
+            return
+        c = self.ctx
+        p.kind = "cancel"
+        p.waiting = set()
+        for n in rec.replicas:
+            if c.is_live(n) and c.send_to(n, TaskCancel(rec.id, req)):
+                p.waiting.add(n)
+        p.cancel_asked = True
+        p.deadline = now + c.config.request_timeout
+        if not p.waiting:
+            self._reply(req, False, error=f"no live replica of task {rec.id} answered")
+
+    def cancel(self, now: float, req: int, task_id: str) -> None:
+        self.get(now, req, task_id, kind="cancel_lookup")
+
+    def on_cancel_reply(self, now: float, sender: str, r: TaskCancelReply) -> None:
+        p = self.pending.get(r.req)
+        if p is None or p.kind != "cancel" or sender not in p.waiting:
+            self.ctx.stats["stale_replies"] += 1
+            return
+        p.waiting.discard(sender)
+        if r.ok:
+            self._reply(r.req, True, {"id": r.task_id, "state": r.state.label})
+        elif r.error.startswith("already"):
+            self._reply(r.req, False, error=f"task {r.task_id} {r.error}")
+        elif not p.waiting:
+            self._reply(r.req, False, error=f"no owner of task {r.task_id} answered; try again")
+
+    # ------------------------------------------------------------------ listing
+
+    def list(self, now: float, req: int, state: int = -1) -> None:
+        c = self.ctx
+        p = _Pending("list", "", now + c.config.request_timeout, state=state)
+        for rec in self.owned(state):
+            p.records[rec.id] = rec
+        self._new(req, p)
+        for n in c.view.live_nodes():
+            if c.send_to(n, TaskList(req, state, LIST_LIMIT)):
+                p.waiting.add(n)
+        if not p.waiting:
+            self._list_done(req, p)
+
+    def owned(self, state: int = -1, limit: int = LIST_LIMIT) -> list[TaskRecord]:
+        """Records this node owns, newest first, without their output tails (kept small)."""
+        c = self.ctx
+        out = [
+            dataclasses.replace(r, stdout="", stderr="")
+            for r in self.owner.store.values()
+            if (state < 0 or int(r.state) == state) and c.owner_of(r) == c.node_id
+        ]
+        out.sort(key=lambda r: r.submitted, reverse=True)
+        return out[:limit]
+
+    def on_list(self, sender_addr: str, q: TaskList) -> None:
+        self.ctx.send(sender_addr, TaskListReply(q.req, tuple(self.owned(q.state, q.limit))))
+
+    def on_list_reply(self, sender: str, r: TaskListReply) -> None:
+        p = self.pending.get(r.req)
+        if p is None or p.kind != "list" or sender not in p.waiting:
+            self.ctx.stats["stale_replies"] += 1
+            return
+        p.waiting.discard(sender)
+        for rec in r.records:
+            if newer(rec, p.records.get(rec.id)):
+                p.records[rec.id] = rec
+        if not p.waiting:
+            self._list_done(r.req, p)
+
+    def _list_done(self, req: int, p: _Pending) -> None:
+        rows = [task_row(r) for r in p.records.values() if p.state < 0 or int(r.state) == p.state]
+        rows.sort(key=lambda row: row["submitted"])
+        self._reply(req, True, {"tasks": rows[-LIST_LIMIT:], "partial": bool(p.waiting)})
+
+    # ------------------------------------------------------------------ time
+
+    def tick(self, now: float) -> None:
+        for req, p in list(self.pending.items()):
+            if p.kind == "submit":
+                if now >= p.deadline:
+                    got = len(p.record.replicas) - len(p.waiting)
+                    self._reply(req, False, error=(
+                        f"task {p.task_id} is stored on {got} of {len(p.record.replicas)} "
+                        f"replicas, not all; submit again with --id {p.task_id} to retry"))
+                elif now >= p.next_resend:
+                    self._send_puts(now, p)
+            elif now >= p.deadline:
+                if p.kind == "list":
+                    self._list_done(req, p)
+                elif p.kind == "cancel":
+                    self._reply(req, False, error=f"no owner of task {p.task_id} answered")
+                else:
+                    p.waiting.clear()
+                    self._lookup_done(now, req, p)
+
+    def next_wakeup(self) -> float:
+        t = float("inf")
+        for p in self.pending.values():
+            t = min(t, p.deadline, p.next_resend if p.kind == "submit" else t)
+        return t
+
+    def take(self) -> list[Reply]:
+        out, self.replies = self.replies, []
+        return out

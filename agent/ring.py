@@ -1,0 +1,40 @@
+"""Consistent hashing: which nodes hold a task's record.
+
+Each node owns `vnodes` points on a 64-bit ring; a key's preference list is the distinct nodes
+met walking clockwise from the key's hash. When a node joins or leaves only the keys next to its
+points move, so replica sets stay stable as the cluster changes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Iterable
+
+
+def _hash(s: str) -> int:
+    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big")
+
+
+class HashRing:
+    def __init__(self, nodes: Iterable[str], vnodes: int = 32) -> None:
+        points = sorted((_hash(f"{n}#{i}"), n) for n in set(nodes) for i in range(vnodes))
+        self._keys = [h for h, _ in points]
+        self._nodes = [n for _, n in points]
+        self.size = len(set(self._nodes))
+
+    def preference(self, key: str, n: int) -> list[str]:
+        """The first `n` distinct nodes for `key` (fewer if the ring has fewer nodes)."""
+        out: list[str] = []
+        if not self._keys:
+            return out
+        want = min(n, self.size)
+        i = bisect.bisect(self._keys, _hash(key))
+        total = len(self._keys)
+        for j in range(total):
+            node = self._nodes[(i + j) % total]
+            if node not in out:
+                out.append(node)
+                if len(out) == want:
+                    break
+        return out

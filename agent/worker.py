@@ -1,0 +1,180 @@
+"""The node as a worker: it bids for tasks, reserves under leases, runs what it is awarded and
+reports how each run ended to the task's owner until the owner confirms.
+
+Every reservation goes through the `Ledger`, so concurrent negotiations can never over-commit
+this node. Messages that match nothing (bids never asked for, awards for leases that expired,
+releases of unknown leases, duplicate awards) are answered harmlessly and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.context import Context
+from agent.execution import Action, StartTask, StopTask, TaskExit
+from agent.ledger import Ledger
+from agent.policies.base import peak
+from agent.records import demand_of, labels_match
+from gossip.messages import (
+    Award,
+    AwardAck,
+    Bid,
+    BidRequest,
+    Release,
+    ReportAck,
+    TaskRecord,
+    TaskReport,
+    TaskState,
+)
+
+
+@dataclass(slots=True)
+class _Run:
+    record: TaskRecord  # as awarded: the spec, the attempt and who to report to
+    started: float
+    next_report: float
+    ended: TaskExit | None = None
+    finished: float = 0.0
+    abandoned: bool = False  # the owner does not want it any more: stopped, nothing to report
+
+
+class Worker:
+    def __init__(self, ctx: Context, ledger: Ledger, labels: dict[str, str]) -> None:
+        self.ctx = ctx
+        self.ledger = ledger
+        self.labels = labels
+        self.runs: dict[tuple[str, int], _Run] = {}
+        self.actions: list[Action] = []
+        self.load = 0.0  # latest observed load, 0..1
+        self.forecast: tuple[float, ...] = ()  # predicted background load per forecast step
+        self.accepting = True  # False once leaving
+
+    # ------------------------------------------------------------------ bidding
+
+    def on_bid_request(self, now: float, sender_addr: str, q: BidRequest) -> None:
+        c = self.ctx
+        key = ("lease", q.task_id, q.attempt, q.round, sender_addr)
+        d = demand_of_request(q)
+        reason = ""
+        if not self.accepting:
+            reason = "leaving"
+        elif (q.task_id, q.attempt) in self.runs:
+            reason = "already running this attempt"
+        elif not labels_match(q.labels, self.labels):
+            reason = "labels do not match"
+        elif not self.ledger.could_ever_fit(d):
+            reason = "larger than this node"
+        elif not self.ledger.lease(key, d, now + c.config.lease):
+            reason = "no room now"
+        if reason:
+            c.stats["bids_refused"] += 1
+            c.send(sender_addr, Bid(q.task_id, q.attempt, q.round, False, reason=reason,
+                                    load=self.load, queued=self.ledger.queued))  # fmt: skip
+            return
+        c.stats["bids_made"] += 1
+        c.send(sender_addr, Bid(q.task_id, q.attempt, q.round, True,
+                                headroom=self.headroom(q.expected), load=self.load,
+                                queued=self.ledger.queued))  # fmt: skip
+
+    def headroom(self, seconds: float) -> float:
+        """CPUs expected free over the next `seconds` with everything held here (leases too)."""
+        cap = self.ledger.capacity.cpus
+        background = peak(self.forecast, seconds, self.ctx.config.forecast_step) \
+            if self.forecast else self.load  # fmt: skip
+        return cap * (1.0 - background) - self.ledger.used().cpus
+
+    def on_release(self, sender_addr: str, r: Release) -> None:
+        if not self.ledger.release(("lease", r.task_id, r.attempt, r.round, sender_addr)):
+            self.ctx.stats["stale_releases"] += 1
+
+    def on_award(self, now: float, sender_addr: str, a: Award) -> None:
+        c = self.ctx
+        rec = a.record
+        run_key = (rec.id, rec.attempt)
+        if run_key in self.runs:
+            c.stats["duplicate_awards"] += 1
+            run = self.runs[run_key]
+            ok = not run.abandoned
+            c.send(sender_addr, AwardAck(rec.id, rec.attempt, ok, run.started,
+                                         "" if ok else "stopped"))  # fmt: skip
+            return
+        lease_key = ("lease", rec.id, rec.attempt, a.round, sender_addr)
+        if not self.ledger.holds(lease_key):
+            c.stats["stale_awards"] += 1  # lease expired or never given: take it only if it fits
+        if not self.accepting or not self.ledger.commit(
+            ("run", rec.id, rec.attempt), demand_of(rec.spec), lease_key
+        ):
+            c.send(sender_addr, AwardAck(rec.id, rec.attempt, False, reason="no room"))
+            return
+        for (tid, att), old in self.runs.items():  # an older attempt of the same task: superseded
+            if tid == rec.id and not old.abandoned and old.ended is None:
+                old.abandoned = True
+                self.actions.append(StopTask(tid, att))
+        self.runs[run_key] = _Run(rec, now, now + c.config.heartbeat)
+        self.actions.append(StartTask(rec.id, rec.attempt, rec.spec))
+        c.stats["runs_started"] += 1
+        c.send(sender_addr, AwardAck(rec.id, rec.attempt, True, started=now))
+
+    # ------------------------------------------------------------------ running and reporting
+
+    def on_task_exit(self, now: float, e: TaskExit) -> None:
+        run = self.runs.get((e.task_id, e.attempt))
+        if run is None or run.ended is not None:
+            self.ctx.stats["unknown_exits"] += 1
+            return
+        self.ledger.uncommit(("run", e.task_id, e.attempt))
+        if run.abandoned:
+            del self.runs[(e.task_id, e.attempt)]
+            return
+        run.ended = e
+        run.finished = now
+        run.next_report = now
+        self.ctx.stats["runs_ended"] += 1
+
+    def on_report_ack(self, a: ReportAck) -> None:
+        run = self.runs.get((a.task_id, a.attempt))
+        if run is None:
+            self.ctx.stats["stale_report_acks"] += 1
+            return
+        if run.ended is not None:
+            del self.runs[(a.task_id, a.attempt)]  # the owner recorded the result
+        elif not a.keep and not run.abandoned:
+            run.abandoned = True  # cancelled, or superseded by a newer attempt elsewhere
+            self.actions.append(StopTask(a.task_id, a.attempt))
+            self.ctx.stats["runs_stopped"] += 1
+
+    def tick(self, now: float) -> None:
+        c = self.ctx
+        if self.ledger.expire(now):
+            c.stats["leases_expired"] += 1
+        for (tid, att), run in self.runs.items():
+            if run.abandoned or run.next_report > now:
+                continue
+            rec = run.record
+            if run.ended is None:
+                rep = TaskReport(tid, att, TaskState.RUNNING, started=run.started)
+                c.send_to(c.owner_of(rec), rep)
+                run.next_report = now + c.config.heartbeat
+            else:
+                e = run.ended
+                rep = TaskReport(tid, att, e.state, e.exit_code, e.reason, run.started,
+                                 run.finished, e.stdout, e.stderr)  # fmt: skip
+                for n in c.report_targets(rec):
+                    c.send_to(n, rep)
+                run.next_report = now + c.config.report_retry
+
+    def next_wakeup(self) -> float:
+        t = self.ledger.next_expiry()
+        for run in self.runs.values():
+            if not run.abandoned and run.next_report < t:
+                t = run.next_report
+        return t
+
+    def running(self) -> list[tuple[str, int]]:
+        return [k for k, r in self.runs.items() if r.ended is None and not r.abandoned]
+
+
+def demand_of_request(q: BidRequest):
+    from agent.ledger import Demand
+
+    return Demand(float(q.cpus), int(q.memory), int(q.gpus))

@@ -1,0 +1,143 @@
+"""Tasks on real agent processes: run somewhere, show their output, survive their node's death."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from deploy.client import QueryRefused, query
+from deploy.local_cluster import FAST_SWIM, LocalCluster
+
+pytestmark = pytest.mark.slow
+
+TERMINAL = ("succeeded", "failed", "cancelled", "rejected")
+
+
+@pytest.fixture
+def cluster() -> Iterator[LocalCluster]:
+    c = LocalCluster(4, swim=FAST_SWIM, load_interval=0.3,
+                     resources={"cpus": 2, "memory": "1GiB"},
+                     placement={"heartbeat": 0.5, "report_retry": 0.3})  # fmt: skip
+    try:
+        c.start()
+        c.wait_converged(timeout=20)
+        yield c
+    finally:
+        c.cleanup()
+    assert not c.running
+
+
+def _wait(addr: str, task_id: str, ok, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    row: dict = {}
+    while time.monotonic() < deadline:
+        row = query(addr, "status", 3.0, {"id": task_id})
+        if ok(row):
+            return row
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} never got there: {row}")
+
+
+def _logs(c: LocalCluster) -> str:
+    return "\n".join(f"--- {n.node_id}\n{c.log_tail(n, 25)}" for n in c.nodes)
+
+
+def test_echo_runs_and_bad_requests_are_refused(cluster: LocalCluster) -> None:
+    c = cluster
+    a, b = c.nodes[0].addr, c.nodes[3].addr
+    rep = query(a, "submit", 5, {"id": "hello", "spec": {"argv": ["echo", "hello"]}})
+    assert rep["id"] == "hello" and len(rep["replicas"]) == 3
+    row = _wait(b, "hello", lambda r: r["state"] in TERMINAL)  # asked at another agent
+    assert row["state"] == "succeeded" and row["exit_code"] == 0, row
+    assert row["stdout"] == "hello\n"
+    assert row["node"] and row["started"] >= row["submitted"]
+    # the same id again is the same task: nothing new runs
+    again = query(b, "submit", 5, {"id": "hello", "spec": {"argv": ["echo", "hello"]}})
+    assert again["existing"] and again["state"] == "succeeded"
+    with pytest.raises(QueryRefused, match="taken by a different task"):
+        query(a, "submit", 5, {"id": "hello", "spec": {"argv": ["echo", "other"]}})
+    # too big for any node, unknown labels: refused at submit, with the reason
+    with pytest.raises(QueryRefused, match="no node could ever run it"):
+        query(a, "submit", 5, {"id": "huge", "spec": {"argv": ["true"], "cpus": 64}})
+    with pytest.raises(QueryRefused, match="labels zone=mars"):
+        query(a, "submit", 5, {"id": "mars",
+                               "spec": {"argv": ["true"], "labels": {"zone": "mars"}}})
+    with pytest.raises(QueryRefused, match="cpus must be"):
+        query(a, "submit", 5, {"id": "neg", "spec": {"argv": ["true"], "cpus": -1}})
+    with pytest.raises(QueryRefused, match="unknown task id"):
+        query(a, "status", 5, {"id": "never-submitted"})
+    # a command that does not exist fails with that reason; the agent lives on
+    query(a, "submit", 5, {"id": "nocmd", "spec": {"argv": ["no-such-command-xyz"]}})
+    row = _wait(a, "nocmd", lambda r: r["state"] in TERMINAL)
+    assert row["state"] == "failed" and "command not found" in row["reason"], row
+    assert all(n.running for n in c.nodes)
+
+
+def test_task_survives_the_death_of_its_node(cluster: LocalCluster) -> None:
+    c = cluster
+    a = c.nodes[0].addr
+    query(a, "submit", 5, {"id": "long", "spec": {"argv": ["sh", "-c", "sleep 3; echo done"],
+                                                   "cpus": 1}})  # fmt: skip
+    row = _wait(a, "long", lambda r: r["state"] == "running")
+    runner = row["node"]
+    idx = next(n.index for n in c.nodes if n.node_id == runner)
+    pids = query(row["node_addr"], "stats", 3)  # the runner answers: it is alive
+    assert pids["running"] == 1
+    c.kill(idx)
+    alive = next(n for n in c.nodes if n.running).addr
+    try:
+        row = _wait(alive, "long", lambda r: r["state"] in TERMINAL, timeout=40)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{_logs(c)}") from None
+    assert row["state"] == "succeeded", row
+    assert row["node"] != runner and row["attempt"] >= 2, row
+    assert row["stdout"] == "done\n"
+
+
+def test_cancel_and_logs_of_a_running_task(cluster: LocalCluster) -> None:
+    c = cluster
+    a = c.nodes[1].addr
+    query(a, "submit", 5, {"id": "chatty", "spec": {
+        "argv": ["sh", "-c", "echo started; sleep 30"], "cpus": 1}})  # fmt: skip
+    row = _wait(a, "chatty", lambda r: r["state"] == "running")
+    deadline = time.monotonic() + 10
+    logs = {}
+    while time.monotonic() < deadline:
+        logs = query(row["node_addr"], "logs", 3, {"id": "chatty"})
+        if logs["stdout"]:
+            break
+        time.sleep(0.1)
+    assert logs["stdout"] == "started\n" and logs["running"]
+    rep = query(c.nodes[2].addr, "cancel", 5, {"id": "chatty"})
+    assert rep["state"] == "cancelled"
+    row = _wait(a, "chatty", lambda r: r["state"] in TERMINAL)
+    assert row["state"] == "cancelled"
+    # the run is stopped on its node
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and query(row["node_addr"], "stats", 3)["running"]:
+        time.sleep(0.1)
+    assert query(row["node_addr"], "stats", 3)["running"] == 0
+    with pytest.raises(QueryRefused, match="already cancelled"):
+        query(a, "cancel", 5, {"id": "chatty"})
+    listed = query(a, "tasks", 5, {"state": "cancelled"})
+    assert [t["id"] for t in listed["tasks"]] == ["chatty"]
+
+
+def test_orphans_die_with_their_agent(cluster: LocalCluster, tmp_path) -> None:
+    c = cluster
+    marker = tmp_path / "pid"
+    a = c.nodes[0].addr
+    query(a, "submit", 5, {"id": "orphan", "spec": {
+        "argv": ["sh", "-c", f"echo $$ > {marker}; exec sleep 60"], "cpus": 1}})  # fmt: skip
+    row = _wait(a, "orphan", lambda r: r["state"] == "running" and marker.exists())
+    time.sleep(0.2)
+    pid = int(marker.read_text())
+    idx = next(n.index for n in c.nodes if n.node_id == row["node"])
+    c.kill(idx)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{pid}"), "the task outlived its agent"
