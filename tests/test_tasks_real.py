@@ -141,3 +141,14 @@ def test_orphans_die_with_their_agent(cluster: LocalCluster, tmp_path) -> None:
     while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
         time.sleep(0.05)
     assert not os.path.exists(f"/proc/{pid}"), "the task outlived its agent"
+
+
+def test_make_demo_runs_tasks_through_a_crash() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "deploy.demo"], capture_output=True, text=True,
+                         timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "demo-long: succeeded" in out.stdout and "attempt 2" in out.stdout
+    assert out.stdout.count(": succeeded on ") == 9
