@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from agent.policies import NAMES as POLICY_NAMES
+from gossip.config import check_positive, from_table
 
 
 @dataclass(frozen=True)
@@ -41,23 +40,8 @@ class PlacementConfig:
             raise ValueError(
                 f"placement.policy must be one of {', '.join(POLICY_NAMES)}, got {self.policy!r}"
             )
-        for f in dataclasses.fields(self):
-            if f.name == "policy":
-                continue
-            v = getattr(self, f.name)
-            want = int if f.type in (int, "int") else float
-            ok = isinstance(v, int) and not isinstance(v, bool) if want is int else (
-                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            )
-            if not ok or v <= 0:
-                raise ValueError(
-                    f"placement.{f.name} must be a positive {want.__name__}, got {v!r}"
-                )
+        check_positive(self, "placement", skip=("policy",))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PlacementConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown placement option(s): {', '.join(unknown)}")
-        return cls(**d)
+        return from_table(cls, d, "placement")

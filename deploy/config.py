@@ -213,30 +213,26 @@ _TOP = {
 }
 
 
+_TABLES = {"swim": SwimConfig, "placement": PlacementConfig}
+
+
 def config_from_dict(data: dict[str, Any], src: str = "<config>") -> AgentConfig:
     cfg = AgentConfig(source=src)
     for key, value in data.items():
         if key == "resources":
             cfg.resources = parse_resources(src, value, cfg.resources)
-        elif key == "swim":
+        elif key in _TABLES:
             if not isinstance(value, dict):
-                raise _err(src, "swim", "expected a table")
+                raise _err(src, key, "expected a table")
             try:
-                cfg.swim = SwimConfig.from_dict(value)
+                setattr(cfg, key, _TABLES[key].from_dict(value))
             except (ValueError, TypeError) as e:
-                raise ConfigError(f"{src}: [swim]: {e}") from None
-        elif key == "placement":
-            if not isinstance(value, dict):
-                raise _err(src, "placement", "expected a table")
-            try:
-                cfg.placement = PlacementConfig.from_dict(value)
-            except (ValueError, TypeError) as e:
-                raise ConfigError(f"{src}: [placement]: {e}") from None
+                raise ConfigError(f"{src}: [{key}]: {e}") from None
         elif key in _TOP:
             attr, check = _TOP[key]
             setattr(cfg, attr, check(src, key, value))
         else:
-            known = ", ".join([*_TOP, "resources", "swim", "placement"])
+            known = ", ".join([*_TOP, "resources", *_TABLES])
             raise _err(src, key, f"unknown key (known: {known})")
     return cfg
 

@@ -8,6 +8,29 @@ from dataclasses import dataclass
 from typing import Any
 
 
+def check_positive(cfg: Any, section: str, skip: tuple[str, ...] = ()) -> None:
+    """Every int/float field of a config dataclass must be a finite number > 0 of its type."""
+    for f in dataclasses.fields(cfg):
+        if f.name in skip:
+            continue
+        v = getattr(cfg, f.name)
+        want = f.type if isinstance(f.type, type) else {"float": float, "int": int}[f.type]
+        ok = isinstance(v, int) and not isinstance(v, bool) if want is int else (
+            isinstance(v, int | float) and not isinstance(v, bool)
+        )
+        if not ok or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{section}.{f.name} must be a positive {want.__name__}, got {v!r}")
+
+
+def from_table(cls: Any, d: dict[str, Any], section: str) -> Any:
+    """Build a config dataclass from a TOML table, naming unknown keys in the error."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown {section} option(s): {', '.join(unknown)}")
+    return cls(**d)
+
+
 @dataclass(frozen=True)
 class SwimConfig:
     """SWIM + Lifeguard parameters. Defaults suit a LAN; every field is settable from TOML.
@@ -32,23 +55,12 @@ class SwimConfig:
     leave_linger: float = 1.0  # how long a leaving node keeps gossiping its departure
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            want = f.type if isinstance(f.type, type) else {"float": float, "int": int}[f.type]
-            ok = isinstance(v, int) and not isinstance(v, bool) if want is int else (
-                isinstance(v, int | float) and not isinstance(v, bool)
-            )
-            if not ok or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"swim.{f.name} must be a positive {want.__name__}, got {v!r}")
+        check_positive(self, "swim")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SwimConfig:
         """Build from a TOML table, naming unknown keys and bad values in the error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown swim option(s): {', '.join(unknown)}")
-        return cls(**d)
+        return from_table(cls, d, "swim")
 
     def retransmit_limit(self, n: int) -> int:
         return self.retransmit_mult * max(1, math.ceil(math.log10(n + 1)))

@@ -76,6 +76,11 @@ def test_defaults_without_a_file() -> None:
         ("[swim]\nprobe_intervall = 1.0", "unknown swim option(s): probe_intervall"),
         ("[swim]\nprobe_interval = \"fast\"", "swim.probe_interval"),
         ("swim = 3", "swim: expected a table"),
+        ("[placement]\npolicy = \"fastest\"", "placement.policy must be one of predictive"),
+        ("[placement]\nbids = 0", "placement.bids must be a positive int"),
+        ("[placement]\nlease = \"long\"", "placement.lease"),
+        ("[placement]\nreplica = 3", "unknown placement option(s): replica"),
+        ("forecaster = \"oracle\"", "forecaster: expected one of meta, last-value, none"),
         ("node_id = ", "TOML syntax error"),
     ],
 )
@@ -110,6 +115,17 @@ def test_command_line_overrides_file(tmp_path: Path) -> None:
     assert cfg.resolved_advertise == "tcp://10.1.1.1:9"
     with pytest.raises(ConfigError, match="--join-timeout"):
         apply_overrides(cfg, join_timeout=0.0)
+
+
+def test_placement_table_and_flags(tmp_path: Path) -> None:
+    p = _write(tmp_path, 'forecaster = "last-value"\n[placement]\npolicy = "sparrow"\n'
+                         'bids = 3\nlease = 0.5\n')
+    cfg = load_config(p)
+    assert cfg.placement.policy == "sparrow" and cfg.placement.bids == 3
+    assert cfg.placement.lease == 0.5 and cfg.placement.replicas == 3
+    opts = apply_overrides(cfg, policy="round-robin").to_options()
+    assert opts.placement.policy == "round-robin" and opts.placement.bids == 3
+    assert opts.forecaster == "last-value"
 
 
 def test_sizes_and_endpoints() -> None:
