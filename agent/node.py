@@ -66,8 +66,8 @@ class NodeCore:
     def on_task_exit(self, now, e):  # noqa: ANN001
         return self.placement.on_task_exit(now, e)
 
-    def observe_load(self, now: float, load: float) -> None:
-        self.placement.observe_load(now, load)
+    def observe_load(self, now: float, load: float, tasks_load: float | None = None) -> None:
+        self.placement.observe_load(now, load, tasks_load)
 
     def take_actions(self):  # noqa: ANN201
         return self.placement.take_actions()

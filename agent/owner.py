@@ -62,10 +62,14 @@ class _Drive:
     backoff: float = 0.0
     award_sent: float = 0.0
     award_tries: int = 0
+    award_round: int = 0  # the negotiation round whose winner the award went to
+    runner_knows: tuple[str, ...] = ()  # the replica list the runner was last sent
     runner_heard: float = 0.0
     acked: dict[str, int] = field(default_factory=dict)  # replica -> version it confirmed
     next_push: float = 0.0
     waiting: set[str] = field(default_factory=set)  # runner addrs waiting for a result ack
+    cancels: list[tuple[str, int]] = field(default_factory=list)  # (client addr, req) to answer
+    synced: bool = False  # every live replica confirmed our copy since we (re)started driving it
 
 
 class Owner:
@@ -77,7 +81,10 @@ class Owner:
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = 0
         self._epoch = -1
-        self.committed_results: list[tuple[str, int, str, TaskState]] = []  # for checkers
+        # results this node recorded: (task, attempt, runner, state), for checkers. A result is
+        # recorded when every live replica holds it (see `_drive`), not when it is written here.
+        self.committed_results: list[tuple[str, int, str, TaskState]] = []
+        self._recorded: set[str] = set()
 
     # ------------------------------------------------------------------ timers
 
@@ -103,13 +110,29 @@ class Owner:
     def hold(self, now: float, rec: TaskRecord) -> bool:
         """Keep `rec` if it is newer than our copy; start driving it if we own it."""
         old = self.store.get(rec.id)
+        me = self.ctx.node_id
+        if old is None and me not in rec.replicas:
+            # Never start holding a record that does not list us (e.g. a copy sent back to a
+            # submitter whose put was answered late): nobody would keep it up to date, and if
+            # every listed replica later failed we would take it over (`Context.owner_of`) and
+            # run the task again from that stale copy.
+            return False
         if not newer(rec, old):
             return False
         self.store[rec.id] = rec
+        if old is not None and old.replicas != rec.replicas and self.ctx.owner_of(old) == me:
+            # Another owner's lineage won (the two sides of a partition, or an owner that was
+            # wrongly declared dead): pass the winner on to the replicas we kept (best effort:
+            # a copy that misses it is an orphan whose owner, we, holds the winner, so it is
+            # corrected as soon as anyone takes it over, see `_drive`).
+            for n in old.replicas:
+                if n not in rec.replicas and n != me:
+                    self.ctx.send_to(n, TaskPut(rec))
         d = self.drives.get(rec.id)
         if d is not None:
-            d.round = None  # someone else moved the task on: re-read it from scratch
+            self._release_round(d)  # someone else moved the task on: re-read it from scratch
             d.acked.clear()
+            d.synced = False
             d.runner_heard = now
             self._wake(rec.id, now)
         elif self.ctx.owner_of(rec) == self.ctx.node_id:
@@ -130,8 +153,6 @@ class Owner:
         if d is not None:
             d.next_push = now
             self._wake(rec.id, now)
-        if new.state.terminal and not rec.state.terminal:
-            self.committed_results.append((rec.id, new.attempt, new.node, new.state))
         return new
 
     def on_put(self, now: float, sender_addr: str, put: TaskPut) -> None:
@@ -142,30 +163,55 @@ class Owner:
             self.ctx.send(sender_addr, TaskPutAck(rec.id, old.version, old.state, ok=False,
                                                   error="the id is taken by a different task"))
             return
+        if old is None and self.ctx.node_id not in rec.replicas:
+            # a hint (see `_push`) and we hold no copy of our own: nothing to reconcile here,
+            # and keeping one would leave a copy that no owner keeps up to date
+            self.ctx.send(sender_addr, TaskPutAck(rec.id, rec.version, rec.state))
+            return
         self.hold(now, rec)
         mine = self.store[rec.id]
         self.ctx.send(sender_addr, TaskPutAck(rec.id, mine.version, mine.state))
+        if mine != rec:
+            # We keep a copy that outranks the one pushed (another owner wrote it: a takeover,
+            # or the two sides of a partition). The ack alone cannot say so when both have the
+            # same version and state, so hand the pusher our copy: it adopts it (`hold`) and
+            # the two lineages converge instead of each believing the replica holds its own.
+            self.ctx.send(sender_addr, TaskGetReply(rec.id, 0, mine))
 
     def on_put_ack(self, now: float, sender: str, sender_addr: str, a: TaskPutAck) -> None:
         d = self.drives.get(a.task_id)
         rec = self.store.get(a.task_id)
         if d is None or rec is None:
             return
+        if a.version > rec.version or (a.version == rec.version and a.state != rec.state) or (
+            a.state.terminal and not rec.state.terminal
+        ):
+            # Its copy outranks ours (`agent.records.newer`): fetch it. This is NOT an
+            # acknowledgement of our version (counting it as one let an owner that had been
+            # paused past failure detection "replicate" and record a result for an attempt the
+            # others had long replaced).
+            self.ctx.send(sender_addr, TaskGet(a.task_id, 0))
+            return
         d.acked[sender] = max(d.acked.get(sender, 0), a.version)
-        if a.version > rec.version or (a.version == rec.version and a.state != rec.state):
-            self.ctx.send(sender_addr, TaskGet(a.task_id, 0))  # its copy is newer: fetch it
         if self._replicated(rec, d):
             self._wake(a.task_id, now)
 
     def on_get(self, sender_addr: str, g: TaskGet) -> None:
         self.ctx.send(sender_addr, TaskGetReply(g.task_id, g.req, self.store.get(g.task_id)))
 
-    def _replicated(self, rec: TaskRecord, d: _Drive) -> bool:
+    def _replicated(self, rec: TaskRecord, d: _Drive, hints: bool = False) -> bool:
+        """Every live replica (and with `hints`, every live preferred node) confirmed `rec`."""
         c = self.ctx
+        nodes = (*rec.replicas, *self._hints(rec)) if hints else rec.replicas
         return all(
             n == c.node_id or d.acked.get(n, 0) >= rec.version or not c.is_live(n)
-            for n in rec.replicas
+            for n in nodes
         )
+
+    def _hints(self, rec: TaskRecord) -> list[str]:
+        """Nodes consistent hashing now prefers for the record that are not its replicas."""
+        return [n for n in self.ctx.ring().preference(rec.id, self.ctx.config.replicas)
+                if n not in rec.replicas]  # fmt: skip
 
     # ------------------------------------------------------------------ membership changes
 
@@ -196,6 +242,14 @@ class Owner:
             if d is None or d.due != t:
                 continue
             d.due = INF
+            if now - t > self.ctx.config.put_timeout:
+                # Woken far later than asked: this node was stopped (or starved) meanwhile, and
+                # others may have taken the record over. Re-confirm our copy before acting on
+                # it: a resumed owner used to award from its stale round, running the task
+                # again, before it learnt that it had been replaced.
+                d.synced = False
+                d.acked.clear()  # the confirmations we hold are from before the stop
+                self.ctx.stats["late_wakeups"] += 1
             self._drive(now, tid, d)
 
     def _drive(self, now: float, tid: str, d: _Drive) -> None:
@@ -205,8 +259,30 @@ class Owner:
             self.drives.pop(tid, None)
             self._release_round(d)
             return
+        if not d.synced:
+            # We just took the record over (or learnt that another owner moved it on): decide
+            # nothing until every live replica has confirmed our copy. A replica holding one
+            # that outranks ours answers with it instead (`on_put_ack` fetches it), so a new
+            # owner does not negotiate, re-place or record a result from a stale copy (one
+            # that missed its predecessor's last writes, or a copy left from before a pause or
+            # a partition): it used to act at once, placing the task a second time.
+            # The preferred nodes are asked too: a copy whose listed replicas have all failed
+            # since it was written (a replica dropped while it was paused, that later finds
+            # itself first) learns there that the record lives on elsewhere.
+            self._push(now, rec, d)
+            if not self._replicated(rec, d, hints=True):
+                self._wake(tid, max(d.next_push, now))
+                return
+            d.synced = True
         rec = self._repair(now, rec)
         st = rec.state
+        if st == TaskState.RUNNING and rec.node_addr and rec.replicas != d.runner_knows:
+            # The runner sends its heartbeats to the first live replica of the record it was
+            # awarded. After a takeover or a repair that may no longer be us (or anyone who
+            # owns the record): without this the owner heard nothing and re-placed a healthy
+            # run after `runner_silence`. A repeated award tells it the current record.
+            c.send(rec.node_addr, Award(rec, d.award_round))
+            d.runner_knows = rec.replicas
         if st == TaskState.PENDING:
             if d.round is not None:
                 if now >= d.round.deadline:
@@ -217,10 +293,23 @@ class Owner:
             self._watch_runner(now, rec, d)
         rec = self.store[tid]
         pushed = self._push(now, rec, d)
-        if rec.state.terminal and d.waiting and self._replicated(rec, d):
-            for addr in d.waiting:
+        if rec.state.terminal and self._replicated(rec, d):
+            # Only now is the result recorded: every live replica holds it. Runners and
+            # cancelling clients are answered only from here, so an owner that dies (or turns
+            # out to be stale) before replicating cannot have promised a result that is lost.
+            if tid not in self._recorded:
+                self._recorded.add(tid)
+                self.committed_results.append((tid, rec.attempt, rec.node, rec.state))
+            for addr in sorted(d.waiting):  # sorted: a set's order varies between processes
                 c.send(addr, ReportAck(tid, rec.attempt, keep=False))
             d.waiting.clear()
+            if d.cancels and rec.state == TaskState.CANCELLED and rec.node_addr:
+                c.send(rec.node_addr, ReportAck(tid, rec.attempt, keep=False))
+            for addr, req in d.cancels:
+                ok = rec.state == TaskState.CANCELLED
+                c.send(addr, TaskCancelReply(tid, req, ok, rec.state,
+                                             "" if ok else f"already {rec.state.label}"))
+            d.cancels.clear()
         if rec.state.terminal and self._replicated(rec, d) and not d.waiting:
             self.drives.pop(tid, None)  # done: nothing left to do for it
             return
@@ -258,7 +347,11 @@ class Owner:
     def _push(self, now: float, rec: TaskRecord, d: _Drive) -> bool:
         """Send the current version to replicas that have not confirmed it. True if any is due."""
         c = self.ctx
-        missing = [n for n in rec.replicas
+        # Besides the replicas, the nodes consistent hashing now prefers for the record: after
+        # a partition each side may have repaired the replica set with its own nodes, and the
+        # two lineages would never meet again; the preferred nodes are common to both, keep
+        # the copy that wins (`newer`) and send it back to the loser (`on_put`).
+        missing = [n for n in (*rec.replicas, *self._hints(rec))
                    if n != c.node_id and d.acked.get(n, 0) < rec.version and c.is_live(n)]
         if not missing:
             return False
@@ -271,6 +364,10 @@ class Owner:
     # ------------------------------------------------------------------ negotiation
 
     def _candidates(self, rec: TaskRecord) -> list[Candidate]:
+        """Alive nodes that could run the task; those whose gossiped allocation still leaves
+        room for it first-class: if any has room, only they are offered to the policy (asking
+        a node that gossip says is full wastes a round), else every feasible node is (gossip
+        may be stale)."""
         c = self.ctx
         out = []
         for n in [c.node_id, *c.view.live_nodes()]:
@@ -280,7 +377,11 @@ class Owner:
             addr = c.addr if n == c.node_id else c.view.addr_of(n)
             if addr and could_run(r, rec.spec):
                 out.append(Candidate(n, addr, r))
-        return out
+        s = rec.spec
+        roomy = [x for x in out if x.record.cpus - x.record.alloc_cpus + 1e-9 >= s.cpus
+                 and x.record.memory - x.record.alloc_memory >= s.memory
+                 and x.record.gpus - x.record.alloc_gpus >= s.gpus]  # fmt: skip
+        return roomy or out
 
     def _start_round(self, now: float, rec: TaskRecord, d: _Drive) -> None:
         c = self.ctx
@@ -318,8 +419,10 @@ class Owner:
                 c.send(sender_addr, Release(b.task_id, b.attempt, b.round))
             return
         rnd.bids[sender] = b
-        if len(rnd.bids) == len(rnd.asked):
+        if len(rnd.bids) == len(rnd.asked) and now <= rnd.deadline:
             self._decide(now, b.task_id, d)
+        # past the deadline the round should be closed already (we were stopped): the drive
+        # decides, after re-confirming our copy (`tick`)
 
     def _decide(self, now: float, tid: str, d: _Drive) -> None:
         c = self.ctx
@@ -329,6 +432,16 @@ class Owner:
         if rnd is None or rec.state != TaskState.PENDING:
             return
         by_node = {cand.node: cand for cand in rnd.asked}
+        if now >= rnd.deadline - c.config.bid_timeout + c.config.lease:
+            # every yes-bid's lease has run out (we were held up): ask again, never award on
+            # a reservation the bidder no longer holds
+            for n, b in rnd.bids.items():
+                if b.ok:
+                    c.send(by_node[n].addr, Release(tid, rnd.attempt, rnd.no))
+            c.stats["rounds_expired"] += 1
+            d.next_try = now
+            self._wake(tid, now)
+            return
         yes = [rnd.bids[cand.node] for cand in rnd.asked
                if cand.node in rnd.bids and rnd.bids[cand.node].ok]
         if not yes:
@@ -349,7 +462,8 @@ class Owner:
         d.runner_heard = now
         c.send(by_node[winner].addr, Award(rec, rnd.no))
         c.stats["awards"] += 1
-        self._award_round = rnd.no
+        d.award_round = rnd.no
+        d.runner_knows = rec.replicas
         self._wake(tid, now)
 
     def _release_round(self, d: _Drive) -> None:
@@ -377,7 +491,9 @@ class Owner:
                 return
             d.award_tries += 1
             d.award_sent = now
-            c.send(rec.node_addr, Award(rec, 0))
+            # name the round the winner's lease is under (round 0 made every re-sent award look
+            # lease-less: counted stale, and refused when the node was full with that lease)
+            c.send(rec.node_addr, Award(rec, d.award_round))
             return
         if rec.state == TaskState.RUNNING and now >= d.runner_heard + c.config.runner_silence:
             c.stats["runner_silent"] += 1
@@ -415,12 +531,21 @@ class Owner:
         c = self.ctx
         rec = self.store.get(r.task_id)
         d = self.drives.get(r.task_id)
-        if rec is None or d is None:
+        done = rec is not None and d is None and rec.state.terminal and (
+            c.owner_of(rec) == c.node_id
+        )  # fmt: skip
+        if rec is None or d is None and not done:
             c.stats["reports_not_owner"] += 1  # another replica owns it (the runner asks all)
             return
         current = rec.attempt == r.attempt and rec.node == sender
         if not current or (rec.state.terminal and rec.finished != r.finished):
             c.stats["stale_reports"] += 1
+            c.send(sender_addr, ReportAck(r.task_id, r.attempt, keep=False))
+            return
+        if d is None:
+            # The result is recorded and replicated (we stopped driving it): a repeat whose
+            # ack was lost. Before, a finished record's owner ignored it and a runner that had
+            # been cut off re-sent its report forever.
             c.send(sender_addr, ReportAck(r.task_id, r.attempt, keep=False))
             return
         d.runner_heard = now
@@ -452,11 +577,13 @@ class Owner:
             c.send(sender_addr, TaskCancelReply(q.task_id, q.req, False, rec.state,
                                                 f"already {rec.state.label}"))  # fmt: skip
             return
-        if rec.node_addr:
-            c.send(rec.node_addr, ReportAck(rec.id, rec.attempt, keep=False))
         d = self.drives[q.task_id]
         self._release_round(d)
-        rec = self.write(now, rec, state=TaskState.CANCELLED, reason="cancelled on request",
-                         finished=now)  # fmt: skip
+        self.write(now, rec, state=TaskState.CANCELLED, reason="cancelled on request",
+                   finished=now)  # fmt: skip
         c.stats["cancelled"] += 1
-        c.send(sender_addr, TaskCancelReply(q.task_id, q.req, True, rec.state))
+        # The client is answered, and the runner told to stop, once every live replica holds
+        # the cancellation (`_drive`). Doing both at once told the client "cancelled" even when
+        # this owner died before pushing it (the next owner then ran the task to completion),
+        # and killed a run that the next owner still waited on until `runner_silence`.
+        d.cancels.append((sender_addr, q.req))

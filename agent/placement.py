@@ -167,14 +167,17 @@ class PlacementCore:
         self.worker.tick(now)  # report at once
         return self._flush(now)
 
-    def observe_load(self, now: float, load: float) -> None:
+    def observe_load(self, now: float, load: float, tasks_load: float | None = None) -> None:
         """One load sample of this machine (0..1). The forecaster learns the background load:
-        what is left after taking out this node's own tasks' reservations."""
+        the sample minus what this node's own tasks use — `tasks_load` when the shell measured
+        it, else their reserved share. (Reservations misread a saturated node: its sample
+        cannot exceed 1, so load − reserved would understate the background.)"""
         load = min(1.0, max(0.0, float(load)))
         self.worker.load = load
         if self.tracker is not None:
-            mine = self.ledger.committed().cpus / max(self.ledger.capacity.cpus, 1e-9)
-            self.tracker.observe(now, max(0.0, load - mine))
+            if tasks_load is None:
+                tasks_load = self.ledger.committed().cpus / max(self.ledger.capacity.cpus, 1e-9)
+            self.tracker.observe(now, max(0.0, load - tasks_load))
             self.worker.forecast = tuple(self.tracker.forecast())
 
     def stop_accepting(self) -> None:

@@ -156,7 +156,9 @@ class Requests:
     def _ask(self, now: float, req: int, p: _Pending, nodes: set[str]) -> None:
         c = self.ctx
         p.waiting = set()
-        for n in nodes:
+        # in a fixed order: iterating the set followed string hashing (PYTHONHASHSEED), so a
+        # simulated run with a given seed was not reproduced from one process to the next
+        for n in sorted(nodes):
             if c.send_to(n, TaskGet(p.task_id, req)):
                 p.waiting.add(n)
         p.deadline = now + c.config.request_timeout

@@ -92,15 +92,34 @@ class Worker:
         rec = a.record
         run_key = (rec.id, rec.attempt)
         if run_key in self.runs:
-            c.stats["duplicate_awards"] += 1
             run = self.runs[run_key]
+            if rec.version > run.record.version and rec.state == TaskState.RUNNING:
+                # the owner of our run tells us where its record lives now (takeover, repair):
+                # report there from now on
+                run.record = rec
+                c.stats["award_refreshes"] += 1
+            else:
+                c.stats["duplicate_awards"] += 1
             ok = not run.abandoned
             c.send(sender_addr, AwardAck(rec.id, rec.attempt, ok, run.started,
                                          "" if ok else "stopped"))  # fmt: skip
             return
+        if rec.state == TaskState.RUNNING:
+            # the owner's refresh of a run (see `Owner._drive`) that we no longer have (it was
+            # stopped, or it ended and its result is recorded): never start the attempt again
+            c.stats["stale_awards"] += 1
+            c.send(sender_addr, AwardAck(rec.id, rec.attempt, False, reason="not running here"))
+            return
         lease_key = ("lease", rec.id, rec.attempt, a.round, sender_addr)
         if not self.ledger.holds(lease_key):
             c.stats["stale_awards"] += 1  # lease expired or never given: take it only if it fits
+            if any(tid == rec.id and not old.abandoned and old.ended is None
+                   for (tid, _), old in self.runs.items()):  # fmt: skip
+                # ...and never let it supersede a run of this task that we do have: a stale or
+                # forged award (one we never bid for) used to stop the current attempt here,
+                # which the owner then only noticed after `runner_silence`.
+                c.send(sender_addr, AwardAck(rec.id, rec.attempt, False, reason="stale award"))
+                return
         if not self.accepting or not self.ledger.commit(
             ("run", rec.id, rec.attempt), demand_of(rec.spec), lease_key
         ):

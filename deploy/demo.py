@@ -18,7 +18,8 @@ import time
 
 from deploy.cli import format_members
 from deploy.client import ClientError, query
-from deploy.local_cluster import FAST_SWIM, LocalCluster, Views
+from deploy.local_cluster import LocalCluster, Views
+from gossip.config import FAST_SWIM
 
 TERMINAL = ("succeeded", "failed", "cancelled", "rejected")
 

@@ -32,16 +32,6 @@ from typing import IO, Any
 
 from deploy.client import ClientError, query
 
-# SWIM timings for a demo or test cluster on one machine: detection in ~1 s instead of ~3 s
-FAST_SWIM: dict[str, float] = {
-    "probe_interval": 0.2,
-    "probe_timeout": 0.1,
-    "gossip_interval": 0.1,
-    "push_pull_interval": 2.0,
-    "suspicion_mult": 2.0,
-    "leave_linger": 0.5,
-}
-
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 Views = dict[str, dict[str, str] | None]

@@ -69,3 +69,15 @@ class SwimConfig:
         scale = max(1.0, math.log10(max(1, n)))
         lo = self.suspicion_mult * scale * self.probe_interval
         return lo, lo * self.suspicion_max_mult
+
+
+# Timings for clusters on one machine (demo, tests, simulations of them): failures detected in
+# ~1 s instead of ~3 s. As TOML-friendly values: `SwimConfig(**FAST_SWIM)` builds the config.
+FAST_SWIM: dict[str, float] = {
+    "probe_interval": 0.2,
+    "probe_timeout": 0.1,
+    "gossip_interval": 0.1,
+    "push_pull_interval": 2.0,
+    "suspicion_mult": 2.0,
+    "leave_linger": 0.5,
+}

@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark and write docs/benchmarks.md (command, machine, date).
 
-    python -m scenarios.bench --out docs/benchmarks.md [--only sim,real,forecast] [--quick]
+    python -m scenarios.bench --out docs/benchmarks.md [--only sim,real,placement,...] [--quick]
 
 Targets are reported next to the measured figures, met or not; nothing here is a test.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from scenarios.machine import describe
 
-SECTIONS = ("sim", "real", "ray", "forecast")
+SECTIONS = ("sim", "real", "placement", "policies", "ray", "forecast")
 
 
 def _sim(quick: bool) -> str:
@@ -89,11 +89,30 @@ def _forecast(quick: bool) -> str:
     return "\n".join(lines)
 
 
+def _placement(quick: bool) -> str:
+    """Task placement latency and throughput between real agent processes."""
+    from scenarios import bench_placement_real
+
+    return bench_placement_real.run(10 if quick else 20, 100 if quick else 300,
+                                    500 if quick else 2000)  # fmt: skip
+
+
+def _policies(quick: bool) -> str:
+    """Placement policies on the simulator under replayed background load."""
+    from scenarios import bench_policies
+
+    return bench_policies.section(
+        quick=quick, command=f"python -m scenarios.bench_policies{' --quick' if quick else ''}"
+    )
+
+
 RUNNERS: dict[str, Callable[[bool], str]] = {
     "sim": _sim,
     "real": _real,
+    "placement": _placement,
     "ray": _ray,
     "forecast": _forecast,
+    "policies": _policies,
 }
 
 

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 import zmq
 
-from deploy.local_cluster import FAST_SWIM, LocalCluster
+from deploy.local_cluster import LocalCluster
+from gossip.config import FAST_SWIM
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from deploy.client import query
-from deploy.local_cluster import FAST_SWIM, REPO_ROOT
+from deploy.local_cluster import REPO_ROOT
 from deploy.ray_launcher import AgentHost, RayCluster, options_from_spec
-from gossip.config import SwimConfig
+from gossip.config import FAST_SWIM, SwimConfig
 
 
 def _until(cond: Callable[[], bool], timeout: float, what: str) -> None:

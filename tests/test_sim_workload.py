@@ -203,6 +203,7 @@ class FakeCore:
         self.actions: list = []
         self.exits: list[tuple[float, TaskExit]] = []
         self.loads: list[tuple[float, float]] = []
+        self.tasks_loads: list[float | None] = []
         self.ticks: list[float] = []
         self.tick_every = tick_every
         self.next = tick_every if tick_every else math.inf
@@ -233,8 +234,9 @@ class FakeCore:
         self.exits.append((now, exit))
         return []
 
-    def observe_load(self, now: float, load: float) -> None:
+    def observe_load(self, now: float, load: float, tasks_load: float | None = None) -> None:
         self.loads.append((now, load))
+        self.tasks_loads.append(tasks_load)
 
 
 def _host(sim: Simulator, core: FakeCore, bg: BackgroundTrace, step: float = 10.0) -> SimNode:
@@ -300,3 +302,13 @@ def test_simnode_runs_are_deterministic():
         return sim.fingerprint(), core.exits, core.loads
 
     assert run() == run()
+
+
+def test_tasks_load_is_what_contended_tasks_really_use() -> None:
+    # 4 cpus, background 50 %: 2 cpus left; two 2-cpu tasks share them at speed 0.5
+    ex = SimExecutor(4.0, BackgroundTrace.constant(0.5))
+    for i in range(2):
+        ex.start(0.0, StartTask(f"t{i}", 1, TaskSpec(argv=("x",), cpus=2.0, expected=10.0)))
+    assert ex.load(1.0) == 1.0  # saturated: the sample alone cannot tell background from tasks
+    assert abs(ex.tasks_load(1.0) - 0.5) < 1e-12  # 2 of 4 cpus really used by the tasks
+    assert abs(ex.load(1.0) - ex.tasks_load(1.0) - 0.5) < 1e-12  # = the true background

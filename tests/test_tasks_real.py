@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from deploy.client import QueryRefused, query
-from deploy.local_cluster import FAST_SWIM, LocalCluster
+from deploy.local_cluster import LocalCluster
+from gossip.config import FAST_SWIM
 
 pytestmark = pytest.mark.slow
 

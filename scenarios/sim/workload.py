@@ -168,6 +168,12 @@ class SimExecutor:
         self._run_to(now)
         return min(1.0, self.background.load(now) + self._demand / self.cpus)
 
+    def tasks_load(self, now: float) -> float:
+        """Share of the node's CPUs the tasks really use at `now` (less than they reserved when
+        contention slows them): what a real agent would measure of its own runs."""
+        self._run_to(now)
+        return min(1.0, self._demand * self._speed / self.cpus)
+
     def running(self) -> list[tuple[str, int]]:
         """(task_id, attempt) of the runs going as of the last call, in start order."""
         return list(self._runs)
@@ -317,7 +323,7 @@ class SimNode:
         out: list[Outgoing] = []
         self._settle(now, out)
         if now >= self._next_sample:
-            self.core.observe_load(now, self.executor.load(now))
+            self.core.observe_load(now, self.executor.load(now), self.executor.tasks_load(now))
             k = max(self._k + 1, math.floor((now - self.first_sample) / self.sample_step) + 1)
             while self.first_sample + k * self.sample_step <= now:
                 k += 1
