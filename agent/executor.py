@@ -132,6 +132,13 @@ def _spawn_error(e: BaseException, argv0: str, cwd: str | None) -> str:
     return f"cannot start {argv0}: {e}"
 
 
+def _task_env(run: _Run) -> dict[str, str]:
+    """The agent's environment, the task's own variables, and who it is: a run that may be
+    repeated (at-least-once) can name its outputs after its attempt."""
+    return {**os.environ, **run.spec.env, "AGORA_TASK_ID": run.task_id,
+            "AGORA_ATTEMPT": str(run.attempt)}  # fmt: skip
+
+
 def _signal_name(n: int) -> str:
     try:
         return signal.Signals(n).name
@@ -260,7 +267,7 @@ class Executor:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *spec.argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=cwd,
-                env={**os.environ, **spec.env}, start_new_session=True, preexec_fn=_PREEXEC,
+                env=_task_env(run), start_new_session=True, preexec_fn=_PREEXEC,
             )  # fmt: skip
         except (OSError, ValueError, TypeError) as e:
             os.close(out_r)

@@ -146,11 +146,13 @@ def test_start_failures_are_reported_not_raised(tmp_path: Path) -> None:
 
 def test_env_and_cwd_are_passed(tmp_path: Path) -> None:
     async def t(h: Harness) -> None:
-        h.start("t1", "sh", "-c", 'echo "$AGORA_TEST_VAR $HOME"; pwd',
+        h.start("t1", "sh", "-c", 'echo "$AGORA_TEST_VAR $HOME"; pwd; '
+                'echo "$AGORA_TASK_ID#$AGORA_ATTEMPT"',
                 env={"AGORA_TEST_VAR": "42"}, cwd=str(tmp_path))  # fmt: skip
         e = await h.exit_of("t1")
         assert e.state == TaskState.SUCCEEDED
-        assert e.stdout == f"42 {os.environ.get('HOME', '')}\n{os.path.realpath(tmp_path)}\n"
+        assert e.stdout == (f"42 {os.environ.get('HOME', '')}\n{os.path.realpath(tmp_path)}\n"
+                            "t1#1\n")
 
     run(t)
 
