@@ -651,7 +651,8 @@ def _verdicts(s: Settings, cell: dict, accuracy: dict | None) -> list[str]:
         under = 100 * statistics.fmean(r.bg_under for r in a_err)
         out.append(
             f"- In the predictive runs at rho {rho:g}, each node's per-step background "
-            "estimate (load minus its tasks' reserved share, what the forecaster learns from) "
+            "estimate (load minus what its tasks measurably use, what the forecaster learns "
+            "from) "
             f"was off by {statistics.fmean(r.bg_err for r in a_err):.2f} CPU % on average and "
             f"under-estimated by > 1 point in {under:.1f} % of node-steps (load samples capped "
             "at 100 % on nodes saturated by tasks)."
