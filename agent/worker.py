@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from agent.context import Context
 from agent.execution import Action, StartTask, StopTask, TaskExit
-from agent.ledger import Ledger
+from agent.ledger import Demand, Ledger
 from agent.policies.base import peak
 from agent.records import demand_of, labels_match
 from gossip.messages import (
@@ -193,7 +193,5 @@ class Worker:
         return [k for k, r in self.runs.items() if r.ended is None and not r.abandoned]
 
 
-def demand_of_request(q: BidRequest):
-    from agent.ledger import Demand
-
+def demand_of_request(q: BidRequest) -> Demand:
     return Demand(float(q.cpus), int(q.memory), int(q.gpus))
