@@ -137,13 +137,6 @@ class Owner:
             self._wake(rec.id, now)
         elif self.ctx.owner_of(rec) == self.ctx.node_id:
             self._adopt(now, rec.id)
-            if old is None and rec.version == 1 and rec.replicas and rec.replicas[0] == me:
-                # A fresh submission and we are its first owner: there is no predecessor whose
-                # writes we could have missed, so skip the takeover's re-confirmation round
-                # trip (it doubled submit->placed). Should another owner have moved it on
-                # meanwhile, its copy outranks ours and the replicas refuse to count our
-                # writes (`on_put_ack`), so no result can be recorded from this copy.
-                self.drives[rec.id].synced = True
         return True
 
     def _adopt(self, now: float, tid: str) -> None:

@@ -804,7 +804,8 @@ def test_property_failures_at_random_protocol_points_lose_nothing(seed, schedule
 
 
 @pytest.mark.slow
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])  # fixed examples: CI is reproducible
 @given(seed=st.integers(0, 10_000), schedule=schedules())
 def test_property_failures_at_random_protocol_points_many_more_examples(seed, schedule):
     c = check_schedule(seed, schedule)
@@ -813,7 +814,8 @@ def test_property_failures_at_random_protocol_points_many_more_examples(seed, sc
 
 
 @pytest.mark.slow
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), schedule=schedules(long_partition=True))
 def test_property_long_partition_loses_nothing_and_converges(seed, schedule):
     """A split longer than failure detection is outside the guarantee's premise: each side
