@@ -6,11 +6,13 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from agent.execution import Action, TaskExit
 from agent.placement import PLACEMENT_BODIES, PlacementCore
 from agent.placement_config import PlacementConfig
+from agent.requests import Reply
 from gossip.config import SwimConfig
 from gossip.membership import Membership
-from gossip.messages import Message, Outgoing, ResourceRecord
+from gossip.messages import Message, Outgoing, ResourceRecord, TaskSpec
 
 
 class NodeCore:
@@ -33,15 +35,12 @@ class NodeCore:
 
     def on_tick(self, now: float) -> list[Outgoing]:
         out = self.membership.on_tick(now) if now >= self.membership.next_wakeup() else []
-        if now >= self.placement.next_wakeup() or self.placement.owner._epoch != (
-            self.membership.live_epoch
-        ):
+        if now >= self.placement.next_wakeup():  # also right after the live set changed
             out = out + self.placement.on_tick(now)
         return out
 
     def next_wakeup(self) -> float:
-        t = min(self.membership.next_wakeup(), self.placement.next_wakeup())
-        return t
+        return min(self.membership.next_wakeup(), self.placement.next_wakeup())
 
     def join(self, now: float, seeds: list[str]) -> list[Outgoing]:
         return self.membership.join(now, seeds)
@@ -51,26 +50,26 @@ class NodeCore:
         return self.membership.leave(now)
 
     # placement inputs, re-exported so a shell needs only this object
-    def submit(self, now, req, task_id, spec):  # noqa: ANN001 - see PlacementCore
+    def submit(self, now: float, req: int, task_id: str, spec: TaskSpec) -> list[Outgoing]:
         return self.placement.submit(now, req, task_id, spec)
 
-    def get(self, now, req, task_id):  # noqa: ANN001
+    def get(self, now: float, req: int, task_id: str) -> list[Outgoing]:
         return self.placement.get(now, req, task_id)
 
-    def list(self, now, req, state=-1):  # noqa: ANN001
+    def list(self, now: float, req: int, state: int = -1) -> list[Outgoing]:
         return self.placement.list(now, req, state)
 
-    def cancel(self, now, req, task_id):  # noqa: ANN001
+    def cancel(self, now: float, req: int, task_id: str) -> list[Outgoing]:
         return self.placement.cancel(now, req, task_id)
 
-    def on_task_exit(self, now, e):  # noqa: ANN001
+    def on_task_exit(self, now: float, e: TaskExit) -> list[Outgoing]:
         return self.placement.on_task_exit(now, e)
 
     def observe_load(self, now: float, load: float, tasks_load: float | None = None) -> None:
         self.placement.observe_load(now, load, tasks_load)
 
-    def take_actions(self):  # noqa: ANN201
+    def take_actions(self) -> list[Action]:
         return self.placement.take_actions()
 
-    def take_replies(self):  # noqa: ANN201
+    def take_replies(self) -> list[Reply]:
         return self.placement.take_replies()

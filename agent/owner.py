@@ -97,6 +97,8 @@ class Owner:
         heapq.heappush(self._timers, (t, self._timer_seq, tid))
 
     def next_wakeup(self) -> float:
+        if self.ctx.view.live_epoch != self._epoch:
+            return -INF  # the live set changed: look at our records now (`check_membership`)
         while self._timers:
             t, _, tid = self._timers[0]
             d = self.drives.get(tid)

@@ -63,7 +63,6 @@ class _Pending:
     record: TaskRecord | None = None  # submit: what was written
     next_resend: float = 0.0
     existing: bool = False
-    cancel_asked: bool = False
 
 
 class Requests:
@@ -208,7 +207,6 @@ class Requests:
         for n in rec.replicas:
             if c.is_live(n) and c.send_to(n, TaskCancel(rec.id, req)):
                 p.waiting.add(n)
-        p.cancel_asked = True
         p.deadline = now + c.config.request_timeout
         if not p.waiting:
             self._reply(req, False, error=f"no live replica of task {rec.id} answered")

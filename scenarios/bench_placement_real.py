@@ -96,9 +96,9 @@ async def _records(client: _Client, addrs: list[str], ids: list[str]) -> dict[st
     out: dict[str, dict] = {}
     deadline = time.monotonic() + 60
     rng = random.Random(1)
-    todo = list(ids)
+    unfinished = list(ids)
     sem = asyncio.Semaphore(IN_FLIGHT)
-    while todo and time.monotonic() < deadline:
+    while unfinished and time.monotonic() < deadline:
 
         async def one(tid: str) -> None:
             async with sem:
@@ -109,9 +109,9 @@ async def _records(client: _Client, addrs: list[str], ids: list[str]) -> dict[st
                 if row["state"] in ("succeeded", "failed", "cancelled", "rejected"):
                     out[tid] = row
 
-        await asyncio.gather(*(one(t) for t in todo))
-        todo = [t for t in todo if t not in out]
-        if todo:
+        await asyncio.gather(*(one(t) for t in unfinished))
+        unfinished = [t for t in unfinished if t not in out]
+        if unfinished:
             await asyncio.sleep(0.5)
     return out
 

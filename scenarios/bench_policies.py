@@ -385,24 +385,24 @@ def _job(args: tuple[Settings, str, float, int]) -> RunResult:
 
 
 def run_all(s: Settings, jobs: int = 2) -> list[RunResult]:
-    todo = [(s, p, rho, seed) for seed in s.seeds for rho in s.loads for p in s.policies]
+    runs = [(s, p, rho, seed) for seed in s.seeds for rho in s.loads for p in s.policies]
     out: list[RunResult] = []
     t0 = time.perf_counter()
 
     def done(r: RunResult) -> None:
         out.append(r)
         _progress(
-            f"{len(out)}/{len(todo)} {label(r.policy)} rho={r.rho} seed={r.seed}: "
+            f"{len(out)}/{len(runs)} {label(r.policy)} rho={r.rho} seed={r.seed}: "
             f"mean {r.mean:.0f} s, p99 {r.p99:.0f} s, SLA miss {100 * r.sla_miss:.1f} % "
             f"({r.wall:.0f} s wall, {time.perf_counter() - t0:.0f} s total)"
         )
 
     if jobs <= 1:
-        for a in todo:
+        for a in runs:
             done(_job(a))
     else:
         with ProcessPoolExecutor(jobs) as ex:
-            for r in ex.map(_job, todo):
+            for r in ex.map(_job, runs):
                 done(r)
     return out
 
