@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from scenarios import bench
-from scenarios import bench_policies as bp
+from scenarios.bench import __main__ as bench
+from scenarios.bench import policies as bp
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gcd-vms"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="gcd-vms data not present")

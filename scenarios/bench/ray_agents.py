@@ -18,7 +18,7 @@ Polling: every agent's view is read in its own process by its actor (`AgentHost.
 polling adds no ZeroMQ traffic to the agents' sockets. Times are upper bounds at the poll
 period, reported with the results.
 
-    python -m scenarios.bench_ray [--sizes 100 200]    # prints the markdown section
+    python -m scenarios.bench.ray_agents [--sizes 100 200]    # prints the markdown section
 
 Progress goes to stderr. Ray is started once (``num_cpus`` = this machine's cores) and shut down
 at the end; every actor is killed after each size, even on error.
@@ -39,7 +39,7 @@ import psutil
 
 from deploy.ray_launcher import RayCluster
 from gossip.config import SwimConfig
-from scenarios.machine import describe
+from scenarios.bench.machine import describe
 
 PER_ACTOR = 25
 CRASH_REPEATS = 2
@@ -188,8 +188,9 @@ def report(results: Sequence[SizeResult], machine: str, elapsed: float) -> str:
     lines = [
         "## Many agents with Ray (default configuration)",
         "",
-        f"`python -m scenarios.bench_ray` — `deploy/ray_launcher.py`: {PER_ACTOR} agents per Ray "
-        "actor (one process, one event loop, one ZeroMQ port per agent) on 127.0.0.1; default "
+        "`python -m scenarios.bench.ray_agents` — `deploy/ray_launcher.py`: "
+        f"{PER_ACTOR} agents per Ray actor (one process, one event loop, one ZeroMQ port per "
+        "agent) on 127.0.0.1; default "
         f"`SwimConfig` (`probe_interval={cfg.probe_interval:g}`, "
         f"`gossip_interval={cfg.gossip_interval:g}`, `suspicion_mult={cfg.suspicion_mult:g}`), "
         f"load sampled every 1 s. Suspicion timeout bounds: {bounds}.",
@@ -270,7 +271,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m scenarios.bench_ray",
+        prog="python -m scenarios.bench.ray_agents",
         description="Benchmark many agents launched with Ray; print a markdown section.",
     )
     p.add_argument("--sizes", type=int, nargs="+", default=[100, 200], metavar="N",

@@ -1,6 +1,6 @@
 """Membership at scale on the simulator: dissemination rounds, per-node load, crash detection.
 
-    python -m scenarios.bench_sim [--sizes 100,1000,5000]
+    python -m scenarios.bench.sim [--sizes 100,1000,5000]
 
 Every figure is virtual time of the deterministic simulator (1 ms ± 0.5 ms links, no loss),
 so it measures the protocol, not this machine.
@@ -129,7 +129,7 @@ def run(
     lines = [
         "### Membership on the simulator (virtual time)",
         "",
-        f"Command: `python -m scenarios.bench_sim --sizes {','.join(map(str, sizes))} "
+        f"Command: `python -m scenarios.bench.sim --sizes {','.join(map(str, sizes))} "
         f"--churn-sizes {','.join(map(str, churn_sizes))}`. "
         "Default `SwimConfig` (probe every "
         f"{cfg.probe_interval} s, probe timeout {cfg.probe_timeout} s, gossip every "
@@ -158,7 +158,7 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scenarios.bench_sim", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m scenarios.bench.sim", description=__doc__)
     p.add_argument("--sizes", default="100,1000,5000", help="comma-separated cluster sizes")
     p.add_argument(
         "--churn-sizes",

@@ -15,25 +15,25 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from scenarios.machine import describe
+from scenarios.bench.machine import describe
 
 SECTIONS = ("sim", "real", "placement", "policies", "ray", "forecast")
 
 
 def _sim(quick: bool) -> str:
-    from scenarios import bench_sim
+    from scenarios.bench import sim as bench_sim
 
     return bench_sim.run((100, 1000) if quick else (100, 1000, 5000))
 
 
 def _real(quick: bool) -> str:
-    from scenarios import bench_real
+    from scenarios.bench import real as bench_real
 
     return bench_real.run((10,) if quick else (20, 50))
 
 
 def _ray(quick: bool) -> str:
-    from scenarios import bench_ray
+    from scenarios.bench import ray_agents as bench_ray
 
     return bench_ray.run((40,) if quick else (100, 200))
 
@@ -91,7 +91,7 @@ def _forecast(quick: bool) -> str:
 
 def _placement(quick: bool) -> str:
     """Task placement latency and throughput between real agent processes."""
-    from scenarios import bench_placement_real
+    from scenarios.bench import placement_real as bench_placement_real
 
     return bench_placement_real.run(10 if quick else 20, 100 if quick else 300,
                                     500 if quick else 2000)  # fmt: skip
@@ -99,10 +99,10 @@ def _placement(quick: bool) -> str:
 
 def _policies(quick: bool) -> str:
     """Placement policies on the simulator under replayed background load."""
-    from scenarios import bench_policies
+    from scenarios.bench import policies as bench_policies
 
     return bench_policies.section(
-        quick=quick, command=f"python -m scenarios.bench_policies{' --quick' if quick else ''}"
+        quick=quick, command=f"python -m scenarios.bench.policies{' --quick' if quick else ''}"
     )
 
 

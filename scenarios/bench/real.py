@@ -17,7 +17,7 @@ Times are upper bounds at the polling resolution: each observer is polled in its
 with a ``members`` query, then sleeps a fixed interval; an observer's time is when the first
 reply showing the condition arrived. The median poll period is reported with each result.
 
-    python -m scenarios.bench_real [--sizes 20 50]     # prints the markdown section
+    python -m scenarios.bench.real [--sizes 20 50]     # prints the markdown section
 
 `run()` returns the same markdown (embedded in docs/benchmarks.md by scenarios/bench.py).
 Progress goes to stderr, one line per step. All agent processes are stopped on every exit.
@@ -41,7 +41,7 @@ import psutil
 from deploy.client import ClientError, query
 from deploy.local_cluster import LocalCluster
 from gossip.config import SwimConfig
-from scenarios.machine import describe
+from scenarios.bench.machine import describe
 
 UPDATE_REPEATS = 5
 CRASH_REPEATS = 3
@@ -305,7 +305,7 @@ def report(results: Sequence[SizeResult], machine: str, elapsed: float) -> str:
     lines = [
         "## Real agents on loopback (default configuration)",
         "",
-        "`python -m scenarios.bench_real` — one agent process per node on 127.0.0.1, started "
+        "`python -m scenarios.bench.real` — one agent process per node on 127.0.0.1, started "
         "with `deploy/local_cluster.py`.",
         "",
         *_config_lines(SwimConfig(), [r.n for r in results]),
@@ -401,7 +401,7 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m scenarios.bench_real",
+        prog="python -m scenarios.bench.real",
         description="Benchmark real agent processes on loopback; print a markdown section.",
     )
     p.add_argument("--sizes", type=int, nargs="+", default=[20, 50], metavar="N",

@@ -14,7 +14,7 @@ each, so capacity never limits placement). Measured:
 3. messages per placement: messages sent by all agents during the burst, minus the membership
    traffic of the same agents over an idle window of equal length, divided by the tasks.
 
-    python -m scenarios.bench_placement_real [--agents 20] [--latency 300] [--burst 2000]
+    python -m scenarios.bench.placement_real [--agents 20] [--latency 300] [--burst 2000]
 
 `run()` returns the markdown section embedded in docs/benchmarks.md by scenarios/bench.py.
 """
@@ -192,7 +192,7 @@ def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000) -> str:
     lines = [
         "### Task placement, real agents",
         "",
-        f"`python -m scenarios.bench_placement_real --agents {agents} --latency {n_latency} "
+        f"`python -m scenarios.bench.placement_real --agents {agents} --latency {n_latency} "
         f"--burst {n_burst}`: {agents} agent processes on loopback, default SWIM and placement "
         "configuration (d = 2 bids, r = 3 replicas, predictive policy with the meta-learned "
         "forecaster), tasks `true` at 0.05 CPU.",
@@ -220,7 +220,7 @@ def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m scenarios.bench_placement_real",
+    p = argparse.ArgumentParser(prog="python -m scenarios.bench.placement_real",
                                 description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--agents", type=int, default=20)

@@ -1,6 +1,6 @@
 """Placement policies compared on the simulator, under background load replayed from real traces.
 
-    python -m scenarios.bench_policies [--quick] [--seed S] [--seeds N] [--nodes N] [--jobs J]
+    python -m scenarios.bench.policies [--quick] [--seed S] [--seeds N] [--nodes N] [--jobs J]
         [--loads 0.7,0.9] [--policies predictive,predictive-lastvalue,...]
         [--samples-per-step K] [--gossip-interval S] [--probe-interval S]
 
@@ -661,7 +661,7 @@ def _verdicts(s: Settings, cell: dict, accuracy: dict | None) -> list[str]:
 
 
 def section(s: Settings | None = None, *, quick: bool = False, jobs: int = 2,
-            command: str = "python -m scenarios.bench_policies") -> str:  # fmt: skip
+            command: str = "python -m scenarios.bench.policies") -> str:  # fmt: skip
     """Run every (policy, rho, seed) and return the markdown section."""
     s = s or (QUICK if quick else Settings())
     t = time.perf_counter()
@@ -679,7 +679,7 @@ def _error(msg: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     d = Settings()
     p = argparse.ArgumentParser(
-        prog="python -m scenarios.bench_policies",
+        prog="python -m scenarios.bench.policies",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -752,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
             changes[key] = v
     s = dataclasses.replace(s, **changes)
     given = argv if argv is not None else sys.argv[1:]
-    cmd = " ".join(["python -m scenarios.bench_policies", *given])
+    cmd = " ".join(["python -m scenarios.bench.policies", *given])
     print(section(s, jobs=args.jobs, command=cmd))
     return 0
 
