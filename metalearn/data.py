@@ -10,10 +10,16 @@ Two file formats are read, one series (one machine) per file:
 A line that cannot be parsed (non-numeric, missing value, NaN/inf) is a :class:`DataError`
 naming the file and line. An empty file is a :class:`DataError` too. :func:`load_dir` can
 instead skip unusable files and count them (``skip_bad=True``); it never silently drops a line.
+
+A *bundle* (:func:`load_bundle`) packs many series into one gzip file, one per line:
+``name<TAB>v1 v2 v3 ...``, the values being the original text tokens, so a bundled series
+parses to the same float64 values and the same :attr:`Series.digest` as its source file.
+A first line starting with ``#`` is a comment (where the data comes from).
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import logging
 import math
@@ -148,6 +154,60 @@ def load_dir(
             f"{d}: no usable series ({len(files)} files, {bad} unreadable, "
             f"{short} shorter than {min_length} points)"
         )
+    return out
+
+
+def _bundle_values(tokens: list[str], path: Path, lineno: int, name: str) -> np.ndarray:
+    """Parse one bundle line's tokens; the first bad one is named with its position."""
+    try:
+        arr = np.asarray([float(t) for t in tokens], dtype=np.float64)
+    except ValueError:
+        arr = None
+    if arr is not None and bool(np.isfinite(arr).all()):
+        return arr
+    for k, tok in enumerate(tokens):  # slow path only to say which value is bad
+        try:
+            _parse_float(tok, path, lineno)
+        except DataError as e:
+            raise DataError(f"{e} (value {k + 1} of {name!r})") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def load_bundle(path: str | Path) -> list[Series]:
+    """Every series of a ``.tsv.gz`` bundle, in file order.
+
+    Strict like :func:`load_file`: a malformed line, a bad value or a repeated name is a
+    :class:`DataError` naming file and line; nothing is dropped. Blank lines carry no data
+    and are ignored. A bundle with no series is a :class:`DataError`.
+    """
+    path = Path(path)
+    try:
+        text = gzip.decompress(path.read_bytes()).decode("utf-8")
+    except OSError as e:  # missing file, or not gzip (gzip.BadGzipFile is an OSError)
+        raise DataError(f"{path}: cannot read bundle: {e.strerror or e}") from None
+    except (EOFError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a gzip-compressed text bundle: {e}") from None
+    out: list[Series] = []
+    seen: dict[str, int] = {}
+    for i, line in enumerate(text.split("\n")):
+        lineno = i + 1
+        if i == 0 and line.startswith("#"):
+            continue
+        if not line.strip():
+            continue
+        name, tab, rest = line.partition("\t")
+        if not tab or not name or name != name.strip() or "\t" in rest:
+            raise DataError(f"{path}:{lineno}: expected 'name<TAB>values', got {line[:60]!r}")
+        if name in seen:
+            raise DataError(f"{path}:{lineno}: series {name!r} already on line {seen[name]}")
+        tokens = rest.split()
+        if not tokens:
+            raise DataError(f"{path}:{lineno}: series {name!r} has no values")
+        values = _bundle_values(tokens, path, lineno, name)
+        seen[name] = lineno
+        out.append(Series(name=name, values=values, digest=series_digest(values)))
+    if not out:
+        raise DataError(f"{path}: bundle holds no series")
     return out
 
 

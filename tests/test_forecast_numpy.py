@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from metalearn import checkpoint, model
-from metalearn.data import Normalizer, load_file
+from metalearn.data import Normalizer, load_bundle
 from metalearn.errors import CheckpointError, ForecastError
 from metalearn.numpy_runtime import (
     PARAM_NAMES,
@@ -24,9 +24,9 @@ from metalearn.numpy_runtime import (
     write_npz,
 )
 from metalearn.runtime import Forecaster
+from scenarios.sim.background import SHIPPED_TRACES
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "gcd-vms"
 SHIPPED_NPZ = ROOT / "metalearn" / "forecaster.npz"
 RTOL = 1e-4  # relative, in original units (CPU %)
 
@@ -38,10 +38,9 @@ def runtimes() -> tuple[NumpyForecaster, Forecaster]:
 
 @pytest.fixture(scope="module")
 def traces() -> list[np.ndarray]:
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA}: shared traces not available")
-    files = sorted(p for p in DATA.iterdir() if p.name.startswith("vm_"))
-    return [load_file(p).values for p in files[:: max(1, len(files) // 12)][:12]]
+    """12 real machines spread over the shipped gcd-vms bundle (always present)."""
+    series = load_bundle(SHIPPED_TRACES["gcd-vms"])
+    return [s.values for s in series[:: max(1, len(series) // 12)][:12]]
 
 
 def _close(got: np.ndarray, want: np.ndarray) -> float:

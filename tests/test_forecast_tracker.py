@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from agent.forecast_tracker import PERCENT, ForecastTracker, LastValueForecaster
-from metalearn.data import load_file
+from metalearn.data import load_bundle
 from metalearn.numpy_runtime import NumpyForecaster
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gcd-vms"
+from scenarios.sim.background import SHIPPED_TRACES
 
 
 class FakeNode:
@@ -165,10 +163,8 @@ def test_last_value_ablation() -> None:
 
 
 def test_real_numpy_forecaster_on_a_trace() -> None:
-    if not DATA.is_dir():
-        pytest.skip(f"{DATA}: shared traces not available")
     fc = NumpyForecaster.load()
-    cpu = load_file(DATA / sorted(p.name for p in DATA.iterdir() if p.name.startswith("vm_"))[7])
+    cpu = load_bundle(SHIPPED_TRACES["gcd-vms"])[7]  # a real machine the model never trained on
     v = cpu.values[:100]
     tr = ForecastTracker(fc, step=300.0, history=64, readapt_every=12)
     for i, pct in enumerate(v):

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 import random
 import time
-from pathlib import Path
 
 import pytest
 
 from agent.execution import StartTask, StopTask, TaskExit
 from gossip.messages import Message, Outgoing, TaskSpec, TaskState
 from scenarios.sim import Simulator
-from scenarios.sim.background import BackgroundTrace, assign_traces, load_traces, trained_digests
+from scenarios.sim.background import (
+    BackgroundTrace,
+    assign_traces,
+    load_traces,
+    resolve_traces,
+    trained_digests,
+)
 from scenarios.sim.toys import Recorder
 from scenarios.sim.workload import SimExecutor, SimNode, on_core
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gcd-vms"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="gcd-vms data not present")
+DATA = "gcd-vms"  # the shipped bundle (scenarios/traces/): these tests run in any clone
 
 
 def _start(task_id: str, cpus: float, expected: float, timeout: float = 0.0,
@@ -58,11 +63,12 @@ def test_next_change_lands_exactly_on_a_new_value_with_awkward_floats():
         t = nt
 
 
-@needs_data
 def test_background_replay_matches_the_trace_file():
-    path = sorted(DATA.iterdir())[7]
-    raw = [float(line.split()[0]) for line in path.read_text().splitlines() if line.strip()]
-    series = next(s for s in load_traces(DATA) if s.name == path.name)
+    # the bundle's text read independently of the loader: line 9 = series 8 after the comment
+    text = gzip.decompress(resolve_traces(DATA).read_bytes()).decode()
+    name, tokens = text.splitlines()[8].split("\t")
+    raw = [float(tok) for tok in tokens.split(" ")]
+    series = next(s for s in load_traces(DATA) if s.name == name)
     bg = BackgroundTrace.from_series(series, step=60.0)
     assert len(bg) == len(raw) == 288
     for k, v in enumerate(raw):
@@ -71,7 +77,6 @@ def test_background_replay_matches_the_trace_file():
         assert bg.load(bg.period + k * 60.0 + 30.0) == v / 100.0  # second lap
 
 
-@needs_data
 def test_assign_traces_is_deterministic_unseen_and_fast():
     a = assign_traces(DATA, 50, seed=3, step=60.0)
     trained = trained_digests()
@@ -85,7 +90,8 @@ def test_assign_traces_is_deterministic_unseen_and_fast():
     assert [(t.name, t.offset) for t in a] == [(t.name, t.offset) for t in b]
     c = assign_traces(DATA, 50, seed=4, step=60.0)
     assert [t.name for t in a] != [t.name for t in c]
-    unseen = len(load_traces(DATA)) - len(trained)
+    unseen = sum(s.digest not in trained for s in load_traces(DATA))
+    assert unseen == len(load_traces(DATA)) == 96  # the bundle holds unseen machines only
     many = assign_traces(DATA, unseen + 5, seed=3)  # more nodes than machines: reused
     assert len(many) == unseen + 5 and len({t.name for t in many}) == unseen
     every = assign_traces(DATA, 5, seed=3, exclude_trained=False)

@@ -73,7 +73,7 @@ from scenarios.sim.placement_cluster import GiB, NodeShape, PlacementCluster
 
 log = logging.getLogger(__name__)
 
-DATA = os.environ.get("AGORA_DATA", "../shared/data/gcd-vms")
+DATA = os.environ.get("AGORA_DATA", "gcd-vms")  # a directory, a .tsv.gz or a shipped name
 
 # name (--policies) -> (PlacementConfig.policy, forecaster kind)
 POLICIES: dict[str, tuple[str, str]] = {

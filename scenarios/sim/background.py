@@ -9,6 +9,10 @@ nodes sharing a trace are not in lockstep.
 `assign_traces` gives N nodes traces deterministically from a seed, by default only machines
 the shipped forecaster was not trained on (the checkpoint records their content digests), so
 forecasts in a scenario are made on machines the model has never seen.
+
+Traces come from a directory of trace files, a ``.tsv.gz`` bundle, or the name of a bundle
+shipped in ``scenarios/traces/`` (`SHIPPED_TRACES`), so scenarios and tests run in a fresh
+clone without the full data sets.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import metalearn
-from metalearn.data import Series, load_dir
+from metalearn.data import Series, load_bundle, load_dir
 from metalearn.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -119,14 +123,46 @@ class BackgroundTrace:
 # ------------------------------------------------------------------ loading and assignment
 
 
+TRACES_DIR = Path(__file__).resolve().parents[1] / "traces"
+BUNDLE_SUFFIX = ".tsv.gz"
+# bundles shipped with the package (see scenarios/traces/README.md for source and citation)
+SHIPPED_TRACES: dict[str, Path] = {
+    name: TRACES_DIR / f"{name}{BUNDLE_SUFFIX}" for name in ("gcd-vms", "bitbrains-rnd")
+}
+
+
+def resolve_traces(source: str | Path) -> Path:
+    """The directory or bundle file that `source` names, resolved.
+
+    A `str` that is exactly a `SHIPPED_TRACES` name means that bundle wherever the process
+    runs (so a benchmark's default does not depend on the working directory); pass
+    ``"./gcd-vms"`` or a `Path` for a local directory of that name. Anything else must be an
+    existing directory or ``.tsv.gz`` file, else `DataError`.
+    """
+    if isinstance(source, str) and source in SHIPPED_TRACES:
+        p = SHIPPED_TRACES[source]
+        if not p.is_file():
+            raise DataError(f"shipped traces {source!r}: {p} is missing from this installation")
+        return p
+    p = Path(source).resolve()
+    if p.is_dir() or (p.is_file() and p.name.endswith(BUNDLE_SUFFIX)):
+        return p
+    what = "not a trace directory" if p.exists() else "no such file or directory"
+    raise DataError(
+        f"traces {str(source)!r}: {what}; expected a directory of trace files, a "
+        f"{BUNDLE_SUFFIX} bundle, or a shipped bundle name ({', '.join(SHIPPED_TRACES)})"
+    )
+
+
 @functools.lru_cache(maxsize=8)
-def _load_dir_cached(directory: str) -> tuple[Series, ...]:
-    return tuple(load_dir(directory))
+def _load_cached(path: str) -> tuple[Series, ...]:
+    p = Path(path)
+    return tuple(load_dir(p) if p.is_dir() else load_bundle(p))
 
 
-def load_traces(data_dir: str | Path) -> tuple[Series, ...]:
-    """Every series in `data_dir`, parsed once per process (cached by resolved path)."""
-    return _load_dir_cached(str(Path(data_dir).resolve()))
+def load_traces(source: str | Path) -> tuple[Series, ...]:
+    """Every series of `source` (see `resolve_traces`), parsed once per process."""
+    return _load_cached(str(resolve_traces(source)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -150,7 +186,7 @@ def trained_digests(checkpoint_path: str | Path | None = None) -> frozenset[str]
 
 
 def assign_traces(
-    data_dir: str | Path,
+    source: str | Path,
     n: int,
     seed: int,
     step: float = TRACE_STEP,
@@ -158,7 +194,9 @@ def assign_traces(
     exclude_trained: bool = True,
     checkpoint: str | Path | None = None,
 ) -> list[BackgroundTrace]:
-    """Background traces for n nodes, deterministic in (directory contents, n, seed, step).
+    """Background traces for n nodes, deterministic in (traces' contents, n, seed, step).
+
+    `source` is a directory, a bundle or a shipped bundle name (`resolve_traces`).
 
     Machines are drawn without replacement in a seeded order (reused only when n exceeds the
     pool); each node gets a seeded phase offset in [0, period). With `exclude_trained`, machines
@@ -167,15 +205,15 @@ def assign_traces(
     """
     if n < 0:
         raise ValueError("n must be >= 0")
-    pool = sorted(load_traces(data_dir), key=lambda s: (s.name, s.digest))
+    pool = sorted(load_traces(source), key=lambda s: (s.name, s.digest))
     if exclude_trained:
         trained = trained_digests(checkpoint)
         unseen = [s for s in pool if s.digest not in trained]
-        log.info("%s: %d of %d machines unseen by the forecaster", data_dir, len(unseen),
+        log.info("%s: %d of %d machines unseen by the forecaster", source, len(unseen),
                  len(pool))  # fmt: skip
         if not unseen:
             raise DataError(
-                f"{data_dir}: every machine was used to train the forecaster "
+                f"{source}: every machine was used to train the forecaster "
                 "(use exclude_trained=False to replay them anyway)"
             )
         pool = unseen
