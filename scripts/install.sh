@@ -43,4 +43,13 @@ if ! "$VENV/bin/python" -c "import learn2learn" >/dev/null 2>&1; then
         | grep -v '^WARNING: Location' || true
 fi
 
+# Local-mode scenarios put each agent in its own network namespace and inject faults with
+# nftables: install it where we can (root on Debian); without it they run on loopback instead.
+if ! command -v nft >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing nftables (network faults for local-mode scenarios)"
+    (apt-get install -y -q nftables >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q nftables >/dev/null 2>&1; }) \
+        || echo "warning: could not install nftables; local-mode scenarios will use loopback"
+fi
+
 "$VENV/bin/python" -c "import learn2learn, torch, zmq, msgpack, ray; print('agora install ok: torch', torch.__version__, '| learn2learn', learn2learn.__version__)" 2>&1 | tail -1
