@@ -1,7 +1,7 @@
 """The agent: the real (asyncio + ZeroMQ + wall clock) shell around one node's cores.
 
-It owns one `ZmqTransport`, one `NodeCore` (membership + placement) and one task `Executor`, and
-does only I/O around the core:
+It owns one `Transport` (ZeroMQ), one `NodeCore` (membership + placement) and one task
+`Executor`, and does only I/O around the core:
 
 - receive loop: decode every frame (`WireError` ⇒ counted by reason and dropped; any other
   exception while decoding or handling one message is caught, counted and logged at debug — the
@@ -18,6 +18,16 @@ does only I/O around the core:
   core for `swim.leave_linger` seconds so peers learn "left", then close;
 - `crash()`: stop at once and close the sockets without a word to anyone, as a crash would.
 
+For scenario runs (testing only) an agent can also:
+
+- write a JSON-lines event log (`event_log`, see `agent.event_log`): start, member status
+  changes, runs started and ended, results committed, load samples, stop — what invariant
+  checkers read instead of the agent's memory;
+- inject faults into its own outgoing protocol messages (`fault_rules`: a JSON file polled
+  every `FAULT_POLL_INTERVAL`, see `gossip.faults`);
+- replay a recorded machine's load instead of measuring this one (`replay`, see
+  `agent.resources.ReplayLoadSampler`), so many agents on one machine each see a real load.
+
 `Agent.run()` installs no signal handlers and touches nothing process-wide, so several agents
 (each with its own transport and core) can run as tasks of one event loop: `deploy/ray_launcher.py`
 hosts many agents per process that way. `run_agent` is the one-agent-per-process entry point.
@@ -32,19 +42,29 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
+import random
 import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.event_log import EventLog
 from agent.execution import StartTask, TaskExit
 from agent.executor import Executor
 from agent.node import NodeCore
 from agent.placement_config import PlacementConfig
 from agent.records import spec_from_args
-from agent.resources import Capacity, LoadSampler
+from agent.resources import (
+    Capacity,
+    LoadSampler,
+    LoadSource,
+    ReplayLoadSampler,
+    ReplayTrace,
+)
 from gossip.config import SwimConfig
+from gossip.faults import FaultyTransport, RulesFile
 from gossip.membership import MemberView
 from gossip.messages import (
     Message,
@@ -55,12 +75,13 @@ from gossip.messages import (
     Status,
     TaskState,
 )
-from gossip.transport import Identity, TransportConfig, ZmqTransport
+from gossip.transport import Identity, Transport, TransportConfig, ZmqTransport
 from gossip.wire import MAX_ID_LEN, MAX_LABELS, WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
 STATUS_WATCH_INTERVAL = 0.25  # how often member status changes are looked for (for the log)
+FAULT_POLL_INTERVAL = 0.2  # how often the fault rules file is checked for changes
 DEFERRED_QUERIES = ("submit", "status", "tasks", "cancel")
 
 _FORECASTERS: dict[str, Any] = {}  # loaded once per process, shared by every agent in it
@@ -108,6 +129,9 @@ class AgentOptions:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     forecaster: str = "meta"  # meta (the shipped meta-learned one) | last-value | none
     transport: TransportConfig = field(default_factory=TransportConfig)
+    event_log: str = ""  # path of a JSON-lines event log to append to; "" = none
+    fault_rules: str = ""  # path of a fault rules JSON file (testing only); "" = no faults
+    replay: ReplayTrace | None = None  # replay this trace as background load instead of psutil
 
 
 def member_row(m: MemberView, now: float) -> dict[str, Any]:
@@ -136,14 +160,20 @@ def member_row(m: MemberView, now: float) -> dict[str, Any]:
 
 class Agent:
     def __init__(
-        self, options: AgentOptions, transport: ZmqTransport, rng: Any = None,
-        sampler: LoadSampler | None = None,
+        self, options: AgentOptions, transport: Transport, rng: Any = None,
+        sampler: LoadSource | None = None,
     ) -> None:  # fmt: skip
-        """`sampler`: where load samples come from (agents of one process may share one)."""
-        import random
-
+        """`sampler`: where load samples come from (agents of one process may share one);
+        default: the configured replay, else psutil."""
         self.opts = options
-        self.transport = transport
+        self.transport: Transport = transport
+        self._rules_file: RulesFile | None = None
+        self._faulty: FaultyTransport | None = None
+        if options.fault_rules:  # wrap first, so faults apply from the very first message
+            self._rules_file = RulesFile(options.fault_rules)
+            self._faulty = FaultyTransport(transport, random.Random())
+            self._poll_fault_rules()
+            self.transport = self._faulty
         self.node_id = options.node_id
         c = options.capacity
         resources = ResourceRecord(
@@ -161,7 +191,12 @@ class Agent:
         self._next_req = 1
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()  # by WireError reason
-        self._sampler: LoadSampler | None = sampler
+        self._runs: dict[tuple[str, int], float] = {}  # runs started here -> their cpus
+        if sampler is None and options.replay is not None:
+            sampler = ReplayLoadSampler.from_trace(options.replay, c.cpus, self.running_cpus)
+        self._sampler: LoadSource | None = sampler
+        self.events: EventLog | None = None  # opened by run()
+        self._commits_seen = 0  # entries of the owner's committed_results already logged
         self._wake = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._crashed = asyncio.Event()
@@ -189,13 +224,14 @@ class Agent:
                 log.debug("cannot encode %s to %s: %s", type(msg.body).__name__, addr, e)
                 continue
             self.transport.send(addr, payload)
+        self._log_commits()
         self._wake.set()  # the core's next wakeup may have moved
 
     def _act(self) -> None:
         """Carry out what the core decided besides sending: runs and client replies."""
         for action in self.node.take_actions():
             if isinstance(action, StartTask):
-                self.executor.start(action)
+                self._start_run(action)
             else:
                 self.executor.stop(action.task_id, action.attempt)
         for req, ok, data, error in self.node.take_replies():
@@ -203,7 +239,38 @@ class Agent:
             if client is not None:
                 self._reply(client[0], client[1], QueryReply(ok=ok, data=data, error=error))
 
+    def _start_run(self, action: StartTask) -> None:
+        key = (action.task_id, action.attempt)
+        self.executor.start(action)
+        if key not in self._runs and key in self.executor.running():  # really started now
+            spec = action.spec
+            self._runs[key] = spec.cpus
+            self._event("run_start", task=key[0], attempt=key[1], cpus=spec.cpus,
+                        memory=spec.memory, gpus=spec.gpus)  # fmt: skip
+
+    def running_cpus(self) -> float:
+        """CPUs reserved by the runs this agent's executor is running now."""
+        return float(sum(self._runs.values()))
+
+    def _event(self, ev: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events.write(ev, **fields)
+
+    def _log_commits(self) -> None:
+        """One ``commit`` event per new result the owner recorded on every live replica."""
+        if self.events is None:
+            return
+        results = self.node.placement.owner.committed_results
+        while self._commits_seen < len(results):
+            tid, attempt, runner, state = results[self._commits_seen]
+            self._commits_seen += 1
+            self._event("commit", task=tid, attempt=attempt, runner=runner,
+                        state=TaskState(state).label)  # fmt: skip
+
     def _on_task_exit(self, e: TaskExit) -> None:
+        if self._runs.pop((e.task_id, e.attempt), None) is not None:  # also at shutdown/crash
+            self._event("run_end", task=e.task_id, attempt=e.attempt, state=e.state.label,
+                        exit_code=e.exit_code)  # fmt: skip
         if self._crashed.is_set() or self._closed:
             return  # a crashed node tells no one; a closed one has no sockets
         try:
@@ -343,13 +410,18 @@ class Agent:
         return [member_row(m, now) for m in sorted(self.core.members(), key=lambda m: m.node)]
 
     def stats(self) -> dict[str, Any]:
+        agent = dict(self.counters)
+        if self.events is not None and self.events.errors:
+            agent["event_log_errors"] = self.events.errors
+        if self._rules_file is not None and self._rules_file.errors:
+            agent["fault_rules_errors"] = self._rules_file.errors
         return {
             "node": self.node_id,
             "core": dict(self.core.stats),
             "placement": dict(self.node.placement.stats),
             "running": len(self.executor.running()),
             "transport": dict(self.transport.stats),
-            "agent": dict(self.counters),
+            "agent": agent,
             "dropped": dict(self.dropped),
             "dropped_total": sum(self.dropped.values()),
             "peers": self.transport.peer_count,
@@ -398,9 +470,22 @@ class Agent:
                 s = self._sampler.sample()
                 self.node.observe_load(self.now(), s.load)
                 self._wake.set()
+                self._event("load", load=round(s.load, 6), tasks_cpus=self.running_cpus())
             except Exception as e:
                 self.counters["load_errors"] += 1
                 log.debug("load sampling failed: %r", e, exc_info=True)
+
+    async def _faults_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FAULT_POLL_INTERVAL)
+            self._poll_fault_rules()
+
+    def _poll_fault_rules(self) -> None:
+        if self._rules_file is None or self._faulty is None:
+            return
+        rules = self._rules_file.poll()  # never raises
+        if rules is not None:
+            self._faulty.set_rules(rules)
 
     async def _watch_loop(self) -> None:
         while True:
@@ -414,7 +499,7 @@ class Agent:
         except Exception as e:  # pragma: no cover - a core bug; keep the agent up
             log.debug("take_events() failed: %r", e)
             return
-        for _t, node, status, incarnation in events:
+        for t, node, status, incarnation in events:
             if node == self.node_id:
                 continue
             st = Status(status)
@@ -426,6 +511,8 @@ class Agent:
             elif old != st:
                 log.info("member %s (%s): %s -> %s [incarnation %d]", node, addr, old.label,
                          st.label, incarnation)  # fmt: skip
+            if old != st:  # t: when the core saw it (this runs up to STATUS_WATCH_INTERVAL later)
+                self._event("member", t=t, peer=node, status=st.label, inc=incarnation)
             self._statuses[node] = st
 
     # ------------------------------------------------------------------ lifecycle
@@ -451,9 +538,15 @@ class Agent:
         """Run until `request_stop()`; raises JoinError if no seed answers in time."""
         tasks: list[asyncio.Task] = []
         loop = asyncio.get_running_loop()
+        graceful = False
         try:
-            for coro in (self._recv_loop(), self._tick_loop(), self._load_loop(),
-                         self._watch_loop()):  # fmt: skip
+            self._open_event_log()
+            loops = [self._recv_loop(), self._tick_loop(), self._load_loop(), self._watch_loop()]
+            if self._rules_file is not None:
+                log.warning("fault injection enabled from %s (testing only)",
+                            self._rules_file.path)  # fmt: skip
+                loops.append(self._faults_loop())
+            for coro in loops:
                 tasks.append(loop.create_task(coro))
             seeds = [s for s in self.opts.seeds if s != self.opts.advertise]
             log.info("agent %s listening on %s (advertised as %s)", self.node_id,
@@ -464,6 +557,7 @@ class Agent:
             await self._stop_requested.wait()
             if not self._crashed.is_set():
                 await self._leave()
+                graceful = not self._crashed.is_set()
         finally:
             pending = set(tasks)
             while pending:  # cancel until every loop has really stopped
@@ -474,6 +568,17 @@ class Agent:
             await self.executor.close()  # a crash reports nothing: see _on_task_exit
             self._closed = True
             self.transport.close()
+            self._event("stop", how="leave" if graceful else "crash")
+            if self.events is not None:
+                self.events.close()
+
+    def _open_event_log(self) -> None:
+        if not self.opts.event_log or self.events is not None:
+            return
+        self.events = EventLog(self.opts.event_log, self.node_id)  # never raises
+        c = self.opts.capacity
+        self._event("start", addr=self.opts.advertise, pid=os.getpid(), cpus=c.cpus,
+                    memory=c.memory, gpus=c.gpus)  # fmt: skip
 
     async def _await_join(self, seeds: list[str]) -> None:
         deadline = self.now() + self.opts.join_timeout

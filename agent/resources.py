@@ -3,13 +3,21 @@
 Capacity is what the agent offers (CPUs, memory, GPUs, labels); every field can be overridden
 by configuration, e.g. to offer only part of a machine. Load is sampled periodically by the
 agent and gossiped: CPU utilisation and memory utilisation, both as fractions 0..1.
+
+Load is measured with psutil (`LoadSampler`) or, when many agents share one small machine and
+none of them can see a real machine's load, replayed from a recorded trace
+(`ReplayLoadSampler`): then each agent behaves as if it ran on the machine the trace came from.
 """
 
 from __future__ import annotations
 
 import glob
+import math
 import re
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import psutil
 
@@ -93,6 +101,12 @@ class LoadSample:
     mem_load: float  # memory utilisation, 0..1
 
 
+class LoadSource(Protocol):
+    """Anything the agent can take load samples from (psutil, a replayed trace, a test)."""
+
+    def sample(self) -> LoadSample: ...
+
+
 class LoadSampler:
     """Samples machine load. CPU utilisation is measured between consecutive calls."""
 
@@ -103,3 +117,66 @@ class LoadSampler:
         cpu = psutil.cpu_percent(interval=None) / 100.0
         mem = psutil.virtual_memory().percent / 100.0
         return LoadSample(load=min(max(cpu, 0.0), 1.0), mem_load=min(max(mem, 0.0), 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayTrace:
+    """A configured replay (the ``[replay]`` table): CPU % values and how they meet the clock."""
+
+    values: tuple[float, ...]  # CPU %, one per step, as in a gcd-vms file's first column
+    step: float = 300.0  # seconds per sample
+    offset: float = 0.0  # seconds into the trace at `epoch`
+    epoch: float = 0.0  # unix time of the replay's t=0; 0 = when the agent starts
+    source: str = ""  # the trace file, for messages
+
+
+class ReplayLoadSampler:
+    """Load = a recorded machine's CPU (background) + the CPUs this agent's own tasks reserve.
+
+    The background is piecewise constant and loops: sample k of the trace holds while
+    ``k*step <= time() - epoch + offset < (k+1)*step`` (modulo the trace length), as the
+    simulator's `BackgroundTrace` lays a trace on virtual time. The running tasks' share
+    (`running_cpus()` / `capacity_cpus`) is added because the replay cannot see them, and a
+    real machine would. Memory load is not replayed (0).
+    """
+
+    def __init__(
+        self, values: Sequence[float], step: float, offset: float, epoch: float,
+        capacity_cpus: float, running_cpus: Callable[[], float],
+        clock: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
+        vals = [float(v) for v in values]
+        if not vals or not all(math.isfinite(v) for v in vals):
+            raise ValueError("a replayed trace needs at least one value and only finite ones")
+        if not (math.isfinite(step) and step > 0):
+            raise ValueError(f"step must be a finite number > 0, got {step}")
+        if not math.isfinite(offset):
+            raise ValueError(f"offset must be finite, got {offset}")
+        if not (math.isfinite(epoch) and epoch >= 0):
+            raise ValueError(f"epoch must be a unix time >= 0 (0 = now), got {epoch}")
+        if not (math.isfinite(capacity_cpus) and capacity_cpus > 0):
+            raise ValueError(f"capacity_cpus must be > 0, got {capacity_cpus}")
+        self._fractions = [min(1.0, max(0.0, v / 100.0)) for v in vals]
+        self.step = float(step)
+        self.offset = float(offset)
+        self._clock = clock
+        self.epoch = float(epoch) if epoch > 0 else clock()
+        self.capacity_cpus = float(capacity_cpus)
+        self._running_cpus = running_cpus
+
+    @classmethod
+    def from_trace(
+        cls, trace: ReplayTrace, capacity_cpus: float, running_cpus: Callable[[], float],
+        clock: Callable[[], float] = time.time,
+    ) -> ReplayLoadSampler:  # fmt: skip
+        return cls(trace.values, trace.step, trace.offset, trace.epoch, capacity_cpus,
+                   running_cpus, clock)  # fmt: skip
+
+    def background(self, now: float | None = None) -> float:
+        """The trace's load fraction (0..1) at unix time `now` (default: the clock)."""
+        t = (self._clock() if now is None else now) - self.epoch + self.offset
+        return self._fractions[math.floor(t / self.step) % len(self._fractions)]
+
+    def sample(self) -> LoadSample:
+        tasks = max(0.0, float(self._running_cpus())) / self.capacity_cpus
+        return LoadSample(load=min(1.0, self.background() + tasks), mem_load=0.0)

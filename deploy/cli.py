@@ -92,6 +92,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
             join=args.join, join_timeout=args.join_timeout, load_interval=args.load_interval,
             log_level=args.log_level, cpus=args.cpus, memory=args.memory, gpus=args.gpus,
             labels=_labels(args.label), forecaster=args.forecaster, policy=args.policy,
+            event_log=args.event_log, fault_rules=args.fault_rules,
         )  # fmt: skip
         options = cfg.to_options()
     except (ConfigError, UserError) as e:
@@ -147,6 +148,13 @@ def add_agent_parser(sub: Any) -> None:
     p.add_argument("--gpus", type=int, help="GPUs offered (default: /dev/nvidiaN count)")
     p.add_argument("--label", metavar="KEY=VALUE", action="append",
                    help="a label to publish (repeatable)")  # fmt: skip
+    p.add_argument("--event-log", metavar="FILE",
+                   help="append a JSON-lines log of this agent's events to FILE, for scenario "
+                   "checkers (default: none)")  # fmt: skip
+    p.add_argument("--fault-rules", metavar="FILE",
+                   help="testing only: apply the loss/delay/blocked rules in the JSON FILE "
+                   "to outgoing protocol messages, re-read when it changes (default: none)",
+                   )  # fmt: skip
     p.set_defaults(func=cmd_agent)
 
 

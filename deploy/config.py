@@ -10,6 +10,8 @@ Example (every key is optional)::
     load_interval = 1.0                  # seconds between load samples
     forecaster = "meta"                  # meta | last-value (ablation) | none
     log_level = "INFO"
+    event_log = "events.jsonl"           # JSON-lines event log for checkers; "" = none
+    fault_rules = "faults.json"          # fault injection rules, polled (testing only); "" = none
 
     [resources]                          # override what is detected with psutil
     cpus = 4
@@ -23,6 +25,15 @@ Example (every key is optional)::
     [placement]                          # agent.placement_config.PlacementConfig fields
     policy = "predictive"                # or least-loaded, sparrow, random, round-robin
     bids = 2
+
+    [replay]                             # background load from a recorded trace, not psutil
+    trace = "vm_1218322450_2"            # one CPU % per line (first column); required
+    step = 300.0                         # seconds per sample
+    offset = 0.0                         # seconds into the trace at epoch
+    epoch = 0.0                          # unix time of the replay's t=0; 0 = agent start
+
+Relative paths in a file (``event_log``, ``fault_rules``, ``replay.trace``) are relative to that
+file's directory; on the command line, to the current directory.
 
 ``advertise`` defaults to ``bind`` with a wildcard host (``0.0.0.0`` or ``*``) replaced by
 ``127.0.0.1``. That is right for a cluster on one machine only: on several machines, set
@@ -42,7 +53,7 @@ from typing import Any
 
 from agent.agent import AgentOptions
 from agent.placement_config import PlacementConfig
-from agent.resources import CapacityOverrides, detect_capacity, parse_size
+from agent.resources import CapacityOverrides, ReplayTrace, detect_capacity, parse_size
 from gossip.config import SwimConfig
 
 DEFAULT_BIND = "tcp://0.0.0.0:7946"
@@ -91,6 +102,9 @@ class AgentConfig:
     resources: CapacityOverrides = field(default_factory=CapacityOverrides)
     swim: SwimConfig = field(default_factory=SwimConfig)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
+    event_log: str = ""
+    fault_rules: str = ""
+    replay: ReplayTrace | None = None
     source: str = "<defaults>"  # the file it came from, for messages
 
     @property
@@ -113,6 +127,9 @@ class AgentConfig:
             load_interval=self.load_interval,
             placement=self.placement,
             forecaster=self.forecaster,
+            event_log=self.event_log,
+            fault_rules=self.fault_rules,
+            replay=self.replay,
         )
 
 
@@ -175,6 +192,53 @@ def _labels(src: str, key: str, v: Any) -> dict[str, str]:
     return dict(v)
 
 
+def _path(src: str, key: str, v: Any, base: Path | None) -> str:
+    """A file path ("" = off), made absolute: relative to `base` (a config file's directory)."""
+    if not isinstance(v, str):
+        raise _err(src, key, f"expected a file path (a string), got {v!r}")
+    if not v:
+        return ""
+    if "\0" in v:
+        raise _err(src, key, "a path must not contain NUL")
+    p = Path(v).expanduser()
+    return str(p if p.is_absolute() else (base or Path.cwd()) / p)
+
+
+def _number(src: str, key: str, v: Any, low: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < low:
+        raise _err(src, key, f"expected a number >= {low:g}, got {v!r}")
+    return float(v)
+
+
+_REPLAY_KEYS = ("trace", "step", "offset", "epoch")
+
+
+def parse_replay(src: str, table: Any, base: Path | None) -> ReplayTrace:
+    """The ``[replay]`` table, with its trace file read and checked now (not at the first
+    sample): a bad trace is a config error naming the file and line."""
+    from metalearn.data import load_file
+    from metalearn.errors import DataError
+
+    if not isinstance(table, dict):
+        raise _err(src, "replay", "expected a table")
+    unknown = sorted(set(table) - set(_REPLAY_KEYS))
+    if unknown:
+        raise _err(src, f"replay.{unknown[0]}", f"unknown key (known: {', '.join(_REPLAY_KEYS)})")
+    if "trace" not in table:
+        raise _err(src, "replay.trace", "required: the trace file to replay")
+    path = _path(src, "replay.trace", table["trace"], base)
+    if not path:
+        raise _err(src, "replay.trace", "expected a file path, got ''")
+    step = _pos_number(src, "replay.step", table.get("step", 300.0))
+    offset = _number(src, "replay.offset", table.get("offset", 0.0), 0.0)
+    epoch = _number(src, "replay.epoch", table.get("epoch", 0.0), 0.0)
+    try:
+        series = load_file(path)
+    except DataError as e:
+        raise _err(src, "replay.trace", str(e)) from None
+    return ReplayTrace(tuple(series.values.tolist()), step, offset, epoch, path)
+
+
 def parse_resources(src: str, table: Any, base: CapacityOverrides) -> CapacityOverrides:
     if not isinstance(table, dict):
         raise _err(src, "resources", "expected a table")
@@ -214,13 +278,21 @@ _TOP = {
 
 
 _TABLES = {"swim": SwimConfig, "placement": PlacementConfig}
+_PATHS = ("event_log", "fault_rules")
 
 
-def config_from_dict(data: dict[str, Any], src: str = "<config>") -> AgentConfig:
+def config_from_dict(
+    data: dict[str, Any], src: str = "<config>", base: Path | None = None
+) -> AgentConfig:
+    """`base`: the directory relative paths are taken from (default: the current one)."""
     cfg = AgentConfig(source=src)
     for key, value in data.items():
         if key == "resources":
             cfg.resources = parse_resources(src, value, cfg.resources)
+        elif key == "replay":
+            cfg.replay = parse_replay(src, value, base)
+        elif key in _PATHS:
+            setattr(cfg, key, _path(src, key, value, base))
         elif key in _TABLES:
             if not isinstance(value, dict):
                 raise _err(src, key, "expected a table")
@@ -232,7 +304,7 @@ def config_from_dict(data: dict[str, Any], src: str = "<config>") -> AgentConfig
             attr, check = _TOP[key]
             setattr(cfg, attr, check(src, key, value))
         else:
-            known = ", ".join([*_TOP, "resources", *_TABLES])
+            known = ", ".join([*_TOP, *_PATHS, "resources", *_TABLES, "replay"])
             raise _err(src, key, f"unknown key (known: {known})")
     return cfg
 
@@ -255,7 +327,7 @@ def load_config(path: str | Path | None) -> AgentConfig:
         raise ConfigError(f"{src}: TOML syntax error: {e}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{src}: not a UTF-8 text file") from None
-    return config_from_dict(data, src)
+    return config_from_dict(data, src, Path(path).resolve().parent)
 
 
 def apply_overrides(cfg: AgentConfig, **flags: Any) -> AgentConfig:
@@ -271,6 +343,8 @@ def apply_overrides(cfg: AgentConfig, **flags: Any) -> AgentConfig:
                 cfg.placement = dataclasses.replace(cfg.placement, policy=value)
             except ValueError as e:
                 raise ConfigError(f"{src}: --policy: {e}") from None
+        elif key in _PATHS:
+            setattr(cfg, key, _path(src, "--" + key.replace("_", "-"), value, None))
         elif key in _TOP:
             attr, check = _TOP[key]
             setattr(cfg, attr, check(src, "--" + key.replace("_", "-"), value))

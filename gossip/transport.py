@@ -14,6 +14,9 @@ seconds; it is flushed when the connection comes up and dropped (counted as ``dr
 otherwise. The queue is bounded (``max_pending``); overflow is dropped and counted.
 
 Nothing here knows the protocol: payloads are bytes, encoded and decoded by `gossip.wire`.
+
+`Transport` is the seam the agent is written against (as memberlist's ``Transport``): ZeroMQ
+here, a fault-rule wrapper in `gossip.faults`, anything a test needs, without monkey-patching.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import collections
 import contextlib
 import errno
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import zmq
 import zmq.asyncio
@@ -34,6 +39,32 @@ log = logging.getLogger(__name__)
 
 Identity = tuple[bytes, ...]
 """The routing frames of a message received on the ROUTER: opaque, pass it back to `reply`."""
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """What an agent needs of its transport: datagram-style sends, one receive stream, replies.
+
+    `send` and `reply` never block and never raise (a message that cannot go is counted and
+    dropped); `recv` yields (routing identity, payload) of every frame received.
+    """
+
+    @property
+    def endpoint(self) -> str: ...  # the endpoint actually bound
+
+    @property
+    def stats(self) -> Mapping[str, int]: ...  # counters, shown by `agora members --stats`
+
+    @property
+    def peer_count(self) -> int: ...  # open connections to peers
+
+    async def recv(self) -> tuple[Identity, bytes]: ...
+
+    def reply(self, identity: Identity, payload: bytes) -> None: ...
+
+    def send(self, addr: str, payload: bytes) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class TransportError(Exception):
