@@ -53,6 +53,7 @@ from deploy.task_args import (
     parse_task_id,
     spec_args,
 )
+from scenarios import cli as scenario_cli
 
 PROG = "agora"
 
@@ -907,6 +908,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     add_label_parser(sub)
     add_task_parsers(sub)
     add_ray_cluster_parser(sub)
+    scenario_cli.register(sub)
     if plugins:
         _register_forecast(sub)
     return parser

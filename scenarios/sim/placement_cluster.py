@@ -9,7 +9,8 @@ forecaster are passed through; same seed + same calls => the same run, bit for b
 
 Scenario helpers schedule client requests through any node at chosen virtual times
 (`submit`, `cancel`, `get`) and keep their replies: only a submit answered ok is *accepted*.
-Failures (`crash`, `pause`, `resume`, `partition`, `heal`) can be applied now, scheduled, or
+Failures (`crash`, `restart`, `pause`, `resume`, `partition`, `heal`) can be applied now,
+scheduled, or
 fired by a `watch` callback the instant a node handles some message.
 
 Checkers (each returns a list of human-readable problems, empty = fine):
@@ -192,8 +193,9 @@ class CheckedNode(SimNode):
     client replies and runs the cluster's watchers."""
 
     def __init__(self, cluster: PlacementCluster, addr: str, core: NodeCore,
-                 executor: CheckedExecutor, sample_step: float) -> None:  # fmt: skip
-        super().__init__(core, executor, sample_step)
+                 executor: CheckedExecutor, sample_step: float,
+                 first_sample: float = 0.0) -> None:  # fmt: skip
+        super().__init__(core, executor, sample_step, first_sample)
         self.cluster = cluster
         self.addr = addr
 
@@ -216,6 +218,13 @@ class CheckedNode(SimNode):
 def _cap(core: NodeCore) -> tuple[float, int, int]:
     c = core.placement.ledger.capacity
     return c.cpus, c.memory, c.gpus
+
+
+def detection_bound(swim: SwimConfig, n: int) -> float:
+    """A generous bound on how long n nodes take to declare a crashed node dead and spread the
+    news: a few probe periods, the longest suspicion, dissemination."""
+    _lo, hi = swim.suspicion_bounds(n)
+    return 4 * swim.probe_interval + hi + 10 * swim.gossip_interval
 
 
 Watcher = Callable[["PlacementCluster", str, float, Any], bool]
@@ -248,6 +257,13 @@ class PlacementCluster:
         self.addrs = [f"sim://n{i}" for i in range(n)]
         self.ids = [node_id(a) for a in self.addrs]
         self.nodes: dict[str, CheckedNode] = {}
+        self.retired: list[tuple[str, CheckedNode]] = []  # nodes replaced by a restart
+        self.restarts: dict[str, int] = {}  # addr -> how many times it was restarted
+        self._shape = shape
+        self._background = background
+        self._forecaster = forecaster
+        self._sample_step = sample_step
+        self.retired_sent = 0  # messages sent by the retired nodes
         self.requests: list[Request] = []
         self._by_req: dict[tuple[str, int], Request] = {}
         self._req = 0
@@ -323,8 +339,7 @@ class PlacementCluster:
     def detection_time(self) -> float:
         """A generous bound on how long the cluster takes to declare a crashed node dead and
         spread the news: a few probe periods, the longest suspicion, dissemination."""
-        lo, hi = self.swim.suspicion_bounds(len(self.addrs))
-        return 4 * self.swim.probe_interval + hi + 10 * self.swim.gossip_interval
+        return detection_bound(self.swim, len(self.addrs))
 
     # ------------------------------------------------------------------ running
 
@@ -419,6 +434,41 @@ class PlacementCluster:
             self.events.append((self.sim.now, "crash", addr))
 
         self._at(at, go)
+
+    def restart(self, addr: str | int, at: float | None = None) -> None:
+        """Start a crashed node again: same node id and address, a fresh core and executor (a
+        process restarted after a crash keeps nothing), joining through a live node."""
+        addr = self._addr(addr)
+
+        def go() -> None:
+            if self.sim.state(addr) != "crashed":
+                return
+            i = self.addrs.index(addr)
+            k = self.restarts.get(addr, 0) + 1
+            self.restarts[addr] = k
+            sh = _pick(self._shape, i)
+            res = ResourceRecord(node_id(addr), 0, cpus=float(sh.cpus), memory=int(sh.memory),
+                                 gpus=int(sh.gpus), labels=dict(sh.labels))  # fmt: skip
+            core = NodeCore(node_id(addr), addr, random.Random(f"{self.seed}:{addr}:{k}"),
+                            self.swim, res, self.placement, self._forecaster)  # fmt: skip
+            self._install_ledger(addr, core)
+            bg = _pick(self._background, i) if self._background is not None else None
+            node = CheckedNode(self, addr, core, CheckedExecutor(_cap(core)[0], bg),
+                               self._sample_step, first_sample=self.sim.now)  # fmt: skip
+            self.retired.append((addr, self.nodes[addr]))
+            self.retired_sent += self.sim.node_stats(addr).sent
+            self.nodes[addr] = node
+            self.sim.add_node(addr, node)
+            seeds = [a for a in self.addrs if a != addr and self.sim.is_up(a)][:3]
+            self.sim.call(addr, on_core(lambda c, now: c.join(now, seeds)))
+            self.crashed.pop(addr, None)
+            self.events.append((self.sim.now, "restart", addr))
+
+        self._at(at, go)
+
+    def all_nodes(self) -> list[tuple[str, CheckedNode]]:
+        """Every node that ever ran: the current ones and those replaced by restarts."""
+        return [*self.retired, *self.nodes.items()]
 
     def crash_soon(self, addr: str | int) -> None:
         """Crash `addr` right after the event being handled (for watchers)."""
@@ -534,15 +584,15 @@ class PlacementCluster:
     def commits(self) -> dict[str, list[tuple[str, int, str, TaskState]]]:
         """Every result ever committed, by task: (committing node, attempt, runner, state)."""
         out: dict[str, list] = {}
-        for a in self.addrs:
-            for tid, att, runner, st in self.core(a).placement.owner.committed_results:
+        for a, n in self.all_nodes():
+            for tid, att, runner, st in n.core.placement.owner.committed_results:
                 out.setdefault(tid, []).append((node_id(a), att, runner, st))
         return out
 
     def runs_of(self, task_id: str) -> list[tuple[str, int, float]]:
         """Every run started for the task: (node, attempt, start time)."""
         out = []
-        for a, n in self.nodes.items():
+        for a, n in self.all_nodes():
             for t, tid, att in n.executor.starts:
                 if tid == task_id:
                     out.append((node_id(a), att, t))
@@ -636,7 +686,7 @@ class PlacementCluster:
     def result_mismatches(self) -> list[str]:
         out = []
         ends: dict[tuple[str, str, int], list[Any]] = {}
-        for a, n in self.nodes.items():
+        for a, n in self.all_nodes():
             for e in n.executor.ended:
                 ends.setdefault((node_id(a), e.exit.task_id, e.exit.attempt), []).append(e)
         for tid, r in self.records().items():
@@ -655,7 +705,7 @@ class PlacementCluster:
     def repeated_attempts(self) -> list[str]:
         """The same attempt of a task started more than once on one node (a wasted re-run:
         allowed by at-least-once execution, but nothing in the protocol should cause it)."""
-        seen = Counter((node_id(a), tid, att) for a, n in self.nodes.items()
+        seen = Counter((node_id(a), tid, att) for a, n in self.all_nodes()
                        for _, tid, att in n.executor.starts)  # fmt: skip
         return [f"{tid}: attempt {att} started {k} times on {node}"
                 for (node, tid, att), k in seen.items() if k > 1]  # fmt: skip
@@ -712,5 +762,6 @@ def _pick(x: Any, i: int) -> Any:
 
 __all__ = [
     "FAST_PLACEMENT", "FAST_SWIM", "GiB", "IGNORED_COUNTERS", "CheckedExecutor", "CheckedLedger",
-    "CheckedNode", "NodeShape", "PlacementCluster", "Request", "Violation", "task_spec",
+    "CheckedNode", "NodeShape", "PlacementCluster", "Request", "Violation", "detection_bound",
+    "task_spec",
 ]  # fmt: skip
