@@ -12,7 +12,7 @@ test:  ## the whole suite, slow end-to-end tests included
 test-fast:  ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
 
-demo:  ## local cluster of real agents: converge, SIGKILL one, survivors mark it failed
+demo:  ## the shipped demo scenario with real agents: a crash, a restart, a partition that heals
 	$(PY) -m deploy.demo
 
 bench:  ## measurements written to docs/benchmarks.md

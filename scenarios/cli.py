@@ -1,5 +1,9 @@
 """`agora scenario list | validate | run | compare | cleanup`.
 
+`run` exits 0 when the run completed and every checker passed, 3 when it completed but a
+checker found problems (the report lists them), 130 when interrupted (a partial report is
+written), 1 on bad input (one line naming file, line and key).
+
 Heavy imports (the simulator, the forecaster, matplotlib) happen inside the commands, so the
 rest of the CLI, and agents, start fast.
 """
@@ -15,6 +19,7 @@ from typing import Any
 
 SHIPPED = Path(__file__).resolve().parent / "shipped"
 PROG = "agora"
+CHECKS_FAILED = 3  # exit code of `run` when the run completed but a checker found problems
 
 
 def shipped() -> dict[str, Path]:
@@ -139,7 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failed:
         print(f"{PROG}: checks failed: " + ", ".join(f"{p}: {k}" for p, k in failed.items()),
               file=sys.stderr)  # fmt: skip
-        return 1
+        return CHECKS_FAILED
     return 0
 
 

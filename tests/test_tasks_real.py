@@ -144,12 +144,25 @@ def test_orphans_die_with_their_agent(cluster: LocalCluster, tmp_path) -> None:
     assert not os.path.exists(f"/proc/{pid}"), "the task outlived its agent"
 
 
-def test_make_demo_runs_tasks_through_a_crash() -> None:
+def test_make_demo_runs_the_demo_scenario_with_real_agents(tmp_path) -> None:  # noqa: ANN001
+    """`make demo` plays the shipped demo scenario (real agents, a crash and restart, a partition
+    that heals) and ends with the report's path and its headline table."""
+    import json
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "deploy.demo"], capture_output=True, text=True,
-                         timeout=180, cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
+    out_dir = tmp_path / "demo"
+    out = subprocess.run([sys.executable, "-m", "deploy.demo", "--out", str(out_dir),
+                          "--no-progress"], capture_output=True, text=True, timeout=240,
+                         cwd=os.path.dirname(os.path.dirname(__file__)))  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "demo-long: succeeded" in out.stdout and "attempt 2" in out.stdout
-    assert out.stdout.count(": succeeded on ") == 9
+    assert f"report: {out_dir}/report.md" in out.stdout
+    assert "| completed |" in out.stdout and "| checks |" in out.stdout
+    run = json.loads((out_dir / "run.json").read_text())
+    assert run["complete"] and run["mode"] == "local"
+    assert set(run["fault_mechanisms"]) == {"crash", "restart", "partition", "heal"}
+    metrics = json.loads((out_dir / "metrics.json").read_text())["policies"]["predictive"]
+    assert metrics["accepted"] > 20 and metrics["completed"] >= metrics["accepted"] - 2
+    assert metrics["crashes_detected"] == 1
+    for png in ("completion_cdf.png", "utilization.png", "inflight.png", "load_heatmap.png"):
+        assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from scenarios.bench.machine import describe
 
-SECTIONS = ("sim", "real", "placement", "policies", "ray", "forecast")
+SECTIONS = ("sim", "real", "placement", "policies", "scenarios", "ray", "forecast")
 
 
 def _sim(quick: bool) -> str:
@@ -106,7 +106,16 @@ def _policies(quick: bool) -> str:
     )
 
 
+def _scenarios(quick: bool) -> str:
+    """Shipped scenarios against their targets (sim and local mode side by side)."""
+    from scenarios.bench import scenarios as bench_scenarios
+
+    only = ("steady", "churn") if quick else bench_scenarios.SECTIONS
+    return bench_scenarios.section(only)
+
+
 RUNNERS: dict[str, Callable[[bool], str]] = {
+    "scenarios": _scenarios,
     "sim": _sim,
     "real": _real,
     "placement": _placement,
