@@ -84,6 +84,8 @@ def overcommit(obs: Observation) -> list[str]:
     per_node: dict[str, list[tuple[float, int, Run]]] = defaultdict(list)
     for r in obs.runs:
         e = run_end(obs, r)
+        if e <= r.start:  # held nothing over any interval (and its end would sort first)
+            continue
         per_node[r.node].append((r.start, 1, r))
         per_node[r.node].append((e, 0, r))  # ends before starts at one instant
     for node, points in per_node.items():

@@ -11,6 +11,7 @@ timeline, so a scenario means the same faults in both modes.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -64,7 +65,7 @@ def resolve(sc: Scenario, seed: int) -> list[FaultEvent]:
         if f.action == "crash":
             add(f.at, "crash", nodes=targets)
             if f.restart:
-                k = round(f.restart * len(targets))
+                k = math.floor(f.restart * len(targets) + 0.5)  # half up: 0.5 of 1 node is 1
                 lo, hi = f.restart_after
                 for i in sorted(rng.sample(list(targets), k)):
                     add(f.at + rng.uniform(lo, hi), "restart", nodes=(i,))
@@ -120,10 +121,11 @@ class Disturbances:
             elif e.action == "heal" and cut is not None:
                 self._cuts.append((cut[0], e.t, cut[1]))
                 cut = None
+        # still in effect at the end: open-ended, so the sample at t = end sees them too
         for i, t in down_since.items():
-            self._down[i].append((t, end))
+            self._down[i].append((t, math.inf))
         if cut is not None:
-            self._cuts.append((cut[0], end, cut[1]))
+            self._cuts.append((cut[0], math.inf, cut[1]))
 
     def down(self, i: int, t0: float, t1: float) -> bool:
         return any(a <= t1 and b >= t0 for a, b in self._down[i])

@@ -169,7 +169,7 @@ def compute(obs: Observation) -> dict[str, float | int | None]:
     completion = [t.record.finished - t.submitted for t in done]
     slowdown = [(t.record.finished - t.submitted) / t.expected for t in done if t.expected > 0]
     with_deadline = [t for t in accepted if t.deadline > 0]
-    missed = sum(1 for t in with_deadline if t not in done
+    missed = sum(1 for t in with_deadline if t.record is None or t.record.state != "succeeded"
                  or t.record.finished - t.submitted > t.deadline)  # fmt: skip
     placed = [t.record.placed - t.record.submitted for t in accepted
               if t.record is not None and math.isfinite(t.record.placed)

@@ -140,8 +140,9 @@ def run(sc: Scenario, policy: str, seed: int, progress: Progress | None = None,
     for a in arrivals:
         sim.schedule(a.t, submit_at(a))
     events = resolve(sc, seed)
+    per_node: dict[str, dict[int, float]] = {"loss": {}, "delay": {}}  # targeted, in effect
     for e in events:
-        sim.schedule(e.t, _applier(cluster, obs, e))
+        sim.schedule(e.t, _applier(cluster, obs, e, per_node))
     cluster.scheduled_until = max([sc.duration, *(e.t for e in events)])
 
     def drain_members() -> None:
@@ -191,8 +192,8 @@ def run(sc: Scenario, policy: str, seed: int, progress: Progress | None = None,
     return obs
 
 
-def _applier(cluster: PlacementCluster, obs: Observation,
-             e: FaultEvent) -> Callable[[object], None]:  # fmt: skip
+def _applier(cluster: PlacementCluster, obs: Observation, e: FaultEvent,
+             per_node: dict[str, dict[int, float]]) -> Callable[[object], None]:  # fmt: skip
     sim = cluster.sim
     addrs = cluster.addrs
 
@@ -222,15 +223,18 @@ def _applier(cluster: PlacementCluster, obs: Observation,
                 else:
                     sim.network.set_latency(NetworkModel().latency + e.value)
             else:
+                # set_link replaces a link's whole override: keep the other kind of fault
+                # (and the other end's) in effect, as local mode keeps loss and delay apart
+                per_node[a].update(dict.fromkeys(targets, e.value))
+                loss, delay = per_node["loss"], per_node["delay"]
+                base = NetworkModel().latency
                 for i in targets:
                     for j in range(len(addrs)):
                         if j != i:
-                            if a == "loss":
-                                sim.set_link(addrs[i], addrs[j], loss=e.value or None)
-                            else:
-                                base = NetworkModel().latency
-                                sim.set_link(addrs[i], addrs[j],
-                                             latency=base + e.value if e.value else None)
+                            p = max(loss.get(i, 0.0), loss.get(j, 0.0))
+                            d = max(delay.get(i, 0.0), delay.get(j, 0.0))
+                            sim.set_link(addrs[i], addrs[j], loss=p or None,
+                                         latency=base + d if d else None)
         obs.faults.append(AppliedFault(e, sim.now, MECHANISMS[a]))
 
     return go

@@ -176,8 +176,8 @@ def test_ctrl_c_stops_everything_and_writes_a_partial_report(tmp_path: Path, net
 
 @pytest.mark.parametrize("network", [
     pytest.param("namespaces", marks=needs_netns), "loopback"])  # fmt: skip
-def test_after_sigkill_of_the_runner_cleanup_removes_the_leftovers(tmp_path: Path,
-                                                                   network: str) -> None:  # fmt: skip
+def test_after_sigkill_of_the_runner_cleanup_removes_leftovers(tmp_path: Path,
+                                                              network: str) -> None:
     proc = _run(tmp_path, network, wait=False)
     _wait_for_agents(tmp_path, 5)
     proc.kill()
