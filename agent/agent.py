@@ -108,6 +108,16 @@ def load_forecaster(kind: str) -> Any:
     return _FORECASTERS[kind]
 
 
+GENERATION_EPOCH = 1_577_836_800.0  # 2020-01-01 UTC
+
+
+def start_generation() -> int:
+    """This process's generation: milliseconds since 2020 at start. A restarted agent (same node
+    id) thereby outranks its previous life at once, and peers treat it as a restart. Holds as
+    long as the clock does not step back across a restart."""
+    return int((time.time() - GENERATION_EPOCH) * 1000)
+
+
 class AgentError(Exception):
     """The agent cannot run or had to stop (the message is for a human)."""
 
@@ -132,6 +142,7 @@ class AgentOptions:
     event_log: str = ""  # path of a JSON-lines event log to append to; "" = none
     fault_rules: str = ""  # path of a fault rules JSON file (testing only); "" = no faults
     replay: ReplayTrace | None = None  # replay this trace as background load instead of psutil
+    generation: int | None = None  # None: from the start time (see `start_generation`)
 
 
 def member_row(m: MemberView, now: float) -> dict[str, Any]:
@@ -180,9 +191,11 @@ class Agent:
             node=options.node_id, version=0, cpus=c.cpus, memory=c.memory, gpus=c.gpus,
             labels=dict(c.labels),
         )  # fmt: skip
+        self.generation = options.generation if options.generation is not None else (
+            start_generation())
         self.node = NodeCore(
             options.node_id, options.advertise, rng or random.Random(), options.swim, resources,
-            options.placement, load_forecaster(options.forecaster),
+            options.placement, load_forecaster(options.forecaster), self.generation,
         )  # fmt: skip
         self.core = self.node.membership
         self.executor = Executor(self._on_task_exit)

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 from agent.placement_config import PlacementConfig
-from agent.ring import HashRing
+from agent.ring import HashRing, shared_ring
 from gossip.membership import Membership
 from gossip.messages import Message, Outgoing, Status, TaskRecord
 
@@ -53,7 +53,7 @@ class Context:
         """Consistent-hash ring over the live members (cached until the live set changes)."""
         epoch = self.view.live_epoch
         if self._ring is None or epoch != self._ring_epoch:
-            self._ring = HashRing([self.node_id, *self.view.live_nodes()])
+            self._ring = shared_ring(frozenset((self.node_id, *self.view.live_nodes())))
             self._ring_epoch = epoch
         return self._ring
 

@@ -19,9 +19,10 @@ class NodeCore:
     def __init__(
         self, node_id: str, addr: str, rng: random.Random, swim: SwimConfig | None = None,
         resources: ResourceRecord | None = None, placement: PlacementConfig | None = None,
-        forecaster: Any = None,
+        forecaster: Any = None, generation: int = 0,
     ) -> None:  # fmt: skip
-        self.membership = Membership(node_id, addr, rng, swim, resources)
+        """`generation`: larger on every restart of the node (see `gossip.membership`)."""
+        self.membership = Membership(node_id, addr, rng, swim, resources, generation)
         # a separate stream so placement decisions do not shift the membership protocol's draws
         prng = random.Random(f"{rng.random()}:placement")
         self.placement = PlacementCore(self.membership, placement, prng, forecaster)

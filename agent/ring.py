@@ -8,6 +8,7 @@ points move, so replica sets stay stable as the cluster changes.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 from collections.abc import Iterable
 
@@ -16,9 +17,22 @@ def _hash(s: str) -> int:
     return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big")
 
 
+@functools.lru_cache(maxsize=65_536)
+def _points(node: str, vnodes: int) -> tuple[tuple[int, str], ...]:
+    return tuple((_hash(f"{node}#{i}"), node) for i in range(vnodes))
+
+
+@functools.lru_cache(maxsize=16)
+def shared_ring(nodes: frozenset[str], vnodes: int = 32) -> HashRing:
+    """The ring of a set of nodes, built once per process: the nodes of a simulated cluster
+    mostly see the same live set, and 5,000 copies of a 160,000-point ring do not fit in memory.
+    Rings are immutable, so sharing one is safe."""
+    return HashRing(nodes, vnodes)
+
+
 class HashRing:
     def __init__(self, nodes: Iterable[str], vnodes: int = 32) -> None:
-        points = sorted((_hash(f"{n}#{i}"), n) for n in set(nodes) for i in range(vnodes))
+        points = sorted(p for n in set(nodes) for p in _points(n, vnodes))
         self._keys = [h for h, _ in points]
         self._nodes = [n for _, n in points]
         self.size = len(set(self._nodes))

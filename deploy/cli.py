@@ -53,6 +53,7 @@ from deploy.task_args import (
     parse_task_id,
     spec_args,
 )
+from gossip.membership import GEN_SHIFT
 from scenarios import cli as scenario_cli
 
 PROG = "agora"
@@ -177,6 +178,14 @@ def _resources(row: dict[str, Any]) -> str:
     return s
 
 
+def _incarnation(inc: Any) -> str:
+    """GENERATION.N: the generation changes at every restart of the agent, N when it refutes."""
+    if not isinstance(inc, int) or isinstance(inc, bool):
+        return _fmt(inc)
+    gen, n = inc >> GEN_SHIFT, inc & ((1 << GEN_SHIFT) - 1)
+    return f"{gen}.{n}" if gen else str(n)
+
+
 def format_members(rows: list[dict[str, Any]]) -> str:
     """The members table as text (one header line, one line per member)."""
     header = ("NODE", "ADDRESS", "STATUS", "INC", "RESOURCES", "LOAD", "MEM", "LAST HEARD")
@@ -185,7 +194,7 @@ def format_members(rows: list[dict[str, Any]]) -> str:
         heard = r.get("last_heard_s_ago")
         lines.append((
             str(r.get("node")), str(r.get("addr")), str(r.get("status")),
-            _fmt(r.get("incarnation")), _resources(r),
+            _incarnation(r.get("incarnation")), _resources(r),
             "-" if r.get("load") is None else f"{100 * r['load']:.0f}%",
             "-" if r.get("mem_load") is None else f"{100 * r['mem_load']:.0f}%",
             "-" if heard is None else f"{heard:.1f}s ago",

@@ -46,6 +46,16 @@ from gossip.messages import (
 )
 
 _EVENT_LOG_MAX = 10_000
+
+# A node's incarnations and its own resource record versions start at generation << GEN_SHIFT:
+# a restarted process (a new generation) outranks everything its previous life said at once,
+# and peers can tell "the same node, restarted" from "the same process, refuting".
+GEN_SHIFT = 20
+MAX_GENERATION = (1 << (62 - GEN_SHIFT)) - 1
+
+
+def generation_of(incarnation: int) -> int:
+    return incarnation >> GEN_SHIFT
 _MAX_CATCH_UPS = 3  # extra push-pulls right after joining, while they keep teaching us members
 
 
@@ -119,13 +129,24 @@ class Membership:
         rng: random.Random,
         config: SwimConfig | None = None,
         resources: ResourceRecord | None = None,
+        generation: int = 0,
     ) -> None:
+        """`generation`: larger on every restart of this node (the agent uses its start time);
+        0 for a node that never restarts (tests, a simulator's first life)."""
+        if not 0 <= generation <= MAX_GENERATION:
+            raise ValueError(f"generation must be in [0, {MAX_GENERATION}], got {generation}")
+        base = generation << GEN_SHIFT
         self.node_id = node_id
         self.addr = addr
         self.config = config or SwimConfig()
         self._rng = rng
         self.stats: Counter[str] = Counter()
-        self._members: dict[str, _Member] = {node_id: _Member(node_id, addr, 0, Status.ALIVE, 0.0)}
+        self._members: dict[str, _Member] = {
+            node_id: _Member(node_id, addr, base, Status.ALIVE, 0.0)
+        }
+        # restarted members held dead until a placement layer has seen them go: node -> (when
+        # to take the new life in, its alive update)
+        self._rejoins: dict[str, tuple[float, MemberUpdate]] = {}
         self._records: dict[str, ResourceRecord] = {}
         self._live: list[str] = []  # other members that are alive or suspect, for O(1) sampling
         self._live_pos: dict[str, int] = {}
@@ -150,7 +171,7 @@ class Membership:
         self._next_probe = self._next_gossip = self._next_push_pull = 0.0
         self._next_reconnect = self._next_join = math.inf
         record = resources or ResourceRecord(node=node_id, version=0)
-        self._records[node_id] = dataclasses.replace(record, node=node_id, version=1)
+        self._records[node_id] = dataclasses.replace(record, node=node_id, version=base + 1)
         self._enqueue_member(self._members[node_id])
         self._record_queue.put(node_id, self._records[node_id])
 
@@ -251,6 +272,7 @@ class Membership:
                 times.append(self._probe.direct_deadline)
         times.extend(r.deadline for r in self._relays.values())
         times.extend(s.deadline() for s in self._suspicions.values())
+        times.extend(t for t, _ in self._rejoins.values())
         return min(times)
 
     # ------------------------------------------------------------------ ticks
@@ -258,6 +280,7 @@ class Membership:
     def on_tick(self, now: float) -> list[Outgoing]:
         self._start(now)
         out: list[Outgoing] = []
+        self._check_rejoins(now)
         self._check_suspicions(now)
         self._check_relays(now, out)
         self._check_probe(now, out)
@@ -519,7 +542,15 @@ class Membership:
                     self._events.append((now, u.node, Status.ALIVE, u.incarnation))
                 if spread:
                     self._enqueue_member(m)
+            elif u.node in self._rejoins:
+                if u.incarnation > self._rejoins[u.node][1].incarnation:
+                    self._rejoins[u.node] = (self._rejoins[u.node][0], u)
             elif u.incarnation > m.incarnation:
+                if m.status <= Status.SUSPECT and (
+                    generation_of(u.incarnation) > generation_of(m.incarnation)
+                ):
+                    self._restarted(now, m, u)
+                    return
                 m.incarnation = u.incarnation
                 m.addr = u.addr
                 self._suspicions.pop(u.node, None)
@@ -542,6 +573,9 @@ class Membership:
                 return
             self._suspect(now, m.node, u.incarnation, u.by, spread)
         elif u.status == Status.DEAD:
+            pending = self._rejoins.get(u.node)
+            if pending is not None and u.incarnation >= pending[1].incarnation:
+                del self._rejoins[u.node]  # the new life is reported dead too
             if m.status == Status.DEAD and u.incarnation == m.incarnation:
                 return
             m.incarnation = u.incarnation
@@ -554,6 +588,28 @@ class Membership:
             self._suspicions.pop(m.node, None)
             self._set_status(now, m, Status.LEFT)
             if spread:
+                self._enqueue_member(m)
+
+    def _restarted(self, now: float, m: _Member, u: MemberUpdate) -> None:
+        """`m` is alive in a new generation before anyone declared its old life dead (a crash
+        and a quick restart): that life is dead — its runs, leases and records with it. Say so
+        (an event, the live set changes) so the layers above handle it as the crash it was,
+        and take the new life in only after a quarantine, so that they see the two apart."""
+        self.stats["restarts_seen"] += 1
+        self._suspicions.pop(m.node, None)
+        self._set_status(now, m, Status.DEAD, by=self.node_id)
+        self._rejoins[m.node] = (now + self.config.probe_interval, u)
+
+    def _check_rejoins(self, now: float) -> None:
+        for node, (t, u) in list(self._rejoins.items()):
+            if now < t:
+                continue
+            del self._rejoins[node]
+            m = self._members[node]
+            if m.status == Status.DEAD and u.incarnation > m.incarnation:
+                m.incarnation = u.incarnation
+                m.addr = u.addr
+                self._set_status(now, m, Status.ALIVE)
                 self._enqueue_member(m)
 
     def _about_me(self, now: float, u: MemberUpdate) -> None:

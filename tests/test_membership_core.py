@@ -8,7 +8,7 @@ import pytest
 
 from gossip.broadcast import BroadcastQueue
 from gossip.config import SwimConfig
-from gossip.membership import Membership
+from gossip.membership import GEN_SHIFT, Membership
 from gossip.messages import (
     Ack,
     Gossip,
@@ -185,3 +185,54 @@ def test_a_restarted_node_at_a_new_address_overrides_its_old_life():
     peer.on_message(1.0, _gossip("p1", old_life))
     peer.on_message(2.0, _gossip("p1", MemberUpdate("me", "tcp://me:1", 1, Status.ALIVE)))
     assert peer.member("me").addr == "tcp://me:1"
+
+
+# ---------------------------------------------------------------------- generations (restarts)
+
+GEN1 = 1 << GEN_SHIFT
+
+
+def test_a_new_generation_of_a_live_member_is_a_crash_then_a_new_life_after_a_quarantine():
+    core = _core(4)
+    core.take_events()
+    core.on_message(1.0, _gossip("p2", MemberUpdate("p1", "tcp://p1:1", GEN1, Status.ALIVE)))
+    assert core.status_of("p1") == Status.DEAD and "p1" not in core.live_nodes()
+    assert core.stats["restarts_seen"] == 1
+    # more news of the new life during the quarantine changes nothing yet
+    core.on_message(1.1, _gossip("p3", MemberUpdate("p1", "tcp://p1:1", GEN1 + 1, Status.ALIVE)))
+    assert core.status_of("p1") == Status.DEAD
+    assert core.next_wakeup() <= 1.0 + CFG.probe_interval
+    core.on_tick(1.0 + CFG.probe_interval)
+    assert core.status_of("p1") == Status.ALIVE and core.member("p1").incarnation == GEN1 + 1
+    assert [Status(s) for _, n, s, _ in core.take_events() if n == "p1"] == [
+        Status.DEAD, Status.ALIVE]  # fmt: skip
+
+
+def test_refutations_within_a_generation_are_not_restarts():
+    core = _core(4)
+    core.on_message(1.0, _gossip("p2", MemberUpdate("p1", "tcp://p1:1", 5, Status.ALIVE)))
+    assert core.status_of("p1") == Status.ALIVE and core.stats["restarts_seen"] == 0
+
+
+def test_a_new_generation_of_a_dead_member_comes_back_at_once():
+    core = _core(4)
+    core.on_message(1.0, _gossip("p2", MemberUpdate("p1", "tcp://p1:1", 0, Status.DEAD, "p2")))
+    core.on_message(1.5, _gossip("p2", MemberUpdate("p1", "tcp://p1:1", GEN1, Status.ALIVE)))
+    assert core.status_of("p1") == Status.ALIVE and core.stats["restarts_seen"] == 0
+
+
+def test_the_new_life_reported_dead_during_its_quarantine_stays_dead():
+    core = _core(4)
+    core.on_message(1.0, _gossip("p2", MemberUpdate("p1", "tcp://p1:1", GEN1, Status.ALIVE)))
+    core.on_message(1.1, _gossip("p3", MemberUpdate("p1", "tcp://p1:1", GEN1, Status.DEAD, "p3")))
+    core.on_tick(5.0)
+    assert core.status_of("p1") == Status.DEAD
+
+
+def test_a_restarted_node_outranks_its_old_life_and_its_old_record():
+    me = Membership("me", "tcp://me:1", random.Random(0), CFG,
+                    ResourceRecord("me", 0, cpus=8.0), generation=3)  # fmt: skip
+    assert me.incarnation == 3 << GEN_SHIFT
+    assert me.resources.version == (3 << GEN_SHIFT) + 1 and me.resources.cpus == 8.0
+    with pytest.raises(ValueError):
+        Membership("x", "tcp://x:1", random.Random(0), CFG, generation=-1)

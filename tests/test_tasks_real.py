@@ -166,3 +166,48 @@ def test_make_demo_runs_the_demo_scenario_with_real_agents(tmp_path) -> None:  #
     assert metrics["crashes_detected"] == 1
     for png in ("completion_cdf.png", "utilization.png", "inflight.png", "load_heatmap.png"):
         assert (out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _restart_fast(c: LocalCluster, node_id: str) -> None:
+    """SIGKILL the agent and start it again at once: same node id, address and config."""
+    old = c.node(node_id)
+    port = int(old.addr.rsplit(":", 1)[1])
+    c.kill(node_id)
+    seeds = [n.addr for n in c.nodes if n.running and n.node_id != node_id][:2]
+    c.nodes.remove(old)
+    old.log_file.close()
+    c.spawn(port, seeds, node_id=node_id)
+    c.wait_answering([c.node(node_id)], 10.0)
+
+
+def test_a_fast_restart_of_the_owner_is_noticed_and_its_task_still_ends(
+    cluster: LocalCluster,
+) -> None:
+    """Issue 9, finding 2: a crash and a restart within the detection time stranded a task the
+    node owned (`running` forever, cancel "no owner answered"). Now the restart is a new
+    generation: the cluster treats the old life as dead and the next replica takes over."""
+    c = cluster
+    rep = query(c.nodes[0].addr, "submit", 5, {"id": "own", "spec": {
+        "argv": ["sh", "-c", "sleep 3; echo done"], "cpus": 1}})  # fmt: skip
+    row = _wait(c.nodes[0].addr, "own", lambda r: r["state"] == "running")
+    owner = rep["replicas"][0]  # the first live replica drives the record
+    _restart_fast(c, owner)
+    other = next(n for n in c.nodes if n.node_id not in (owner, row["node"]))
+    done = _wait(other.addr, "own", lambda r: r["state"] in TERMINAL, timeout=30)
+    assert done["state"] == "succeeded" and done["stdout"] == "done\n", (done, _logs(c))
+    rows = c.members(other.node_id)
+    me = next(r for r in rows if r["node"] == owner)
+    assert me["status"] == "alive" and me["incarnation"] >> 20 > 0  # a new generation
+
+
+def test_cancel_after_a_fast_restart_of_the_owner(cluster: LocalCluster) -> None:
+    c = cluster
+    rep = query(c.nodes[1].addr, "submit", 5, {"id": "long", "spec": {
+        "argv": ["sleep", "60"], "cpus": 1}})  # fmt: skip
+    row = _wait(c.nodes[1].addr, "long", lambda r: r["state"] == "running")
+    owner = rep["replicas"][0]
+    _restart_fast(c, owner)
+    time.sleep(1.5)
+    via = next(n for n in c.nodes if n.node_id != owner and n.running)
+    ans = query(via.addr, "cancel", 10, {"id": "long"})
+    assert ans["state"] == "cancelled", (ans, row, _logs(c))

@@ -435,9 +435,11 @@ class PlacementCluster:
 
         self._at(at, go)
 
-    def restart(self, addr: str | int, at: float | None = None) -> None:
+    def restart(self, addr: str | int, at: float | None = None,
+                shape: NodeShape | None = None) -> None:  # fmt: skip
         """Start a crashed node again: same node id and address, a fresh core and executor (a
-        process restarted after a crash keeps nothing), joining through a live node."""
+        process restarted after a crash keeps nothing) in a new generation, joining through a
+        live node; `shape` to restart it with other resources."""
         addr = self._addr(addr)
 
         def go() -> None:
@@ -446,11 +448,12 @@ class PlacementCluster:
             i = self.addrs.index(addr)
             k = self.restarts.get(addr, 0) + 1
             self.restarts[addr] = k
-            sh = _pick(self._shape, i)
+            sh = shape or _pick(self._shape, i)
             res = ResourceRecord(node_id(addr), 0, cpus=float(sh.cpus), memory=int(sh.memory),
                                  gpus=int(sh.gpus), labels=dict(sh.labels))  # fmt: skip
             core = NodeCore(node_id(addr), addr, random.Random(f"{self.seed}:{addr}:{k}"),
-                            self.swim, res, self.placement, self._forecaster)  # fmt: skip
+                            self.swim, res, self.placement, self._forecaster,
+                            generation=k)  # fmt: skip
             self._install_ledger(addr, core)
             bg = _pick(self._background, i) if self._background is not None else None
             node = CheckedNode(self, addr, core, CheckedExecutor(_cap(core)[0], bg),
