@@ -68,31 +68,14 @@ from agent.placement import PLACEMENT_BODIES
 from agent.placement_config import PlacementConfig
 from gossip.config import SwimConfig
 from gossip.messages import Award, AwardAck, Bid, BidRequest, Release, TaskSpec, TaskState
+from scenarios.arrivals import mean_background
+from scenarios.policies import POLICIES, forecaster, label
 from scenarios.sim.background import BackgroundTrace, assign_traces
 from scenarios.sim.placement_cluster import GiB, NodeShape, PlacementCluster
 
 log = logging.getLogger(__name__)
 
 DATA = os.environ.get("AGORA_DATA", "gcd-vms")  # a directory, a .tsv.gz or a shipped name
-
-# name (--policies) -> (PlacementConfig.policy, forecaster kind)
-POLICIES: dict[str, tuple[str, str]] = {
-    "predictive": ("predictive", "meta"),
-    "predictive-lastvalue": ("predictive", "last-value"),
-    "least-loaded": ("least-loaded", "none"),
-    "sparrow": ("sparrow", "none"),
-    "random": ("random", "none"),
-    "round-robin": ("round-robin", "none"),
-}
-LABELS = {
-    "predictive": "predictive (meta-learned forecast)",
-    "predictive-lastvalue": "predictive, last-value forecast (ablation)",
-}
-
-
-def label(name: str) -> str:
-    return LABELS.get(name, name)
-
 
 NEGOTIATION = (BidRequest, Bid, Award, AwardAck, Release)
 
@@ -157,16 +140,6 @@ class Scenario:
     free_cpus: float  # the denominator of rho
 
 
-def _mean_bg(bg: BackgroundTrace, t0: float, t1: float) -> float:
-    """Exact time average of a piecewise-constant trace over [t0, t1]."""
-    t, acc = t0, 0.0
-    while t < t1:
-        nxt = min(bg.next_change(t), t1)
-        acc += bg.load(t) * (nxt - t)
-        t = nxt
-    return acc / (t1 - t0)
-
-
 def make_scenario(s: Settings, rho: float, seed: int) -> Scenario:
     rng = random.Random(f"{seed}:cluster")
     sizes = tuple(rng.choice(s.sizes) for _ in range(s.nodes))
@@ -181,7 +154,8 @@ def make_scenario(s: Settings, rho: float, seed: int) -> Scenario:
     t_start = 10.0  # records have spread by then
     t_end = t_start + s.ramp + s.measure + s.tail
     free = sum(
-        c * (1.0 - _mean_bg(bg, t_start, t_end)) for c, bg in zip(sizes, traces, strict=True)
+        c * (1.0 - mean_background(bg, t_start, t_end))
+        for c, bg in zip(sizes, traces, strict=True)
     )
     lo, hi = s.run_steps
     mean_work = statistics.fmean(s.task_cpus) * (lo + hi) / 2 * s.step  # cpu-seconds per task
@@ -203,18 +177,6 @@ def make_scenario(s: Settings, rho: float, seed: int) -> Scenario:
 
 
 # ------------------------------------------------------------------ the cluster
-
-
-def _forecaster(kind: str):  # noqa: ANN202
-    if kind == "meta":
-        from metalearn.numpy_runtime import NumpyForecaster
-
-        return NumpyForecaster.load()
-    if kind == "last-value":
-        from metalearn.numpy_runtime import LastValueForecaster
-
-        return LastValueForecaster()
-    return None
 
 
 class _BenchCluster(PlacementCluster):
@@ -317,7 +279,7 @@ def run_one(s: Settings, name: str, rho: float, seed: int) -> RunResult:
     policy, fkind = POLICIES[name]
     sc = make_scenario(s, rho, seed)
     counts: Counter = Counter()
-    cluster = build_cluster(s, sc, policy, _forecaster(fkind), seed, counts)
+    cluster = build_cluster(s, sc, policy, forecaster(fkind), seed, counts)
     for a in sc.arrivals:
         cluster.submit(a.task_id, a.spec, via=a.via, at=a.t)
     measured = {a.task_id: a for a in sc.arrivals if a.measured}
@@ -421,7 +383,7 @@ def forecast_accuracy(s: Settings, seed: int) -> dict[str, tuple[float, float]]:
     steps = int(t_end // s.step)
     out = {}
     for kind in ("meta", "last-value"):
-        fc = _forecaster(kind)
+        fc = forecaster(kind)
         e1, epk = [], []
         for bg in sc.traces:
             tr = ForecastTracker(fc, s.step, placement_config(s, "predictive").forecast_history,
@@ -591,12 +553,12 @@ def _verdicts(s: Settings, cell: dict, accuracy: dict | None) -> list[str]:
             continue
         parts = []
         by = {r.seed: r for r in b}
-        for k, label, unit in keys:
+        for k, what, unit in keys:
             ma, mb = _mean(a, k), _mean(b, k)
             scale = 100 if k == "sla_miss" else 1
             seeds_won = sum(getattr(r, k) < getattr(by[r.seed], k) for r in a if r.seed in by)
             rel = f", {100 * (ma - mb) / mb:+.1f} %" if mb and k != "sla_miss" else ""
-            parts.append(f"{label} {ma * scale:.1f} vs {mb * scale:.1f} {unit}{rel} "
+            parts.append(f"{what} {ma * scale:.1f} vs {mb * scale:.1f} {unit}{rel} "
                          f"(better in {seeds_won}/{len(a)} seeds)")  # fmt: skip
             kind = "better" if ma < mb else "tied" if ma == mb else "worse"
             verdict[kind].append(f"{label} vs {base}")
