@@ -233,6 +233,22 @@ def cmd_members(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_CLIENT_TIMEOUT = 86_400.0  # a day: longer waits are typos, and zmq's poll takes int ms
+
+
+def client_timeout(text: str) -> float:
+    """A client timeout: a finite number of seconds in (0, a day] (nan, inf and 1e300 used to
+    end in a traceback, some after the request had been sent)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < v <= MAX_CLIENT_TIMEOUT:  # also rejects nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds in (0, {MAX_CLIENT_TIMEOUT:g}]")
+    return v
+
+
 def _client_options(p: argparse.ArgumentParser, verb: str, *, timeout: float = 2.0,
                     timeout_flag: str = "--timeout", json_output: bool = True) -> None:  # fmt: skip
     """--agent, --json and --timeout, shared by the commands that talk to a running agent."""
@@ -240,7 +256,7 @@ def _client_options(p: argparse.ArgumentParser, verb: str, *, timeout: float = 2
                    help=f"the agent to {verb} (default tcp://127.0.0.1:7946)")  # fmt: skip
     if json_output:
         p.add_argument("--json", action="store_true", help="print the raw answer as JSON")
-    p.add_argument(timeout_flag, type=float, default=timeout, metavar="S",
+    p.add_argument(timeout_flag, type=client_timeout, default=timeout, metavar="S",
                    help=f"give up after S seconds without an answer (default {timeout:g})",
                    )  # fmt: skip
 

@@ -149,3 +149,23 @@ def test_label_with_nobody_listening() -> None:
     (port,) = free_ports(1)
     r = agora("label", "--agent", f"127.0.0.1:{port}", "--timeout", "0.3", "a=b")
     assert_one_line_error(r, "no answer from")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e300", "0", "-1", "abc"])
+@pytest.mark.parametrize("argv", [
+    ("members", "--timeout"), ("label", "k=v", "--timeout"), ("status", "t1", "--timeout"),
+    ("tasks", "--timeout"), ("cancel", "t1", "--timeout"), ("logs", "t1", "--timeout"),
+    ("submit", "--request-timeout"),
+])  # fmt: skip
+def test_client_timeouts_must_be_finite_positive_seconds(argv: tuple[str, ...], value: str,
+                                                         capsys) -> None:  # noqa: ANN001
+    """Issue 9, finding 10: `--timeout nan|inf|1e300` ended in a traceback (label after
+    applying the label). Now argparse refuses it before anything is sent."""
+    from deploy.cli import main
+
+    args = [*argv, value, *(["--", "true"] if argv[0] == "submit" else [])]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("agora: error: argument")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
