@@ -60,7 +60,7 @@ class PlacementCore:
         rec = view.resources
         self.ctx = Context(view.node_id, view.addr, view, self.config, rng or random.Random())
         self.ledger = Ledger(rec.cpus, rec.memory, rec.gpus)
-        self.worker = Worker(self.ctx, self.ledger, dict(rec.labels))
+        self.worker = Worker(self.ctx, self.ledger)
         policy = make_policy(self.config.policy, self.config.forecast_step)
         self.owner = Owner(self.ctx, policy)
         self.requests = Requests(self.ctx, self.owner)

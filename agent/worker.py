@@ -39,10 +39,9 @@ class _Run:
 
 
 class Worker:
-    def __init__(self, ctx: Context, ledger: Ledger, labels: dict[str, str]) -> None:
+    def __init__(self, ctx: Context, ledger: Ledger) -> None:
         self.ctx = ctx
         self.ledger = ledger
-        self.labels = labels
         self.runs: dict[tuple[str, int], _Run] = {}
         self.actions: list[Action] = []
         self.load = 0.0  # latest observed load, 0..1
@@ -60,7 +59,8 @@ class Worker:
             reason = "leaving"
         elif (q.task_id, q.attempt) in self.runs:
             reason = "already running this attempt"
-        elif not labels_match(q.labels, self.labels):
+        elif not labels_match(q.labels, c.view.resources.labels):  # as gossiped, also after
+            # `agora label` (a copy taken at start never saw labels set later)
             reason = "labels do not match"
         elif not self.ledger.could_ever_fit(d):
             reason = "larger than this node"
