@@ -81,6 +81,7 @@ class Owner:
         self._timers: list[tuple[float, int, str]] = []
         self._timer_seq = 0
         self._epoch = -1
+        self._live: set[str] | None = None  # the live set at the last membership check
         # results this node recorded: (task, attempt, runner, state), for checkers. A result is
         # recorded when every live replica holds it (see `_drive`), not when it is written here.
         self.committed_results: list[tuple[str, int, str, TaskState]] = []
@@ -225,7 +226,19 @@ class Owner:
             return
         self._epoch = epoch
         me = self.ctx.node_id
+        live = set(self.ctx.view.live_nodes())
+        back = live - self._live if self._live is not None else set()
+        self._live = live
         for tid, rec in self.store.items():
+            if back and not rec.state.terminal:
+                # A replica that is live again may have lost its copy (a restarted process
+                # keeps nothing): hand it ours, so that if it is first on the list — the owner
+                # every node now defers to — it holds the record and drives it (re-confirming
+                # with the others first) instead of leaving it stranded.
+                for n in rec.replicas:
+                    if n in back:
+                        self.ctx.send_to(n, TaskPut(rec))
+                        self.ctx.stats["rejoin_pushes"] += 1
             owner = self.ctx.owner_of(rec)
             if owner == me:
                 self._adopt(now, tid)

@@ -115,3 +115,24 @@ def test_cancel_works_after_the_owner_restarted_at_once() -> None:
     assert req.ok, req.error
     assert c.newest("long").state == TaskState.CANCELLED
     assert c.problems() == {}
+
+
+def test_owner_and_second_replica_crash_and_the_owner_restarts_at_once() -> None:
+    """The third replica takes over while the first is quarantined; when the first comes back
+    (first on the list again, holding nothing) it must get the record and carry on, not leave
+    it stranded (found by the churn scenario: a task stayed `running` on a live runner)."""
+    for seed in range(4):
+        c = make(30 + seed)
+        tid = f"two{seed}"
+        running_task(c, tid, expected=4.0)
+        rec = c.newest(tid)
+        first, second = rec.replicas[0], rec.replicas[1]
+        for n in (first, second):
+            if n != rec.node:
+                c.crash(c.addr_of(n))
+        c.run_for(0.5)
+        if first != rec.node:
+            c.restart(c.addr_of(first))
+        assert c.settle(60.0), c.describe(tid)
+        assert c.newest(tid).state == TaskState.SUCCEEDED, c.describe(tid)
+        assert c.problems() == {}, (c.problems(), c.describe(tid))
