@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any
 
 from agent.placement_config import PlacementConfig
-from agent.ring import HashRing, shared_ring
+from agent.ring import LiveRing, shared_ring
 from gossip.membership import Membership
 from gossip.messages import Message, Outgoing, Status, TaskRecord
 
@@ -29,7 +29,7 @@ class Context:
         self.stats: Counter[str] = Counter()
         self.out: list[Outgoing] = []
         self.local: list[Message] = []
-        self._ring: HashRing | None = None
+        self._ring: LiveRing | None = None
         self._ring_epoch = -1
 
     def send(self, addr: str, body: Any) -> None:
@@ -49,11 +49,14 @@ class Context:
     def is_live(self, node: str) -> bool:
         return node == self.node_id or self.view.status_of(node) in LIVE
 
-    def ring(self) -> HashRing:
-        """Consistent-hash ring over the live members (cached until the live set changes)."""
-        epoch = self.view.live_epoch
+    def ring(self) -> LiveRing:
+        """Consistent hashing over the live members. The ring itself is built over every known
+        member (rebuilt only when one is first known) and skips the others when asked: a ring
+        rebuilt at every failure and recovery cost a 160,000-point sort each time at 5,000
+        nodes, once per distinct live set."""
+        epoch = self.view.member_epoch
         if self._ring is None or epoch != self._ring_epoch:
-            self._ring = shared_ring(frozenset((self.node_id, *self.view.live_nodes())))
+            self._ring = LiveRing(shared_ring(frozenset(self.view.known_nodes())), self.is_live)
             self._ring_epoch = epoch
         return self._ring
 

@@ -151,6 +151,7 @@ class Membership:
         self._live: list[str] = []  # other members that are alive or suspect, for O(1) sampling
         self._live_pos: dict[str, int] = {}
         self._live_epoch = 0
+        self._member_epoch = 0  # bumped whenever a member is first known
         self._last_heard: dict[str, float] = {}
         # membership changes go first: a flood of resource records must never delay the news
         # that a member failed
@@ -200,6 +201,15 @@ class Membership:
     def live_epoch(self) -> int:
         """Bumped whenever the set of live (alive or suspect) members changes: a cache key."""
         return self._live_epoch
+
+    @property
+    def member_epoch(self) -> int:
+        """Changes whenever the set of known members (any status) changes."""
+        return self._member_epoch
+
+    def known_nodes(self) -> list[str]:
+        """Every member ever known, whatever its status, this node included."""
+        return list(self._members)
 
     def live_nodes(self) -> list[str]:
         """Other members believed alive or suspect (this node excluded)."""
@@ -537,6 +547,7 @@ class Membership:
             if m is None:
                 m = _Member(u.node, u.addr, u.incarnation, Status.ALIVE, now)
                 self._members[u.node] = m
+                self._member_epoch += 1
                 self._live_add(u.node)
                 if len(self._events) < _EVENT_LOG_MAX:
                     self._events.append((now, u.node, Status.ALIVE, u.incarnation))
@@ -563,6 +574,7 @@ class Membership:
                 # remember departures even of nodes we never saw, so a late alive cannot revive them
                 m = _Member(u.node, u.addr, u.incarnation, Status.LEFT, now)
                 self._members[u.node] = m
+                self._member_epoch += 1
                 if spread:
                     self._enqueue_member(m)
             return

@@ -1,6 +1,6 @@
 """Shipped scenarios measured against the issue's targets, for docs/benchmarks.md.
 
-    python -m scenarios.bench.scenarios [--only steady,high-load,churn,fidelity,scale,local20]
+    python -m scenarios.bench.scenarios [--only steady,high-load,churn,fidelity,scale]
         [--out results/bench]
 
 - steady / high-load (sim, 3 seeds): predictive against the omniscient ideal (target: within
@@ -8,10 +8,12 @@
   mean and p99), with the last-value ablation, least-loaded and random beside them;
 - churn (sim, 3 seeds, fast restarts): lost / duplicate / stuck tasks (target 0) and recovery
   time against failure detection time (target: recovery <= detection + 1 s);
-- fidelity: the same scenario (`partition`, 20 nodes) in sim and in local mode, side by side:
-  detection time and the completion-time distribution, local / sim;
+- fidelity: the same scenarios (`churn`, 30 nodes, crashes and fast restarts; `partition`,
+  20 nodes, a split that heals) in sim and in local mode, side by side: detection time, false
+  failures and the completion-time distribution, local / sim;
 - scale: 5,000 nodes on the simulator (target: within 10 minutes wall);
-- local20: 20 namespaced agents (the `partition` scenario in local mode; the fidelity row).
+
+The local runs are also the "local mode with 20 or more namespaced agents" figure.
 
 Each run's full report stays in the results folder.
 """
@@ -33,6 +35,7 @@ from scenarios.policies import label
 from scenarios.spec import load
 
 SECTIONS = ("steady", "high-load", "churn", "fidelity", "scale")
+FIDELITY = ("churn", "partition")  # with crashes and fast restarts; with a partition that heals
 
 
 def _run(name: str, mode: str, out: Path, **kw: Any) -> tuple[dict[str, Any], dict, float]:
@@ -116,31 +119,35 @@ def churn(out: Path) -> str:
     return "\n".join(rows)
 
 
-def fidelity(out: Path) -> str:
-    """The partition scenario (20 nodes) in both modes, one seed, predictive."""
+def fidelity(out: Path, name: str) -> str:
+    """One shipped scenario in both modes, one seed, predictive."""
     kw = {"seeds": (1,), "policies": ("predictive",)}
-    sim, _si, sim_wall = _run("partition", "sim", out / "partition-sim", **kw)
-    loc, li, loc_wall = _run("partition", "local", out / "partition-local", **kw)
+    sim, si, sim_wall = _run(name, "sim", out / f"{name}-sim", **kw)
+    loc, li, loc_wall = _run(name, "local", out / f"{name}-local", **kw)
     s, lo = sim["policies"]["predictive"], loc["policies"]["predictive"]
 
     def ratio(k: str) -> str:
         return "–" if not s.get(k) or lo.get(k) is None else f"{lo[k] / s[k]:.2f}"
 
     comp = {}
-    for mode, folder in (("sim", out / "partition-sim"), ("local", out / "partition-local")):
+    for mode, folder in (("sim", out / f"{name}-sim"), ("local", out / f"{name}-local")):
         xs = []
         for line in (folder / "tasks.csv").read_text().splitlines()[1:]:
             cells = line.split(",")
             if cells[5] == "succeeded" and cells[14]:
                 xs.append(float(cells[14]))
         comp[mode] = [percentile(xs, q) for q in (0.1, 0.5, 0.9, 0.99)]
-    rows = [f"### Sim vs local: the `partition` scenario, 20 agents (local: {li['network']})", "",
-            f"`agora scenario run partition --mode sim|local --seed 1 --policies predictive` — "
+    rows = [f"### Sim vs local: the `{name}` scenario, {si['nodes']} agents (local: "
+            f"{li['network']})", "",
+            f"`agora scenario run {name} --mode sim|local --seed 1 --policies predictive` — "
             f"sim {sim_wall:.0f} s wall, local {loc_wall:.0f} s wall.", "",
             "| figure | sim | local | local / sim |", "|---|---|---|---|"]  # fmt: skip
     for k, what in (("mean_completion", "mean completion s"), ("p50_completion", "p50 s"),
                     ("p99_completion", "p99 s"), ("p50_submit_to_placed", "p50 submit→placed s"),
                     ("p99_submit_to_placed", "p99 submit→placed s"),
+                    ("detection_time_mean", "crash detection, mean s"),
+                    ("detection_time_max", "crash detection, max s"),
+                    ("recovery_time_mean", "recovery, mean s"),
                     ("false_failures", "false failure declarations"),
                     ("messages_per_node_s", "messages per node per s"),
                     ("accepted", "tasks accepted"), ("completed", "tasks completed"),
@@ -175,7 +182,7 @@ def section(only: tuple[str, ...] = SECTIONS, out: Path = Path("results/bench"))
         elif name == "churn":
             parts.append(churn(out))
         elif name == "fidelity":
-            parts.append(fidelity(out))
+            parts.extend(fidelity(out, f) + "\n" for f in FIDELITY)
         elif name == "scale":
             parts.append(scale(out))
         parts.append("")
