@@ -97,8 +97,8 @@ def test_members_with_nobody_listening() -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (("members", "--timeout", "0"), "--timeout must be positive"),
-        (("members", "--timeout", "soon"), "invalid float value"),
+        (("members", "--timeout", "0"), "--timeout: '0' is not a number of seconds"),
+        (("members", "--timeout", "soon"), "not a number of seconds: 'soon'"),
         (("agent", "--label", "novalue", "--bind", "tcp://127.0.0.1:1"), "KEY=VALUE"),
         (("agent", "--memory", "lots"), "not a size"),
         (("agent", "--bind", "nonsense"), "not tcp://HOST:PORT"),

@@ -674,10 +674,10 @@ def agora(*args: str) -> subprocess.CompletedProcess[str]:
         (("submit", "--deadline", "soon", "--", "ls"), "--deadline expects a duration"),
         (("submit", "--timeout=-1h", "--", "ls"), "--timeout must not be negative"),
         (("submit", "--id", "a b", "--", "ls"), "--id must not contain spaces"),
-        (("submit", "--request-timeout", "0", "--", "ls"), "--request-timeout must be positive"),
+        (("submit", "--request-timeout", "0", "--", "ls"), "--request-timeout: '0' is not a"),
         (("tasks", "--state", "finished"), "unknown task state 'finished'"),
         (("status",), "TASK_ID"),
-        (("status", "t-1", "--timeout", "0"), "--timeout must be positive"),
+        (("status", "t-1", "--timeout", "0"), "--timeout: '0' is not a number"),
         (("logs", "t-1", "--stdout-only", "--stderr-only"), "not allowed with"),
     ],
 )
