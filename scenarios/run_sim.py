@@ -199,18 +199,9 @@ def _applier(cluster: PlacementCluster, obs: Observation, e: FaultEvent,
 
     def go(_sim: object) -> None:
         a = e.action
-        if a == "crash":
+        if a in ("crash", "restart", "pause", "resume"):  # PlacementCluster's methods
             for i in e.nodes:
-                cluster.crash(i)
-        elif a == "restart":
-            for i in e.nodes:
-                cluster.restart(i)
-        elif a == "pause":
-            for i in e.nodes:
-                cluster.pause(i)
-        elif a == "resume":
-            for i in e.nodes:
-                cluster.resume(i)
+                getattr(cluster, a)(i)
         elif a == "partition":
             cluster.partition(*e.groups)
         elif a == "heal":
