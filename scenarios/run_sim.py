@@ -161,9 +161,6 @@ def run(sc: Scenario, policy: str, seed: int, progress: Progress | None = None,
             if sim.is_up(addr):
                 obs.loads.append((now, node.core.node_id, node.executor.load(now)))
 
-    def finished() -> int:
-        return sum(1 for r in requests.values() if r.ok) - len(cluster.lost_tasks())
-
     t = 0.0
     interval = sc.sample_interval
     end = sc.duration + sc.drain

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from scenario_tables import FAST_TABLES
 
 from scenarios import netns
 
@@ -44,19 +45,7 @@ nodes = 5
 cpus = 2
 memory = "2GiB"
 
-[cluster.swim]
-probe_interval = 0.2
-probe_timeout = 0.1
-gossip_interval = 0.1
-push_pull_interval = 2.0
-suspicion_mult = 2.0
-leave_linger = 0.5
-
-[cluster.placement]
-heartbeat = 0.5
-report_retry = 0.3
-runner_silence = 5.0
-
+""" + FAST_TABLES + """
 [background]
 traces = "gcd-vms"
 step = 5

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scenario_tables import FAST_SWIM_TABLE, FAST_TABLES
 
 from scenarios import checkers, metrics, omniscient, results, run_sim, runner, spec
 from scenarios.cli import SHIPPED
@@ -38,19 +39,7 @@ nodes = 12
 cpus = 4
 memory = "8GiB"
 
-[cluster.swim]
-probe_interval = 0.2
-probe_timeout = 0.1
-gossip_interval = 0.1
-push_pull_interval = 2.0
-suspicion_mult = 2.0
-leave_linger = 0.5
-
-[cluster.placement]
-heartbeat = 0.5
-report_retry = 0.3
-runner_silence = 5.0
-
+""" + FAST_TABLES + """
 [background]
 traces = "gcd-vms"
 step = 10
@@ -267,14 +256,7 @@ policies = ["sparrow"]
 [cluster]
 nodes = 5
 
-[cluster.swim]
-probe_interval = 0.2
-probe_timeout = 0.1
-gossip_interval = 0.1
-push_pull_interval = 2.0
-suspicion_mult = 2.0
-leave_linger = 0.5
-
+""" + FAST_SWIM_TABLE + """
 [background]
 traces = "none"
 
