@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -50,9 +51,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.access import ANYONE, owns, refusal, visible_row
 from agent.event_log import EventLog
 from agent.execution import StartTask, TaskExit
-from agent.executor import Executor
+from agent.executor import HISTORY, Executor
 from agent.node import NodeCore
 from agent.placement_config import PlacementConfig
 from agent.records import spec_from_args
@@ -62,6 +64,15 @@ from agent.resources import (
     LoadSource,
     ReplayLoadSampler,
     ReplayTrace,
+)
+from gossip.auth import (
+    CLIENT_PREFIX,
+    KeyFileError,
+    Keyring,
+    Principal,
+    Verifier,
+    key_id,
+    node_curve_keys,
 )
 from gossip.config import SwimConfig
 from gossip.faults import FaultyTransport, RulesFile
@@ -118,6 +129,30 @@ def start_generation() -> int:
     return int((time.time() - GENERATION_EPOCH) * 1000)
 
 
+MAX_SUBMITTERS_KEPT = 4 * HISTORY  # who submitted the runs whose logs are still kept here
+KEYS_POLL_INTERVAL = 1.0  # seconds between looks at the cluster key file (rotations)
+RECV_BATCH = 32  # messages handled before the receive loop yields to the others
+REFUSAL_LOG_EVERY = 10.0  # seconds: refused messages are counted always, logged this often
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
+
+
+def _visible(principal: Principal, data: Any) -> Any:
+    """A request's answer as `principal` may see it (task rows of others redacted)."""
+    if principal.role == "admin" or not isinstance(data, dict):
+        return data
+    if "tasks" in data and isinstance(data["tasks"], list):
+        return {**data, "tasks": [visible_row(principal, r) for r in data["tasks"]]}
+    if "submitter" in data:
+        return visible_row(principal, data)
+    return data
+
+
 class AgentError(Exception):
     """The agent cannot run or had to stop (the message is for a human)."""
 
@@ -143,6 +178,7 @@ class AgentOptions:
     fault_rules: str = ""  # path of a fault rules JSON file (testing only); "" = no faults
     replay: ReplayTrace | None = None  # replay this trace as background load instead of psutil
     generation: int | None = None  # None: from the start time (see `start_generation`)
+    cluster_key: str = ""  # path of the cluster keyring; "" = plain (unauthenticated) traffic
 
 
 def member_row(m: MemberView, now: float) -> dict[str, Any]:
@@ -172,12 +208,15 @@ def member_row(m: MemberView, now: float) -> dict[str, Any]:
 class Agent:
     def __init__(
         self, options: AgentOptions, transport: Transport, rng: Any = None,
-        sampler: LoadSource | None = None,
+        sampler: LoadSource | None = None, keyring: Keyring | None = None,
     ) -> None:  # fmt: skip
         """`sampler`: where load samples come from (agents of one process may share one);
-        default: the configured replay, else psutil."""
+        default: the configured replay, else psutil. `keyring`: the cluster keys the
+        transport was bound with; every message must then come from a key they derive."""
         self.opts = options
         self.transport: Transport = transport
+        self.verifier = Verifier(keyring) if keyring is not None else None
+        self._keys_mtime = _mtime(options.cluster_key) if keyring is not None else None
         self._rules_file: RulesFile | None = None
         self._faulty: FaultyTransport | None = None
         if options.fault_rules:  # wrap first, so faults apply from the very first message
@@ -200,7 +239,11 @@ class Agent:
         self.core = self.node.membership
         self.executor = Executor(self._on_task_exit)
         self._closed = False
-        self._clients: dict[int, tuple[Identity, int]] = {}  # core request -> client, its seq
+        # core request -> (client, its seq, who asked)
+        self._clients: dict[int, tuple[Identity, int, Principal]] = {}
+        self.refused: collections.Counter[str] = collections.Counter()  # messages, by reason
+        self._refusal_logged: dict[str, float] = {}  # reason -> when it was last logged
+        self._submitters: dict[str, str] = {}  # task id -> submitter, of runs started here
         self._next_req = 1
         self.counters: collections.Counter[str] = collections.Counter()
         self.dropped: collections.Counter[str] = collections.Counter()  # by WireError reason
@@ -218,8 +261,19 @@ class Agent:
 
     @classmethod
     def start(cls, options: AgentOptions) -> Agent:
-        """Bind the transport (raises `gossip.transport.BindError`) and build the agent."""
-        return cls(options, ZmqTransport.bind(options.bind, options.transport))
+        """Bind the transport (raises `gossip.transport.BindError`, `gossip.auth.KeyFileError`)
+        and build the agent."""
+        if not options.cluster_key:
+            log.warning("running WITHOUT keys: anyone who can reach %s can join this cluster "
+                        "and run commands here (use --cluster-key; see docs/security.md)",
+                        options.bind)  # fmt: skip
+            return cls(options, ZmqTransport.bind(options.bind, options.transport))
+        ring = Keyring.load(options.cluster_key)
+        keys = node_curve_keys(ring, options.node_id)
+        transport = ZmqTransport.bind(options.bind, options.transport, keys)
+        log.info("traffic authenticated and encrypted (CURVE) with cluster key %s",
+                 key_id(ring.primary))  # fmt: skip
+        return cls(options, transport, keyring=ring)
 
     # ------------------------------------------------------------------ driving the core
 
@@ -250,7 +304,9 @@ class Agent:
         for req, ok, data, error in self.node.take_replies():
             client = self._clients.pop(req, None)
             if client is not None:
-                self._reply(client[0], client[1], QueryReply(ok=ok, data=data, error=error))
+                ident, seq, principal = client
+                self._reply(ident, seq, QueryReply(ok=ok, data=_visible(principal, data),
+                                                   error=error))  # fmt: skip
 
     def _start_run(self, action: StartTask) -> None:
         key = (action.task_id, action.attempt)
@@ -258,6 +314,9 @@ class Agent:
         if key not in self._runs and key in self.executor.running():  # really started now
             spec = action.spec
             self._runs[key] = spec.cpus
+            self._submitters[key[0]] = spec.submitter
+            while len(self._submitters) > MAX_SUBMITTERS_KEPT:  # as long as logs are kept
+                self._submitters.pop(next(iter(self._submitters)))
             self._event("run_start", task=key[0], attempt=key[1], cpus=spec.cpus,
                         memory=spec.memory, gpus=spec.gpus)  # fmt: skip
 
@@ -292,8 +351,11 @@ class Agent:
             self.counters["handler_errors"] += 1
             log.debug("on_task_exit failed: %r", err, exc_info=True)
 
-    def handle_frame(self, ident: Identity, payload: bytes) -> None:
-        """Everything that happens for one received frame. Never raises."""
+    def handle_frame(self, ident: Identity, payload: bytes, key: str = "") -> None:
+        """Everything that happens for one received frame. Never raises.
+
+        `key` is the CURVE key of the connection the frame came on ("" on a plain cluster).
+        """
         try:
             msg = decode(payload)
         except WireError as e:
@@ -304,10 +366,15 @@ class Agent:
             self.dropped["decode_error"] += 1
             log.debug("decoder failed: %r", e)
             return
+        principal = self._principal(msg, key)
+        if principal is None:
+            return
         try:
             if isinstance(msg.body, Query):
                 self.counters["queries"] += 1
-                self._answer(ident, msg)
+                self._answer(ident, msg, principal)
+            elif not principal.is_node:
+                self._refuse("client_not_node", msg, f"a client may not send {msg.kind.name}")
             elif isinstance(msg.body, QueryReply):
                 self.dropped["unexpected_reply"] += 1
             else:
@@ -317,9 +384,36 @@ class Agent:
             self.counters["handler_errors"] += 1
             log.debug("error handling %s from %r: %r", msg.kind.name, msg.sender, e, exc_info=True)
 
-    def _answer(self, ident: Identity, msg: Message) -> None:
+    def _principal(self, msg: Message, key: str) -> Principal | None:
+        """Who sent `msg`, as its connection's key proves; None (counted, logged) if nobody."""
+        if self.verifier is None:
+            is_node = not msg.sender.startswith(CLIENT_PREFIX)
+            return Principal(msg.sender, "admin", is_node) if is_node else ANYONE
+        principal = self.verifier.principal(msg.sender, key)
+        if principal is None:
+            self._refuse("unauthenticated", msg, "its key is not the one derived for that sender")
+        return principal
+
+    def _refuse(self, reason: str, msg: Message, why: str) -> None:
+        """Count a refused message; log it, at most once per reason every REFUSAL_LOG_EVERY s
+        (a flood must not turn into a flood of log lines)."""
+        self.refused[reason] += 1
+        now = time.monotonic()
+        if now - self._refusal_logged.get(reason, -REFUSAL_LOG_EVERY) < REFUSAL_LOG_EVERY:
+            return
+        self._refusal_logged[reason] = now
+        log.warning("refused %s from %r (%s): %s [%d refused so far]", msg.kind.name,
+                    msg.sender, msg.sender_addr or "no address", why,
+                    self.refused[reason])  # fmt: skip
+
+    def _answer(self, ident: Identity, msg: Message, principal: Principal = ANYONE) -> None:
         q = msg.body
         assert isinstance(q, Query)
+        problem = refusal(principal, q.what)
+        if problem:
+            self._refuse("role", msg, problem)
+            self._reply(ident, msg.seq, QueryReply(ok=False, error=problem))
+            return
         if q.what == "members":
             rep = QueryReply(ok=True, data=self.member_rows())
         elif q.what == "stats":
@@ -327,9 +421,9 @@ class Agent:
         elif q.what == "set_labels":
             rep = self._set_labels(q.args)
         elif q.what == "logs":
-            rep = self._logs(q.args)
+            rep = self._logs(q.args, principal)
         elif q.what in DEFERRED_QUERIES:
-            problem = self._start_request(ident, msg.seq, q)
+            problem = self._start_request(ident, msg.seq, q, principal)
             if not problem:
                 return  # answered when the core has the cluster's answer
             rep = QueryReply(ok=False, error=problem)
@@ -348,7 +442,7 @@ class Agent:
             payload = encode(Message(self.node_id, self.opts.advertise, seq, rep))
         self.transport.reply(ident, payload)
 
-    def _start_request(self, ident: Identity, seq: int, q: Query) -> str:
+    def _start_request(self, ident: Identity, seq: int, q: Query, principal: Principal) -> str:
         """Hand a client request to the core; returns an error text if the request is bad."""
         args = q.args
         req = self._next_req
@@ -366,7 +460,7 @@ class Agent:
                     return f"unknown state {state!r} (known: {names})"
             else:
                 code = -1
-            self._clients[req] = (ident, seq)
+            self._clients[req] = (ident, seq, principal)
             self._send(self.node.list(now, req, code))
             return ""
         task_id = args.get("id")
@@ -376,20 +470,25 @@ class Agent:
             spec, problem = spec_from_args(args.get("spec"))
             if spec is None:
                 return problem
-            self._clients[req] = (ident, seq)
+            spec = dataclasses.replace(spec, submitter=principal.name)
+            self._clients[req] = (ident, seq, principal)
             self._send(self.node.submit(now, req, task_id, spec))
         elif q.what == "status":
-            self._clients[req] = (ident, seq)
+            self._clients[req] = (ident, seq, principal)
             self._send(self.node.get(now, req, task_id))
         else:  # cancel
-            self._clients[req] = (ident, seq)
-            self._send(self.node.cancel(now, req, task_id))
+            self._clients[req] = (ident, seq, principal)
+            by = None if principal.role == "admin" else principal.name
+            self._send(self.node.cancel(now, req, task_id, by))
         return ""
 
-    def _logs(self, args: dict[str, Any]) -> QueryReply:
+    def _logs(self, args: dict[str, Any], principal: Principal = ANYONE) -> QueryReply:
         task_id = args.get("id")
         if not isinstance(task_id, str) or not task_id:
             return QueryReply(ok=False, error="logs needs a task id")
+        if not owns(principal, self._submitters.get(task_id, "")):
+            return QueryReply(ok=False, error=f"task {task_id!r} was not submitted by "
+                                              f"{principal.name!r}")  # fmt: skip
         tails = self.executor.tails(task_id)
         if tails is None:
             return QueryReply(ok=False, error=f"task {task_id!r} has no run on {self.node_id}")
@@ -436,6 +535,8 @@ class Agent:
             "transport": dict(self.transport.stats),
             "agent": agent,
             "dropped": dict(self.dropped),
+            "refused": dict(self.refused),
+            "keys": self.verifier.ring.ids() if self.verifier is not None else [],
             "dropped_total": sum(self.dropped.values()),
             "peers": self.transport.peer_count,
         }
@@ -443,9 +544,15 @@ class Agent:
     # ------------------------------------------------------------------ loops
 
     async def _recv_loop(self) -> None:
+        received = 0
         while True:
+            received += 1
+            if received % RECV_BATCH == 0:
+                # a ready ZeroMQ receive completes without suspending: under a flood this loop
+                # never gave the event loop back, and probing, timers and ZAP starved
+                await asyncio.sleep(0)
             try:
-                ident, payload = await self.transport.recv()
+                ident, payload, key = await self.transport.recv()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # a closed socket during shutdown, or a zmq hiccup
@@ -453,7 +560,7 @@ class Agent:
                 log.debug("receive failed: %r", e)
                 await asyncio.sleep(0.01)
                 continue
-            self.handle_frame(ident, payload)
+            self.handle_frame(ident, payload, key)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -487,6 +594,36 @@ class Agent:
             except Exception as e:
                 self.counters["load_errors"] += 1
                 log.debug("load sampling failed: %r", e, exc_info=True)
+
+    async def _keys_loop(self) -> None:
+        while True:
+            await asyncio.sleep(KEYS_POLL_INTERVAL)
+            self.reload_keys()
+
+    def reload_keys(self) -> None:
+        """Take up an edited key file (a rotation step); a bad file keeps the keys in use."""
+        if self.verifier is None:
+            return
+        mtime = _mtime(self.opts.cluster_key)
+        if mtime == self._keys_mtime:
+            return
+        self._keys_mtime = mtime
+        try:
+            ring = Keyring.load(self.opts.cluster_key)
+        except KeyFileError as e:
+            self.counters["key_reload_errors"] += 1
+            log.error("keeping the keys in use: %s", e)
+            return
+        if ring == self.verifier.ring:
+            return
+        set_keys = getattr(self.transport, "set_keys", None)
+        if set_keys is None:
+            log.error("this transport cannot change keys; restart the agent to use them")
+            return
+        set_keys(node_curve_keys(ring, self.node_id))
+        self.verifier = Verifier(ring)
+        self.counters["key_reloads"] += 1
+        log.info("cluster keys now %s (primary first)", ", ".join(ring.ids()))
 
     async def _faults_loop(self) -> None:
         while True:
@@ -555,6 +692,8 @@ class Agent:
         try:
             self._open_event_log()
             loops = [self._recv_loop(), self._tick_loop(), self._load_loop(), self._watch_loop()]
+            if self.verifier is not None:
+                loops.append(self._keys_loop())
             if self._rules_file is not None:
                 log.warning("fault injection enabled from %s (testing only)",
                             self._rules_file.path)  # fmt: skip

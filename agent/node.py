@@ -60,8 +60,10 @@ class NodeCore:
     def list(self, now: float, req: int, state: int = -1) -> list[Outgoing]:
         return self.placement.list(now, req, state)
 
-    def cancel(self, now: float, req: int, task_id: str) -> list[Outgoing]:
-        return self.placement.cancel(now, req, task_id)
+    def cancel(
+        self, now: float, req: int, task_id: str, by: str | None = None,
+    ) -> list[Outgoing]:  # fmt: skip
+        return self.placement.cancel(now, req, task_id, by)
 
     def on_task_exit(self, now: float, e: TaskExit) -> list[Outgoing]:
         return self.placement.on_task_exit(now, e)

@@ -92,7 +92,7 @@ class PlacementCore:
             case Bid():
                 o.on_bid(now, s, a, b)
             case Award():
-                w.on_award(now, a, b)
+                w.on_award(now, s, a, b)
             case AwardAck():
                 o.on_award_ack(now, s, b)
             case Release():
@@ -158,8 +158,10 @@ class PlacementCore:
         self.requests.list(now, req, state)
         return self._flush(now)
 
-    def cancel(self, now: float, req: int, task_id: str) -> list[Outgoing]:
-        self.requests.cancel(now, req, task_id)
+    def cancel(
+        self, now: float, req: int, task_id: str, by: str | None = None,
+    ) -> list[Outgoing]:  # fmt: skip
+        self.requests.cancel(now, req, task_id, by)
         return self._flush(now)
 
     def on_task_exit(self, now: float, e: TaskExit) -> list[Outgoing]:

@@ -47,6 +47,7 @@ def task_row(r: TaskRecord) -> dict[str, Any]:
         "argv": list(s.argv), "cpus": s.cpus, "memory": s.memory, "gpus": s.gpus,
         "labels": dict(s.labels), "deadline": s.deadline or None, "timeout": s.timeout or None,
         "expected": s.expected, "stdout": r.stdout, "stderr": r.stderr,
+        "submitter": s.submitter,
     }  # fmt: skip
 
 
@@ -63,6 +64,7 @@ class _Pending:
     record: TaskRecord | None = None  # submit: what was written
     next_resend: float = 0.0
     existing: bool = False
+    by: str | None = None  # cancel: only a task this client submitted (None: any task)
 
 
 class Requests:
@@ -132,9 +134,11 @@ class Requests:
 
     # ------------------------------------------------------------------ lookups
 
-    def get(self, now: float, req: int, task_id: str, kind: str = "get") -> None:
+    def get(
+        self, now: float, req: int, task_id: str, kind: str = "get", by: str | None = None,
+    ) -> None:  # fmt: skip
         c = self.ctx
-        p = _Pending(kind, task_id, now + c.config.request_timeout)
+        p = _Pending(kind, task_id, now + c.config.request_timeout, by=by)
         mine = self.owner.store.get(task_id)
         if mine is not None and task_id in self.owner.drives or (
             mine is not None and mine.state.terminal and c.owner_of(mine) == c.node_id
@@ -198,6 +202,9 @@ class Requests:
             self._reply(req, True, task_row(rec))
             return
         # cancel: ask every replica; the owner answers ok
+        if p.by is not None and rec.spec.submitter != p.by:
+            self._reply(req, False, error=f"task {rec.id} was not submitted by {p.by!r}")
+            return
         if rec.state.terminal:
             self._reply(req, False, error=f"task {rec.id} already {rec.state.label}")
             return
@@ -211,8 +218,9 @@ class Requests:
         if not p.waiting:
             self._reply(req, False, error=f"no live replica of task {rec.id} answered")
 
-    def cancel(self, now: float, req: int, task_id: str) -> None:
-        self.get(now, req, task_id, kind="cancel_lookup")
+    def cancel(self, now: float, req: int, task_id: str, by: str | None = None) -> None:
+        """Cancel a task; `by` (a client name) may cancel only its own tasks (None: anyone)."""
+        self.get(now, req, task_id, kind="cancel_lookup", by=by)
 
     def on_cancel_reply(self, now: float, sender: str, r: TaskCancelReply) -> None:
         p = self.pending.get(r.req)

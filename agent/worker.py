@@ -87,9 +87,16 @@ class Worker:
         if not self.ledger.release(("lease", r.task_id, r.attempt, r.round, sender_addr)):
             self.ctx.stats["stale_releases"] += 1
 
-    def on_award(self, now: float, sender_addr: str, a: Award) -> None:
+    def on_award(self, now: float, sender: str, sender_addr: str, a: Award) -> None:
         c = self.ctx
         rec = a.record
+        if sender not in rec.replicas or not c.is_live(sender) or (
+            sender != c.node_id and c.view.addr_of(sender) != sender_addr
+        ):
+            # only a live member holding the record may award it (and answers go to where
+            # that member lives): a forged award from anyone else used to run its command
+            c.stats["refused_awards"] += 1
+            return
         run_key = (rec.id, rec.attempt)
         if run_key in self.runs:
             run = self.runs[run_key]

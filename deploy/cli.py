@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -32,7 +33,8 @@ from typing import Any
 
 from agent.policies import NAMES as POLICY_NAMES
 from agent.resources import format_size
-from deploy.client import ClientError, NoAnswer, QueryRefused, query
+from deploy import keys_cli
+from deploy.client import ClientError, NoAnswer, QueryRefused, query, use_credential
 from deploy.config import (
     DEFAULT_BIND,
     FORECASTERS,
@@ -53,6 +55,7 @@ from deploy.task_args import (
     parse_task_id,
     spec_args,
 )
+from gossip.auth import Credential, KeyFileError, Keyring
 from gossip.membership import GEN_SHIFT
 from scenarios import cli as scenario_cli
 
@@ -95,9 +98,12 @@ def cmd_agent(args: argparse.Namespace) -> int:
             log_level=args.log_level, cpus=args.cpus, memory=args.memory, gpus=args.gpus,
             labels=_labels(args.label), forecaster=args.forecaster, policy=args.policy,
             event_log=args.event_log, fault_rules=args.fault_rules,
+            cluster_key=args.cluster_key,
         )  # fmt: skip
         options = cfg.to_options()
-    except (ConfigError, UserError) as e:
+        if options.cluster_key:
+            Keyring.load(options.cluster_key)  # a bad key file: one line now, not at bind
+    except (ConfigError, UserError, KeyFileError) as e:
         return fail(str(e))
     logging.basicConfig(
         level=cfg.log_level,
@@ -153,6 +159,10 @@ def add_agent_parser(sub: Any) -> None:
     p.add_argument("--event-log", metavar="FILE",
                    help="append a JSON-lines log of this agent's events to FILE, for scenario "
                    "checkers (default: none)")  # fmt: skip
+    p.add_argument("--cluster-key", metavar="FILE",
+                   help="cluster keyring (agora keys generate): every message authenticated and "
+                   "encrypted with CURVE; without it the agent runs plain, for local experiments "
+                   "only (see docs/security.md)")  # fmt: skip
     p.add_argument("--fault-rules", metavar="FILE",
                    help="testing only: apply the loss/delay/blocked rules in the JSON FILE "
                    "to outgoing protocol messages, re-read when it changes (default: none)",
@@ -249,9 +259,12 @@ def client_timeout(text: str) -> float:
 
 def _client_options(p: argparse.ArgumentParser, verb: str, *, timeout: float = 2.0,
                     timeout_flag: str = "--timeout", json_output: bool = True) -> None:  # fmt: skip
-    """--agent, --json and --timeout, shared by the commands that talk to a running agent."""
+    """--agent, --key, --json and --timeout, shared by the commands that talk to an agent."""
     p.add_argument("--agent", "-a", metavar="EP", default="tcp://127.0.0.1:7946",
                    help=f"the agent to {verb} (default tcp://127.0.0.1:7946)")  # fmt: skip
+    p.add_argument("--key", "-k", metavar="FILE", default=os.environ.get("AGORA_KEY") or None,
+                   help="client credential (agora keys client) or the cluster key, for a keyed "
+                   "cluster (default: $AGORA_KEY)")  # fmt: skip
     if json_output:
         p.add_argument("--json", action="store_true", help="print the raw answer as JSON")
     p.add_argument(timeout_flag, type=client_timeout, default=timeout, metavar="S",
@@ -905,6 +918,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     add_label_parser(sub)
     add_task_parsers(sub)
     add_ray_cluster_parser(sub)
+    keys_cli.add_parser(sub)
     scenario_cli.register(sub)
     if plugins:
         _register_forecast(sub)
@@ -938,7 +952,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        if getattr(args, "key", None):
+            use_credential(Credential.load(args.key))
         return int(func(args) or 0)
+    except KeyFileError as e:
+        return fail(str(e))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # e.g. `agora members | head`

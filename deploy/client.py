@@ -3,6 +3,9 @@
 A query is one `Query` message sent from a DEALER to the agent's ROUTER; the agent answers on
 the same connection with a `QueryReply`. Synchronous and self-contained: every call opens and
 closes its own socket, so it is safe from any thread or process.
+
+On a keyed cluster a query goes over CURVE with a client credential (`gossip.auth.Credential`):
+passed to `query`, or set once for the process with `use_credential` (the CLI's ``--key``).
 """
 
 from __future__ import annotations
@@ -14,10 +17,18 @@ from typing import Any
 
 import zmq
 
+from gossip.auth import Credential
 from gossip.messages import Message, Query, QueryReply
 from gossip.wire import WireError, decode, encode
 
 _seq = itertools.count(1)
+_credential: Credential | None = None
+
+
+def use_credential(credential: Credential | None) -> None:
+    """The credential every later `query` of this process uses unless given another."""
+    global _credential
+    _credential = credential
 
 
 class ClientError(Exception):
@@ -43,7 +54,7 @@ def _normalize(addr: str) -> str:
 
 
 def query(addr: str, what: str, timeout: float = 2.0, args: dict | None = None,
-          ctx: zmq.Context | None = None) -> Any:  # fmt: skip
+          ctx: zmq.Context | None = None, credential: Credential | None = None) -> Any:  # fmt: skip
     """Ask the agent at `addr` (``tcp://host:port`` or ``host:port``); return the reply data.
 
     Raises ClientError when there is no answer within `timeout` seconds (NoAnswer), when the
@@ -51,15 +62,22 @@ def query(addr: str, what: str, timeout: float = 2.0, args: dict | None = None,
     """
     addr = _normalize(addr)
     ctx = ctx or zmq.Context.instance()
+    credential = credential or _credential
     sock = ctx.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    sender = f"cli-{os.getpid()}"
+    if credential is not None:
+        sock.curve_serverkey = credential.server_public
+        sock.curve_publickey = credential.keypair.public
+        sock.curve_secretkey = credential.keypair.secret
+        sender = credential.sender
     try:
         try:
             sock.connect(addr)
         except zmq.ZMQError as e:
             raise ClientError(f"invalid agent address {addr!r}: {e.strerror}") from None
         seq = next(_seq)
-        req = Message(f"cli-{os.getpid()}", "", seq, Query(what, args or {}))
+        req = Message(sender, "", seq, Query(what, args or {}))
         try:
             payload = encode(req)
         except (WireError, TypeError, ValueError) as e:  # too large, or not msgpack-able
@@ -69,9 +87,10 @@ def query(addr: str, what: str, timeout: float = 2.0, args: dict | None = None,
         while True:
             left_ms = max(0, int((deadline - time.monotonic()) * 1000))
             if not sock.poll(left_ms, zmq.POLLIN):
-                raise NoAnswer(
-                    f"no answer from {addr} within {timeout:g} s (is an agent running there?)"
-                )
+                hint = ("is an agent running there, with the cluster key this credential is for?"
+                        if credential is not None else
+                        "is an agent running there? a keyed agent needs --key")
+                raise NoAnswer(f"no answer from {addr} within {timeout:g} s ({hint})")
             data = sock.recv()
             try:
                 msg = decode(data)

@@ -12,6 +12,7 @@ Example (every key is optional)::
     log_level = "INFO"
     event_log = "events.jsonl"           # JSON-lines event log for checkers; "" = none
     fault_rules = "faults.json"          # fault injection rules, polled (testing only); "" = none
+    cluster_key = "cluster.key"          # keyring: CURVE-authenticated, encrypted traffic; "" = plain
 
     [resources]                          # override what is detected with psutil
     cpus = 4
@@ -32,8 +33,8 @@ Example (every key is optional)::
     offset = 0.0                         # seconds into the trace at epoch
     epoch = 0.0                          # unix time of the replay's t=0; 0 = agent start
 
-Relative paths in a file (``event_log``, ``fault_rules``, ``replay.trace``) are relative to that
-file's directory; on the command line, to the current directory.
+Relative paths in a file (``event_log``, ``fault_rules``, ``cluster_key``, ``replay.trace``) are
+relative to that file's directory; on the command line, to the current directory.
 
 ``advertise`` defaults to ``bind`` with a wildcard host (``0.0.0.0`` or ``*``) replaced by
 ``127.0.0.1``. That is right for a cluster on one machine only: on several machines, set
@@ -104,6 +105,7 @@ class AgentConfig:
     placement: PlacementConfig = field(default_factory=PlacementConfig)
     event_log: str = ""
     fault_rules: str = ""
+    cluster_key: str = ""
     replay: ReplayTrace | None = None
     source: str = "<defaults>"  # the file it came from, for messages
 
@@ -129,6 +131,7 @@ class AgentConfig:
             forecaster=self.forecaster,
             event_log=self.event_log,
             fault_rules=self.fault_rules,
+            cluster_key=self.cluster_key,
             replay=self.replay,
         )
 
@@ -278,7 +281,7 @@ _TOP = {
 
 
 _TABLES = {"swim": SwimConfig, "placement": PlacementConfig}
-_PATHS = ("event_log", "fault_rules")
+_PATHS = ("event_log", "fault_rules", "cluster_key")
 
 
 def config_from_dict(

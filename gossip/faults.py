@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gossip.transport import Identity, Transport
+from gossip.transport import Identity, Received, Transport
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class FaultyTransport:
     def peer_count(self) -> int:
         return self.inner.peer_count
 
-    async def recv(self) -> tuple[Identity, bytes]:
+    async def recv(self) -> Received:
         return await self.inner.recv()
 
     def reply(self, identity: Identity, payload: bytes) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: task specs name their submitter
 
 
 class Kind(IntEnum):
@@ -194,6 +194,9 @@ class TaskSpec:
     timeout: float = 0.0  # seconds of running before the task is killed; 0 = no limit
     deadline: float = 0.0  # SLA: seconds after submission by which it should finish; 0 = none
     expected: float = 60.0  # expected run time in seconds: the horizon bidders forecast over
+    # who submitted it (client name; "" = an agent or a plain cluster). Set by the entry agent
+    # from the authenticated client, never taken from the client's request.
+    submitter: str = ""
 
 
 @dataclass(frozen=True, slots=True)

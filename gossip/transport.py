@@ -15,6 +15,13 @@ otherwise. The queue is bounded (``max_pending``); overflow is dropped and count
 
 Nothing here knows the protocol: payloads are bytes, encoded and decoded by `gossip.wire`.
 
+With `CurveKeys` every connection is CURVE-encrypted and authenticated: the ROUTER is a CURVE
+server, pyzmq's ZAP authenticator hands each connection's client key to every message it
+carries (its User-Id, returned by `recv`), and the DEALERs dial with this node's own keypair.
+Who a key belongs to is decided above (`gossip.auth.Verifier`). During a key rotation a peer may
+still serve the old server key: a peer whose connection does not come up within
+`pending_timeout` is redialled with the next key of the ring.
+
 `Transport` is the seam the agent is written against (as memberlist's ``Transport``): ZeroMQ
 here, a fault-rule wrapper in `gossip.faults`, anything a test needs, without monkey-patching.
 """
@@ -26,12 +33,15 @@ import collections
 import contextlib
 import errno
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import zmq
 import zmq.asyncio
+import zmq.auth
+from zmq.auth.base import Authenticator
 
 from gossip.wire import MAX_MESSAGE_BYTES
 
@@ -40,13 +50,16 @@ log = logging.getLogger(__name__)
 Identity = tuple[bytes, ...]
 """The routing frames of a message received on the ROUTER: opaque, pass it back to `reply`."""
 
+Received = tuple[Identity, bytes, str]
+"""(routing identity, payload, the connection's CURVE client key in z85, or "" when plain)."""
+
 
 @runtime_checkable
 class Transport(Protocol):
     """What an agent needs of its transport: datagram-style sends, one receive stream, replies.
 
     `send` and `reply` never block and never raise (a message that cannot go is counted and
-    dropped); `recv` yields (routing identity, payload) of every frame received.
+    dropped); `recv` yields (routing identity, payload, client key) of every frame received.
     """
 
     @property
@@ -58,7 +71,7 @@ class Transport(Protocol):
     @property
     def peer_count(self) -> int: ...  # open connections to peers
 
-    async def recv(self) -> tuple[Identity, bytes]: ...
+    async def recv(self) -> Received: ...
 
     def reply(self, identity: Identity, payload: bytes) -> None: ...
 
@@ -81,12 +94,25 @@ class BindError(TransportError):
 
 
 @dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """This agent's CURVE keys: the server keypair it binds with, and how it dials peers.
+
+    `dial` lists (peer server public key, own client keypair) in order of preference: the
+    primary cluster key first, then the keys still accepted during a rotation.
+    """
+
+    server_public: bytes
+    server_secret: bytes
+    dial: tuple[tuple[bytes, bytes, bytes], ...]  # (server public, client public, client secret)
+
+
+@dataclass(frozen=True, slots=True)
 class TransportConfig:
     sndhwm: int = 64  # messages queued per peer in ZeroMQ before sends fail (then dropped)
     rcvhwm: int = 10_000  # messages queued on the ROUTER before ZeroMQ drops incoming ones
     max_pending: int = 32  # messages held per not-yet-connected peer
     pending_timeout: float = 1.0  # seconds a not-yet-connected peer's messages are held
-    max_peers: int = 4096  # cached DEALER sockets; the least recently used is closed beyond this
+    max_peers: int = 512  # cached DEALER sockets; the least recently used is closed beyond this
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2_000
 
@@ -96,6 +122,7 @@ class _Peer:
     sock: zmq.Socket  # a plain (synchronous) socket: sends are immediate, never awaited
     pending: collections.deque[bytes] = field(default_factory=collections.deque)
     flusher: asyncio.Task | None = None
+    key_index: int = 0  # which of CurveKeys.dial this socket uses
 
 
 def _bind_reason(err: zmq.ZMQError) -> str:
@@ -118,63 +145,197 @@ class ZmqTransport:
     Counters (all in `stats`): ``sent``, ``received``, ``replies``, ``reply_dropped``,
     ``dropped_timeout`` (peer not connected, or its queue full, for `pending_timeout`),
     ``dropped_pending_overflow`` (more than `max_pending` held), ``dropped_bad_frames`` (an
-    unexpected frame layout), ``dropped_invalid_addr``, ``send_errors``, ``peers_evicted``.
+    unexpected frame layout), ``dropped_invalid_addr``, ``send_errors``, ``peers_evicted``,
+    ``handshake_failed`` (a connection that failed CURVE: wrong or no key; logged with the
+    peer's address), ``redialled`` (a peer tried with the next key of the ring), ``rebinds``.
     """
 
     def __init__(
-        self, ctx: zmq.asyncio.Context, router: zmq.asyncio.Socket, endpoint: str,
-        config: TransportConfig,
+        self, ctx: zmq.asyncio.Context, endpoint: str, config: TransportConfig,
+        keys: CurveKeys | None,
     ) -> None:  # fmt: skip
         self._ctx = ctx
-        self._router = router
-        self.endpoint = endpoint  # the endpoint actually bound (a "*" port is resolved)
         self.config = config
+        self.keys = keys
+        self._auth: Authenticator | None = None
+        self._background: list[asyncio.Task] = []  # ZAP and handshake watchers, once running
+        if keys is not None:
+            # ZAP: every CURVE connection passes here; the client key becomes each message's
+            # User-Id. Which key may say what is decided per message (gossip.auth.Verifier).
+            # Bound before the ROUTER, so no connection is ever accepted without it; served
+            # from the agent's loop once it runs (`recv`), handshakes wait until then.
+            self._auth = Authenticator(ctx, log=logging.getLogger("agora.zap"))
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
         self._peers: collections.OrderedDict[str, _Peer] = collections.OrderedDict()
+        self._key_index: dict[str, int] = {}  # peers that answered only on a later key
         self._closed = False
         self.stats: collections.Counter[str] = collections.Counter()
+        self._monitor_task: asyncio.Task | None = None
+        self._monitor: zmq.asyncio.Socket | None = None
+        try:
+            self._router = self._bind_router(endpoint)
+        except BaseException:
+            self._stop_auth()
+            raise
+        # the endpoint actually bound (a "*" port is resolved); rebinding reuses it
+        self.endpoint = self._router.getsockopt(zmq.LAST_ENDPOINT).decode()
 
     @classmethod
-    def bind(cls, endpoint: str, config: TransportConfig | None = None) -> ZmqTransport:
+    def bind(
+        cls, endpoint: str, config: TransportConfig | None = None, keys: CurveKeys | None = None,
+    ) -> ZmqTransport:  # fmt: skip
         """Bind the agent's ROUTER; raises BindError with a human-readable reason."""
-        config = config or TransportConfig()
         ctx = zmq.asyncio.Context()
-        router = ctx.socket(zmq.ROUTER)
+        try:
+            return cls(ctx, endpoint, config or TransportConfig(), keys)
+        except BaseException:
+            ctx.term()
+            raise
+
+    def _bind_router(self, endpoint: str) -> zmq.asyncio.Socket:
+        config = self.config
+        router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.LINGER, 0)
         router.setsockopt(zmq.RCVHWM, config.rcvhwm)
         router.setsockopt(zmq.SNDHWM, config.rcvhwm)
         router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES + 1024)
         # a reply to a client that has gone away is dropped silently (not an error)
         router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        if self.keys is not None:
+            router.curve_server = True
+            router.curve_publickey = self.keys.server_public
+            router.curve_secretkey = self.keys.server_secret
         try:
             router.bind(endpoint)
         except zmq.ZMQError as e:
             router.close(0)
-            ctx.term()
             raise BindError(endpoint, _bind_reason(e)) from None
-        bound = router.getsockopt(zmq.LAST_ENDPOINT).decode()
-        log.debug("bound ROUTER at %s", bound)
-        return cls(ctx, router, bound, config)
+        if self.keys is not None:
+            self._watch_handshakes(router)
+        log.debug("bound ROUTER at %s", endpoint)
+        return router
+
+    def _watch_handshakes(self, router: zmq.asyncio.Socket) -> None:
+        """Count and log connections refused by CURVE (a peer without, or with a wrong, key)."""
+        events = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        events |= zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        self._close_monitor()
+        self._monitor = router.get_monitor_socket(events)
+        if self._background:  # already running: watch the new ROUTER's monitor at once
+            self._monitor_task = asyncio.get_running_loop().create_task(
+                self._watch_monitor(self._monitor))
+
+    async def _watch_monitor(self, monitor: zmq.asyncio.Socket) -> None:
+        try:
+            while True:
+                frames = await monitor.recv_multipart()
+                if len(frames) != 2:
+                    continue
+                self.stats["handshake_failed"] += 1
+                n = self.stats["handshake_failed"]
+                if n <= 5 or n % 100 == 0:
+                    log.warning("refused a connection from %s: CURVE handshake failed (no or "
+                                "wrong cluster key) [%d so far]",
+                                frames[1].decode(errors="replace"), n)  # fmt: skip
+        except (asyncio.CancelledError, zmq.ZMQError):
+            pass
+
+    async def _serve_zap(self) -> None:
+        auth = self._auth
+        assert auth is not None and auth.zap_socket is not None
+        poller = zmq.asyncio.Poller()  # the authenticator's socket is a plain one
+        poller.register(auth.zap_socket, zmq.POLLIN)
+        try:
+            while True:
+                await poller.poll()
+                try:
+                    request = auth.zap_socket.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
+                await auth.handle_zap_message(request)
+        except (asyncio.CancelledError, zmq.ZMQError):
+            pass
+        except Exception:  # noqa: BLE001 - never let the ZAP server die silently
+            self.stats["zap_errors"] += 1
+            log.exception("ZAP handler failed; new connections will not be authenticated")
+
+    def _start_background(self) -> None:
+        """Start serving ZAP and watching handshakes, on the loop that receives."""
+        if self._background or self.keys is None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._background.append(loop.create_task(self._serve_zap()))
+        if self._monitor is not None:
+            self._monitor_task = loop.create_task(self._watch_monitor(self._monitor))
+
+    def _close_monitor(self) -> None:
+        if self._monitor_task is not None:
+            self._monitor_task.cancel()
+            self._monitor_task = None
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._router.disable_monitor()
+            self._monitor.close(0)
+            self._monitor = None
+
+    def set_keys(self, keys: CurveKeys) -> None:
+        """Use new keys (a rotation step): rebind if the server key changed, redial peers."""
+        if self.keys is None:
+            raise TransportError("a plain transport cannot switch to keys; restart the agent")
+        old, self.keys = self.keys, keys
+        for peer in self._peers.values():
+            self._close_peer(peer)
+        self._peers.clear()
+        self._key_index.clear()
+        if keys.server_secret != old.server_secret:
+            self._close_monitor()
+            self._router.close(0)
+            for attempt in range(50):  # the port is free once ZeroMQ's I/O thread closed it
+                try:
+                    self._router = self._bind_router(self.endpoint)
+                    break
+                except BindError:
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.01)
+            self.stats["rebinds"] += 1
 
     # ------------------------------------------------------------------ receiving
 
-    async def recv(self) -> tuple[Identity, bytes]:
-        """The next message: (routing identity, payload). Malformed frame layouts are skipped.
+    async def recv(self) -> Received:
+        """The next message: (routing identity, payload, client key). Bad layouts are skipped.
 
         A DEALER sends ``[payload]`` (the ROUTER prepends the identity); a REQ socket sends
         ``[b"", payload]``. Both are accepted; anything else is counted and dropped.
         """
+        self._start_background()
         while True:
-            frames = await self._router.recv_multipart(copy=True)
+            router = self._router
+            try:
+                frames = await router.recv_multipart(copy=False)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if router is self._router or self._closed or (task and task.cancelling()):
+                    raise
+                continue  # the ROUTER was rebound under us (a key rotation)
             if len(frames) == 2:
-                ident, payload = (frames[0],), frames[1]
-            elif len(frames) == 3 and frames[1] == b"":
-                ident, payload = (frames[0], b""), frames[2]
+                ident, payload = (frames[0].bytes,), frames[1]
+            elif len(frames) == 3 and frames[1].bytes == b"":
+                ident, payload = (frames[0].bytes, b""), frames[2]
             else:
                 self.stats["dropped_bad_frames"] += 1
                 continue
+            user = ""
+            if self.keys is not None:
+                try:
+                    user = payload.get("User-Id")
+                except zmq.ZMQError:
+                    user = ""
+            data = payload.bytes
             self.stats["received"] += 1
-            self.stats["bytes_received"] += len(payload)
-            return ident, payload
+            self.stats["bytes_received"] += len(data)
+            return ident, data, user
 
     def reply(self, identity: Identity, payload: bytes) -> None:
         """Answer a client on the ROUTER. Never blocks; a reply that cannot be queued is dropped.
@@ -216,6 +377,12 @@ class ZmqTransport:
         sock.setsockopt(zmq.RCVHWM, 1)  # peers answer on their own DEALERs, never on this one
         sock.setsockopt(zmq.RECONNECT_IVL, self.config.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, self.config.reconnect_ivl_max_ms)
+        index = self._key_index.get(addr, 0)
+        if self.keys is not None:
+            server_public, public, secret = self.keys.dial[index % len(self.keys.dial)]
+            sock.curve_serverkey = server_public
+            sock.curve_publickey = public
+            sock.curve_secretkey = secret
         try:
             sock.connect(addr)
         except zmq.ZMQError as e:
@@ -223,7 +390,7 @@ class ZmqTransport:
             self.stats["dropped_invalid_addr"] += 1
             log.debug("cannot connect to %r: %s", addr, e)
             return None
-        peer = _Peer(sock)
+        peer = _Peer(sock, key_index=index)
         self._peers[addr] = peer
         while len(self._peers) > self.config.max_peers:
             old_addr, old = self._peers.popitem(last=False)
@@ -286,8 +453,20 @@ class ZmqTransport:
                 self.stats["dropped_timeout"] += len(peer.pending)
                 log.debug("dropped %d message(s) to unreachable %s", len(peer.pending), addr)
                 peer.pending.clear()
+                self._try_next_key(addr, peer)
         except (zmq.ZMQError, asyncio.CancelledError):
             peer.pending.clear()  # socket closed (eviction or shutdown)
+
+    def _try_next_key(self, addr: str, peer: _Peer) -> None:
+        """An unreachable peer may serve another key of the ring (mid-rotation): redial."""
+        if self.keys is None or len(self.keys.dial) < 2 or self._peers.get(addr) is not peer:
+            return
+        self._key_index[addr] = (peer.key_index + 1) % len(self.keys.dial)
+        if len(self._key_index) > self.config.max_peers:
+            self._key_index.pop(next(iter(self._key_index)))
+        del self._peers[addr]
+        self._close_peer(peer)
+        self.stats["redialled"] += 1
 
     def _close_peer(self, peer: _Peer) -> None:
         if peer.flusher is not None and not peer.flusher.done():
@@ -308,6 +487,16 @@ class ZmqTransport:
         for peer in self._peers.values():
             self._close_peer(peer)
         self._peers.clear()
+        self._close_monitor()
         self._router.close(0)
+        self._stop_auth()
         with contextlib.suppress(zmq.ZMQError):
             self._ctx.term()
+
+    def _stop_auth(self) -> None:
+        for task in self._background:
+            task.cancel()
+        self._background.clear()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None

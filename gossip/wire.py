@@ -106,7 +106,7 @@ def _gossip(g: Gossip) -> list:
 def _task_spec(s: TaskSpec) -> list:
     return [
         list(s.argv), float(s.cpus), int(s.memory), int(s.gpus), dict(s.labels), dict(s.env),
-        s.cwd, float(s.timeout), float(s.deadline), float(s.expected),
+        s.cwd, float(s.timeout), float(s.deadline), float(s.expected), s.submitter,
     ]  # fmt: skip
 
 
@@ -347,7 +347,7 @@ def _decode_env(v: Any) -> dict[str, str]:
 
 
 def _decode_task_spec(v: Any) -> TaskSpec:
-    f = _list(v, "task.spec", 10)
+    f = _list(v, "task.spec", 11)
     return TaskSpec(
         argv=_decode_argv(f[0]),
         cpus=_num(f[1], "task.cpus", 0.0, MAX_TASK_CPUS),
@@ -359,6 +359,7 @@ def _decode_task_spec(v: Any) -> TaskSpec:
         timeout=_duration(f[7], "task.timeout"),
         deadline=_duration(f[8], "task.deadline"),
         expected=_duration(f[9], "task.expected"),
+        submitter=_str(f[10], "task.submitter"),
     )
 
 

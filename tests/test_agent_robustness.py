@@ -24,6 +24,7 @@ from deploy.client import ClientError, query
 from deploy.local_cluster import free_ports
 from gossip.config import SwimConfig
 from gossip.messages import (
+    PROTOCOL_VERSION,
     Ack,
     Gossip,
     GossipOnly,
@@ -121,7 +122,7 @@ def test_each_kind_of_bad_frame_is_counted_by_reason(target: AgentThread,
         "undecodable": b"\xc1",
         "malformed": msgpack.packb([1, 2, 3]),
         "wrong_version": msgpack.packb([99, 1, "a", "b", 0, []]),
-        "unknown_kind": msgpack.packb([1, 250, "a", "b", 0, []]),
+        "unknown_kind": msgpack.packb([PROTOCOL_VERSION, 250, "a", "b", 0, []]),
         "oversized": b"\x00" * (4 * 1024 * 1024 + 10),
     }
     for payload in bad.values():

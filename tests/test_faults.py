@@ -25,10 +25,10 @@ class FakeTransport:
         self.peer_count = 0
         self.sent: list[tuple[str, bytes]] = []
         self.replies: list[tuple[Identity, bytes]] = []
-        self.inbox: asyncio.Queue[tuple[Identity, bytes]] = asyncio.Queue()
+        self.inbox: asyncio.Queue[tuple[Identity, bytes, str]] = asyncio.Queue()
         self.closed = False
 
-    async def recv(self) -> tuple[Identity, bytes]:
+    async def recv(self) -> tuple[Identity, bytes, str]:
         return await self.inbox.get()
 
     def reply(self, identity: Identity, payload: bytes) -> None:
@@ -198,13 +198,13 @@ def test_delay_queue_is_bounded_and_dropped_at_close() -> None:
 
 
 def test_recv_passes_through() -> None:
-    async def scenario() -> tuple[Identity, bytes]:
+    async def scenario() -> tuple[Identity, bytes, str]:
         inner = FakeTransport()
         ft = FaultyTransport(inner, random.Random(0), FaultRules(loss=1.0))
-        inner.inbox.put_nowait(((b"x",), b"payload"))
+        inner.inbox.put_nowait(((b"x",), b"payload", "key"))
         return await ft.recv()
 
-    assert asyncio.run(scenario()) == ((b"x",), b"payload")
+    assert asyncio.run(scenario()) == ((b"x",), b"payload", "key")
 
 
 # ---------------------------------------------------------------- the rules file

@@ -17,7 +17,7 @@ def _ep() -> str:
     return f"tcp://127.0.0.1:{free_ports(1)[0]}"
 
 
-async def _recv(t: ZmqTransport, timeout: float = 2.0) -> tuple[tuple[bytes, ...], bytes]:
+async def _recv(t: ZmqTransport, timeout: float = 2.0) -> tuple[tuple[bytes, ...], bytes, str]:
     return await asyncio.wait_for(t.recv(), timeout)
 
 
@@ -101,7 +101,7 @@ def test_client_request_reply_and_bad_frames() -> None:
         try:
             client.send_multipart([b"a", b"b", b"c"])  # not a layout the agent accepts
             client.send(b"question")
-            ident, payload = await _recv(t)
+            ident, payload, _ = await _recv(t)
             assert payload == b"question"
             assert t.stats["dropped_bad_frames"] == 1
             t.reply(ident, b"answer")
@@ -114,7 +114,7 @@ def test_client_request_reply_and_bad_frames() -> None:
             req.setsockopt(zmq.LINGER, 0)
             req.connect(t.endpoint)
             req.send(b"q2")
-            ident, payload = await _recv(t)
+            ident, payload, _ = await _recv(t)
             assert payload == b"q2"
             t.reply(ident, b"a2")
             assert req.poll(2000, zmq.POLLIN)

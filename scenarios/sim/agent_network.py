@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gossip.messages import Message, Query, QueryReply
-from gossip.transport import Identity
+from gossip.transport import Identity, Received
 from gossip.wire import decode, encode
 from scenarios.sim.network import NetworkModel
 
@@ -49,11 +49,11 @@ class NetworkTransport:
     def peer_count(self) -> int:
         return len(self._net.endpoints) - 1
 
-    async def recv(self) -> tuple[Identity, bytes]:
-        item = await self._inbox.get()
+    async def recv(self) -> Received:
+        ident, payload = await self._inbox.get()
         self._stats["received"] += 1
-        self._stats["bytes_received"] += len(item[1])
-        return item
+        self._stats["bytes_received"] += len(payload)
+        return ident, payload, ""  # the in-process network is plain (no keys)
 
     def deliver(self, identity: Identity, payload: bytes) -> None:
         if not self._closed:
