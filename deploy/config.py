@@ -12,7 +12,7 @@ Example (every key is optional)::
     log_level = "INFO"
     event_log = "events.jsonl"           # JSON-lines event log for checkers; "" = none
     fault_rules = "faults.json"          # fault injection rules, polled (testing only); "" = none
-    cluster_key = "cluster.key"          # keyring: CURVE-authenticated, encrypted traffic; "" = plain
+    cluster_key = "cluster.key"          # keyring (agora keys generate): CURVE; "" = plain
 
     [resources]                          # override what is detected with psutil
     cpus = 4
