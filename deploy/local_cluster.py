@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from deploy.client import ClientError, query
+from gossip.auth import Credential, Keyring
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +108,10 @@ class LocalCluster:
         python: str = sys.executable,
         host: str = "127.0.0.1",
         query_timeout: float = 1.0,
+        keyed: bool = False,
     ) -> None:
+        """`keyed`: make a cluster key in `workdir`, run every agent with it and ask them
+        with an admin credential (`credential`)."""
         if n < 1:
             raise ValueError("a cluster needs at least one agent")
         self.n = n
@@ -128,6 +132,13 @@ class LocalCluster:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.nodes: list[LocalNode] = []
+        self.cluster_key: Path | None = None
+        self.credential: Credential | None = None
+        if keyed:
+            self.cluster_key = self.workdir / "cluster.key"
+            ring = Keyring.generate()
+            ring.save(self.cluster_key)
+            self.credential = Credential.issue(ring, "admin", "operator")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -154,7 +165,8 @@ class LocalCluster:
             cfg,
             {"node_id": node_id, "bind": addr, "join": seeds, "join_timeout": self.join_timeout,
              "load_interval": self.load_interval, "log_level": self.log_level,
-             "forecaster": self.forecaster},
+             "forecaster": self.forecaster,
+             **({"cluster_key": str(self.cluster_key)} if self.cluster_key else {})},
             {"resources": self.resources, "swim": self.swim, "placement": self.placement},
         )  # fmt: skip
         log_path = self.workdir / f"{node_id}.log"
@@ -197,7 +209,7 @@ class LocalCluster:
                         + self.log_tail(node)
                     )
                 try:
-                    query(node.addr, "stats", timeout=0.3)
+                    query(node.addr, "stats", timeout=0.3, credential=self.credential)
                     pending.remove(node)
                 except ClientError:
                     pass
@@ -261,10 +273,12 @@ class LocalCluster:
         return [n for n in self.nodes if n.running]
 
     def members(self, which: int | str, timeout: float | None = None) -> list[dict[str, Any]]:
-        return query(self.node(which).addr, "members", timeout=timeout or self.query_timeout)
+        return query(self.node(which).addr, "members", timeout=timeout or self.query_timeout,
+                     credential=self.credential)  # fmt: skip
 
     def stats(self, which: int | str, timeout: float | None = None) -> dict[str, Any]:
-        return query(self.node(which).addr, "stats", timeout=timeout or self.query_timeout)
+        return query(self.node(which).addr, "stats", timeout=timeout or self.query_timeout,
+                     credential=self.credential)  # fmt: skip
 
     def views(self) -> Views:
         """Every running agent's view: {observer: {member: status}} (None: no answer)."""

@@ -14,6 +14,9 @@ each, so capacity never limits placement). Measured:
 3. messages per placement: messages sent by all agents during the burst, minus the membership
    traffic of the same agents over an idle window of equal length, divided by the tasks.
 
+Everything is measured twice in the same run: on a plain cluster and on a keyed one (every
+message CURVE-encrypted and authenticated, the client with an admin credential): CURVE's cost.
+
     python -m scenarios.bench.placement_real [--agents 20] [--latency 300] [--burst 2000]
 
 `run()` returns the markdown section embedded in docs/benchmarks.md by scenarios/bench.py.
@@ -35,6 +38,7 @@ import zmq.asyncio
 
 from deploy.client import query
 from deploy.local_cluster import LocalCluster
+from gossip.auth import Credential
 from gossip.messages import Message, Query, QueryReply
 from gossip.wire import decode, encode
 
@@ -49,12 +53,17 @@ def _stderr(msg: str) -> None:
 class _Client:
     """Many queries in flight over one DEALER per agent; replies matched by sequence number."""
 
-    def __init__(self, addrs: list[str]) -> None:
+    def __init__(self, addrs: list[str], credential: Credential | None = None) -> None:
         self.ctx = zmq.asyncio.Context()
         self.socks = {}
+        self.sender = credential.sender if credential else "bench"
         for a in addrs:
             s = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
+            if credential is not None:
+                s.curve_serverkey = credential.server_public
+                s.curve_publickey = credential.keypair.public
+                s.curve_secretkey = credential.keypair.secret
             s.connect(a)
             self.socks[a] = s
         self.seq = itertools.count(1)
@@ -72,7 +81,7 @@ class _Client:
         seq = next(self.seq)
         fut = asyncio.get_running_loop().create_future()
         self.waiting[seq] = fut
-        await self.socks[addr].send(encode(Message("bench", "", seq, Query(what, args))))
+        await self.socks[addr].send(encode(Message(self.sender, "", seq, Query(what, args))))
         rep: QueryReply = await asyncio.wait_for(fut, timeout)
         if not rep.ok:
             raise RuntimeError(f"{what} refused by {addr}: {rep.error}")
@@ -116,12 +125,15 @@ async def _records(client: _Client, addrs: list[str], ids: list[str]) -> dict[st
     return out
 
 
-def _sent(addrs: list[str]) -> int:
-    return sum(query(a, "stats", 5.0)["transport"].get("sent", 0) for a in addrs)
+def _sent(addrs: list[str], credential: Credential | None) -> int:
+    return sum(query(a, "stats", 5.0, credential=credential)["transport"].get("sent", 0)
+               for a in addrs)  # fmt: skip
 
 
-async def _measure(addrs: list[str], n_latency: int, n_burst: int) -> dict[str, Any]:
-    client = _Client(addrs)
+async def _measure(
+    addrs: list[str], n_latency: int, n_burst: int, credential: Credential | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    client = _Client(addrs, credential)
     rng = random.Random(0)
     res: dict[str, Any] = {}
     try:
@@ -142,9 +154,9 @@ async def _measure(addrs: list[str], n_latency: int, n_burst: int) -> dict[str, 
         # 3a. idle membership traffic over a window as long as the burst will roughly take
         await asyncio.sleep(2.0)
         idle_window = 5.0
-        s0 = _sent(addrs)
+        s0 = _sent(addrs, credential)
         await asyncio.sleep(idle_window)
-        idle_rate = (_sent(addrs) - s0) / idle_window
+        idle_rate = (_sent(addrs, credential) - s0) / idle_window
 
         # 2. throughput: a burst with IN_FLIGHT submits outstanding
         sem = asyncio.Semaphore(IN_FLIGHT)
@@ -159,12 +171,12 @@ async def _measure(addrs: list[str], n_latency: int, n_burst: int) -> dict[str, 
                 except (RuntimeError, TimeoutError):
                     errors += 1
 
-        s0 = _sent(addrs)
+        s0 = _sent(addrs, credential)
         t0 = time.perf_counter()
         await asyncio.gather(*(submit(t) for t in bids))
         submit_s = time.perf_counter() - t0
         recs = await _records(client, addrs, bids)
-        s1 = _sent(addrs)
+        s1 = _sent(addrs, credential)
         elapsed = time.perf_counter() - t0
         rs = [r for r in recs.values() if r["placed"]]
         span = max(r["placed"] for r in rs) - min(r["submitted"] for r in rs) if rs else 0.0
@@ -180,40 +192,58 @@ async def _measure(addrs: list[str], n_latency: int, n_burst: int) -> dict[str, 
     return res
 
 
-def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000) -> str:
-    _stderr(f"starting {agents} agents")
-    with LocalCluster(agents, log_level="WARNING",
+def _measure_cluster(agents: int, n_latency: int, n_burst: int, keyed: bool) -> dict[str, Any]:
+    _stderr(f"starting {agents} agents ({'keyed' if keyed else 'plain'})")
+    with LocalCluster(agents, log_level="WARNING", keyed=keyed,
                       resources={"cpus": 64, "memory": "64GiB"}) as cluster:  # fmt: skip
         cluster.start(timeout=60)
         cluster.wait_converged(timeout=60)
         addrs = [n.addr for n in cluster.nodes]
-        r = asyncio.run(_measure(addrs, n_latency, n_burst))
+        return asyncio.run(_measure(addrs, n_latency, n_burst, cluster.credential))
+
+
+def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000) -> str:
+    plain = _measure_cluster(agents, n_latency, n_burst, keyed=False)
+    keyed = _measure_cluster(agents, n_latency, n_burst, keyed=True)
     ms = "{:.2f}".format
+
+    def ratio(k: float, p: float) -> str:
+        return f"{k / p:.2f}×" if p else "–"
+
     lines = [
         "### Task placement, real agents",
         "",
         f"`python -m scenarios.bench.placement_real --agents {agents} --latency {n_latency} "
         f"--burst {n_burst}`: {agents} agent processes on loopback, default SWIM and placement "
         "configuration (d = 2 bids, r = 3 replicas, predictive policy with the meta-learned "
-        "forecaster), tasks `true` at 0.05 CPU.",
+        "forecaster), tasks `true` at 0.05 CPU; the same measurements on a plain cluster and on "
+        "a keyed one (CURVE on every connection), one after the other in the same run.",
         "",
-        "| measure | p50 | p99 | max | target |",
-        "|---|---|---|---|---|",
-        "| submit round trip, one at a time (ms; returns when on 3 replicas) | "
-        f"{ms(_pct(r['rtt'], .5))} | {ms(_pct(r['rtt'], .99))} | {ms(max(r['rtt']))} | |",
-        f"| submit→placed, one at a time (ms) | {ms(_pct(r['to_placed'], .5))} | "
-        f"{ms(_pct(r['to_placed'], .99))} | {ms(max(r['to_placed']))} | ≤ 3 / ≤ 15 |",
-        f"| submit→placed during the burst (ms) | {ms(_pct(r['burst_placed'], .5))} | "
-        f"{ms(_pct(r['burst_placed'], .99))} | {ms(max(r['burst_placed']))} | |",
-        "",
-        f"- One at a time: {r['lat_done']}/{r['lat_n']} tasks reached a terminal state, "
-        f"{r['lat_ok']} succeeded.",
-        f"- Burst of {r['burst_n']} tasks, {IN_FLIGHT} submits in flight: **{r['place_rate']:.0f} "
-        f"placements/s** sustained (target ≥ 1,000); the client saw {r['submit_rate']:.0f} "
-        f"accepted submits/s; {r['burst_done']}/{r['burst_n']} terminal, "
-        f"{r['burst_errors']} submit errors, mean attempts {r['attempts']:.2f}.",
-        f"- Messages per placement: **{r['msgs_per_task']:.1f}** (all agents' sends during the "
-        f"burst minus {r['idle_rate']:.0f} msg/s of idle membership traffic).",
+        "| measure | plain p50 | plain p99 | keyed p50 | keyed p99 | keyed/plain p50 | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, key, target in (
+        ("submit round trip, one at a time (ms; returns when on 3 replicas)", "rtt", ""),
+        ("submit→placed, one at a time (ms)", "to_placed", "≤ 3 / ≤ 15"),
+        ("submit→placed during the burst (ms)", "burst_placed", ""),
+    ):
+        p, k = plain[key], keyed[key]
+        lines.append(f"| {label} | {ms(_pct(p, .5))} | {ms(_pct(p, .99))} | {ms(_pct(k, .5))} | "
+                     f"{ms(_pct(k, .99))} | {ratio(_pct(k, .5), _pct(p, .5))} | {target} |")
+    lines.append("")
+    for name, r in (("Plain", plain), ("Keyed", keyed)):
+        lines += [
+            f"- {name}: one at a time {r['lat_done']}/{r['lat_n']} tasks terminal, {r['lat_ok']} "
+            f"succeeded. Burst of {r['burst_n']} tasks, {IN_FLIGHT} submits in flight: "
+            f"**{r['place_rate']:.0f} placements/s** sustained (target ≥ 1,000); the client saw "
+            f"{r['submit_rate']:.0f} accepted submits/s; {r['burst_done']}/{r['burst_n']} "
+            f"terminal, {r['burst_errors']} submit errors, mean attempts {r['attempts']:.2f}; "
+            f"**{r['msgs_per_task']:.1f} messages per placement** (all agents' sends during the "
+            f"burst minus {r['idle_rate']:.0f} msg/s of idle membership traffic).",
+        ]
+    lines += [
+        f"- CURVE's cost: placements/s keyed/plain = "
+        f"{ratio(keyed['place_rate'], plain['place_rate'])}.",
         "",
     ]
     return "\n".join(lines)
