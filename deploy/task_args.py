@@ -25,6 +25,7 @@ from gossip.wire import (
     MAX_ENV,
     MAX_ENV_VALUE_LEN,
     MAX_ID_LEN,
+    MAX_INT,
     MAX_LABELS,
     MAX_TASK_CPUS,
 )
@@ -98,9 +99,12 @@ def parse_memory(value: str | int) -> int:
     if isinstance(value, str) and value.strip().startswith("-"):
         raise TaskArgError(f"--mem must not be negative, got {value!r}")
     try:
-        return parse_size(value)
+        size = parse_size(value)
     except ValueError as e:
         raise TaskArgError(f"--mem: {e}") from None
+    if size > MAX_INT:  # msgpack cannot even encode 2^64; the agent refuses more than 2^63-1
+        raise TaskArgError(f"--mem is too large ({value!r}; at most {MAX_INT} bytes)")
+    return size
 
 
 def parse_gpus(value: str | int) -> int:
@@ -113,6 +117,8 @@ def parse_gpus(value: str | int) -> int:
         raise TaskArgError(f"--gpus expects a whole number such as 1, got {value!r}") from None
     if gpus < 0:
         raise TaskArgError(f"--gpus must not be negative, got {value!r}")
+    if gpus > MAX_INT:
+        raise TaskArgError(f"--gpus is too large ({value!r}; at most {MAX_INT})")
     return gpus
 
 

@@ -705,3 +705,36 @@ def test_help_documents_every_task_option() -> None:
             assert action.help, f"agora {name} {action.option_strings} has no help"
     r = agora("submit", "--help")
     assert r.returncode == 0 and "--deadline" in r.stdout and "--wait" in r.stdout
+
+
+# ---------------------------------------------------------------- numbers beyond the wire limits
+
+
+@pytest.mark.parametrize(("flag", "value", "needle"), [
+    ("--mem", str(2**64), "--mem is too large"),  # msgpack cannot encode it: was a traceback
+    ("--mem", str(2**63), "--mem is too large"),  # the agent's decoder refused it: "no answer"
+    ("--mem", "9999999999999999999999TiB", "--mem is too large"),
+    ("--gpus", str(2**64), "--gpus is too large"),
+    ("--gpus", str(2**63), "--gpus is too large"),
+])  # fmt: skip
+def test_submit_numbers_beyond_the_wire_limits_are_refused_before_sending(
+        capsys: pytest.CaptureFixture[str], fake: Any, flag: str, value: str,
+        needle: str) -> None:  # fmt: skip
+    """Issue 9, finding 10: `--mem`/`--gpus` >= 2^64 ended in a traceback, and 2^63 was sent and
+    silently dropped by the agent. Both are now a usage error, and nothing reaches the agent."""
+    agent = fake(lambda what, args: {"id": args["id"], "state": "pending"})
+    code, out, err = run(capsys, "submit", "--agent", agent.addr, "--request-timeout", "0.5",
+                         flag, value, "--", "true")  # fmt: skip
+    assert code == 2 and out == ""
+    one_line_error(code, err, needle)
+    assert agent.queries == []
+
+
+def test_submit_numbers_at_the_wire_limits_are_sent(capsys: pytest.CaptureFixture[str],
+                                                    fake: Any) -> None:  # fmt: skip
+    agent = fake(lambda what, args: {"id": args["id"], "state": "pending"})
+    code, _, err = run(capsys, "submit", "--agent", agent.addr, "--mem", str(2**63 - 1),
+                       "--gpus", str(2**63 - 1), "--", "true")  # fmt: skip
+    assert code == 0, err
+    (what, args), = agent.queries
+    assert args["spec"]["memory"] == 2**63 - 1 and args["spec"]["gpus"] == 2**63 - 1
