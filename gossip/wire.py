@@ -69,6 +69,7 @@ MAX_OUTPUT_TAIL = 64 * 1024  # stdout / stderr tails, each
 MAX_REPLICAS = 64  # node ids in a task record's replica set
 MAX_LIST_RECORDS = 10_000  # records in one TaskListReply, and the largest TaskList.limit
 MAX_TASK_CPUS = 1e6
+MAX_NODE_CPUS = 1e18  # the cpus a resource record may offer or have allocated
 MAX_DURATION = 1e9  # seconds: timeout, deadline, expected
 MAX_TIME = 1e12  # timestamps (submitted, placed, started, finished), seconds since the epoch
 MIN_EXIT_CODE, MAX_EXIT_CODE = -(2**31), 2**31 - 1
@@ -246,11 +247,11 @@ def _decode_resource(v: Any) -> ResourceRecord:
     return ResourceRecord(
         node=_id(f[0], "resource.node"),
         version=_int(f[1], "resource.version"),
-        cpus=_num(f[2], "resource.cpus"),
+        cpus=_num(f[2], "resource.cpus", 0.0, MAX_NODE_CPUS),
         memory=_int(f[3], "resource.memory"),
         gpus=_int(f[4], "resource.gpus"),
         labels=_decode_labels(f[5]),
-        alloc_cpus=_num(f[6], "resource.alloc_cpus"),
+        alloc_cpus=_num(f[6], "resource.alloc_cpus", 0.0, MAX_NODE_CPUS),
         alloc_memory=_int(f[7], "resource.alloc_memory"),
         alloc_gpus=_int(f[8], "resource.alloc_gpus"),
         load=_num(f[9], "resource.load", 0.0, 1e6),

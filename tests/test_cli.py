@@ -102,6 +102,12 @@ def test_members_with_nobody_listening() -> None:
         (("agent", "--label", "novalue", "--bind", "tcp://127.0.0.1:1"), "KEY=VALUE"),
         (("agent", "--memory", "lots"), "not a size"),
         (("agent", "--bind", "nonsense"), "not tcp://HOST:PORT"),
+        # issue 9, finding 10: values every peer's decoder refuses used to start an agent
+        # nobody could hear (these ran until the timeout); now refused at start
+        (("agent", "--cpus", "1e19", "--bind", "tcp://127.0.0.1:1"), "expected at most 1e+18"),
+        (("agent", "--memory", "10000000TiB", "--bind", "tcp://127.0.0.1:1"), "at most 92233"),
+        (("agent", "--node-id", "n" * 300, "--bind", "tcp://127.0.0.1:1"), "at most 256 char"),
+        (("agent", "--node-id", "@alice", "--bind", "tcp://127.0.0.1:1"), "must not start with"),
         (("agent", "--log-level", "chatty"), "invalid choice"),
         (("label", "--agent", "127.0.0.1:1", "zone"), "KEY=VALUE"),
         (("label", "--agent", "127.0.0.1:1", "=x"), "KEY=VALUE"),
