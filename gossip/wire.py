@@ -147,8 +147,8 @@ def _body(body: Any) -> list:
             return [task_id, req, None if record is None else _task_record(record)]
         case TaskList(req, state, limit):
             return [req, int(state), limit]
-        case TaskListReply(req, records):
-            return [req, [_task_record(r) for r in records]]
+        case TaskListReply(req, records, more):
+            return [req, [_task_record(r) for r in records], more]
         case TaskCancelReply(task_id, req, ok, state, error):
             return [task_id, req, ok, int(state), error]
         case BidRequest(task_id, attempt, round_, cpus, memory, gpus, labels, expected):
@@ -168,6 +168,11 @@ def _body(body: Any) -> list:
         case ReportAck(task_id, attempt, keep):
             return [task_id, attempt, keep]
     raise TypeError(f"not a message body: {body!r}")
+
+
+def record_size(r: TaskRecord) -> int:
+    """Bytes `r` takes inside an encoded message (to fill a reply without overflowing it)."""
+    return len(msgpack.packb(_task_record(r), use_bin_type=True))
 
 
 def encode(msg: Message) -> bytes:
@@ -417,10 +422,11 @@ def _task_list(b: list) -> TaskList:
 
 
 def _task_list_reply(b: list) -> TaskListReply:
-    req, records = _list(b, "task_list_reply", 2)
+    req, records, more = _list(b, "task_list_reply", 3)
     records = _list(records, "task_list_reply.records", most=MAX_LIST_RECORDS)
     return TaskListReply(_int(req, "task_list_reply.req"),
-                         tuple(_decode_task_record(r) for r in records))  # fmt: skip
+                         tuple(_decode_task_record(r) for r in records),
+                         _int(more, "task_list_reply.more"))  # fmt: skip
 
 
 def _task_cancel(b: list) -> TaskCancel:
