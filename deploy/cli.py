@@ -7,7 +7,7 @@
                   [--cwd DIR] [--deadline D] [--timeout D] [--expect D] [--id ID] [--wait]
                   -- COMMAND [ARG ...]
     agora status  TASK_ID --agent EP [--json]
-    agora tasks   --agent EP [--state STATE] [--json]
+    agora tasks   --agent EP [--state STATE] [--limit N] [--json]
     agora logs    TASK_ID --agent EP [--stdout-only | --stderr-only]
     agora cancel  TASK_ID --agent EP
     agora ray-cluster --agents N [--per-actor K] [--duration S] [--config FILE]
@@ -49,11 +49,13 @@ from deploy.task_args import (
     TaskArgError,
     build_spec,
     new_task_id,
+    parse_limit,
     parse_state,
     parse_task_id,
     spec_args,
 )
 from gossip.membership import GEN_SHIFT
+from gossip.wire import MAX_LIST_RECORDS
 from scenarios import cli as scenario_cli
 
 PROG = "agora"
@@ -582,6 +584,13 @@ def _state_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _limit_arg(value: str) -> int:
+    try:
+        return parse_limit(value)
+    except TaskArgError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     try:
         row = _ask(args.agent, "status", args.timeout, {"id": args.task_id})
@@ -596,16 +605,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(data: dict[str, Any], key: str) -> int:
+    v = data.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
+    query_args: dict[str, Any] = {"state": args.state or ""}
+    if args.limit is not None:
+        query_args["limit"] = args.limit
     try:
-        data = _ask(args.agent, "tasks", args.timeout, {"state": args.state or ""})
+        data = _ask(args.agent, "tasks", args.timeout, query_args)
     except UserError as e:
         return fail(str(e))
     if not isinstance(data, dict):
         return fail(f"unexpected tasks answer: {data!r}"[:200])
-    if data.get("partial"):
-        print("(some agents did not answer: list may be partial)", file=sys.stderr)
     rows = [r for r in data.get("tasks") or [] if isinstance(r, dict)]
+    limit = MAX_LIST_RECORDS if args.limit is None else args.limit
+    omitted, unanswered = _count(data, "omitted"), _count(data, "unanswered")
+    if len(rows) > limit:  # an agent that does not know --limit: keep the newest (listed last)
+        omitted += len(rows) - limit
+        rows = rows[-limit:]
+        data = {**data, "tasks": rows, "omitted": omitted, "partial": True}
+    if unanswered:
+        print(f"({unanswered} agent{'s' if unanswered > 1 else ''} did not answer: the list may "
+              "be incomplete)", file=sys.stderr)  # fmt: skip
+    if omitted:
+        print(f"({omitted} older task{'s' if omitted > 1 else ''} not shown: at most {limit} "
+              "are listed; see --limit and --state)", file=sys.stderr)  # fmt: skip
+    if data.get("partial") and not (omitted or unanswered):  # an agent older than both counts
+        print("(some agents did not answer: list may be partial)", file=sys.stderr)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     elif not rows:
@@ -744,6 +773,9 @@ def add_task_parsers(sub: Any) -> None:
     _client_options(p, "ask", timeout=TASK_TIMEOUT)
     p.add_argument("--state", metavar="STATE", type=_state_arg,
                    help=f"only tasks in this state: {', '.join(TASK_STATES)}")  # fmt: skip
+    p.add_argument("--limit", metavar="N", type=_limit_arg,
+                   help=f"list only the newest N tasks (1 to {MAX_LIST_RECORDS}, the default); "
+                   "how many were left out is said on stderr")  # fmt: skip
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser(

@@ -27,6 +27,7 @@ from gossip.wire import (
     MAX_ID_LEN,
     MAX_INT,
     MAX_LABELS,
+    MAX_LIST_RECORDS,
     MAX_TASK_CPUS,
 )
 
@@ -241,3 +242,14 @@ def parse_state(value: str) -> str:
     if s not in TASK_STATES:
         raise TaskArgError(f"unknown task state {value!r} (choose from {', '.join(TASK_STATES)})")
     return s
+
+
+def parse_limit(value: str) -> int:
+    """How many tasks ``agora tasks --limit`` lists: a whole number in [1, MAX_LIST_RECORDS]."""
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise TaskArgError(f"expects a whole number of tasks, got {value!r}") from None
+    if not 1 <= n <= MAX_LIST_RECORDS:
+        raise TaskArgError(f"{value!r} is not from 1 to {MAX_LIST_RECORDS}")
+    return n

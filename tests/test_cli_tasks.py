@@ -738,3 +738,31 @@ def test_submit_numbers_at_the_wire_limits_are_sent(capsys: pytest.CaptureFixtur
     assert code == 0, err
     (what, args), = agent.queries
     assert args["spec"]["memory"] == 2**63 - 1 and args["spec"]["gpus"] == 2**63 - 1
+
+
+def test_tasks_says_what_was_left_out(capsys: pytest.CaptureFixture[str], fake: Any) -> None:
+    """Issue 9, finding 10: `agora tasks` showed 1,000 of 10,000 tasks as if they were all.
+    The agent now says how many it left out and how many nodes did not answer; so does the CLI,
+    and `--limit` asks for fewer."""
+    rows = [row(id=f"t-{i}", submitted=NOW - 100 + i) for i in range(5)]
+
+    def handler(what: str, args: dict) -> Any:
+        return {"tasks": rows, "omitted": 7, "unanswered": 2, "partial": True}
+
+    agent = fake(handler)
+    code, out, err = run(capsys, "tasks", "--agent", agent.addr)
+    assert code == 0 and len(out.splitlines()) == 6
+    assert err.splitlines() == [
+        "(2 agents did not answer: the list may be incomplete)",
+        "(7 older tasks not shown: at most 10000 are listed; see --limit and --state)",
+    ]
+    code, out, err = run(capsys, "tasks", "--agent", agent.addr, "--limit", "2", "--json")
+    assert code == 0 and agent.queries[-1] == ("tasks", {"state": "", "limit": 2})
+    data = json.loads(out)  # an agent that sent more than asked: the CLI keeps the newest
+    assert [r["id"] for r in data["tasks"]] == ["t-3", "t-4"] and data["omitted"] == 10
+    assert "10 older tasks not shown: at most 2 are listed" in err
+    for bad in ("0", "-1", "10001", "1e3", "many"):
+        n = len(agent.queries)
+        code, out, err = run(capsys, "tasks", "--agent", agent.addr, "--limit", bad)
+        assert code == 2 and len(agent.queries) == n
+        one_line_error(code, err, "argument --limit")
