@@ -766,3 +766,28 @@ def test_tasks_says_what_was_left_out(capsys: pytest.CaptureFixture[str], fake: 
         code, out, err = run(capsys, "tasks", "--agent", agent.addr, "--limit", bad)
         assert code == 2 and len(agent.queries) == n
         one_line_error(code, err, "argument --limit")
+
+
+@pytest.mark.slow
+def test_tasks_through_real_agents_with_huge_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9, finding 10, through the CLI and real agents: tasks with 1.9 MB commands (each
+    within the task limits) no longer hide the other tasks of the node that owns them."""
+    from deploy.local_cluster import LocalCluster
+    from gossip.wire import MAX_ARG_LEN
+
+    huge = ["true", *("x" * MAX_ARG_LEN for _ in range(29))]
+    with LocalCluster(1, log_level="WARNING", forecaster="none") as c:
+        c.start()
+        addr = c.nodes[0].addr
+        ids = [f"big-{i}" for i in range(3)] + [f"small-{i}" for i in range(3)]
+        for tid in ids:
+            argv = huge if tid.startswith("big") else ["true"]
+            code, _, err = run(capsys, "submit", "--agent", addr, "--id", tid, "--", *argv)
+            assert code == 0, err
+        code, out, err = run(capsys, "tasks", "--agent", addr, "--json")
+        assert code == 0, err
+        data = json.loads(out)
+        assert sorted(r["id"] for r in data["tasks"]) == sorted(ids)
+        assert data["omitted"] == 0 and data["unanswered"] == 0 and err == ""
+        code, out, _ = run(capsys, "status", "big-1", "--agent", addr, "--json")
+        assert code == 0 and json.loads(out)["argv"] == huge  # the whole command, from status
