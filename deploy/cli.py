@@ -55,7 +55,7 @@ from deploy.task_args import (
     spec_args,
 )
 from gossip.membership import GEN_SHIFT
-from gossip.wire import MAX_LIST_RECORDS
+from gossip.wire import MAX_DURATION, MAX_LIST_RECORDS
 from scenarios import cli as scenario_cli
 
 PROG = "agora"
@@ -806,14 +806,32 @@ def add_task_parsers(sub: Any) -> None:
 
 # ---------------------------------------------------------------- ray-cluster
 
+MAX_RAY_AGENTS = 65_535  # one port each
+
+
+def _agent_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= MAX_RAY_AGENTS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not from 1 to {MAX_RAY_AGENTS}")
+    return n
+
+
+def _run_seconds(text: str) -> float:
+    """A finite run time (nan and inf reached time.sleep, after the cluster had started)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < v <= MAX_DURATION:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in "
+                                         f"(0, {MAX_DURATION:g}]")  # fmt: skip
+    return v
+
 
 def cmd_ray_cluster(args: argparse.Namespace) -> int:
-    if args.agents < 1:
-        return fail("--agents must be at least 1", 2)
-    if args.per_actor < 1:
-        return fail("--per-actor must be at least 1", 2)
-    if args.duration is not None and args.duration <= 0:
-        return fail("--duration must be positive", 2)
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -895,11 +913,11 @@ def add_ray_cluster_parser(sub: Any) -> None:
         "print each agent's address and whether they converged, run until Ctrl-C/SIGTERM or "
         "--duration, then let every agent leave and end the actors.",
     )
-    p.add_argument("--agents", "-n", type=int, required=True, metavar="N",
-                   help="number of agents to start (at least 1)")  # fmt: skip
-    p.add_argument("--per-actor", "-k", type=int, default=25, metavar="K",
+    p.add_argument("--agents", "-n", type=_agent_count, required=True, metavar="N",
+                   help=f"number of agents to start (1 to {MAX_RAY_AGENTS})")  # fmt: skip
+    p.add_argument("--per-actor", "-k", type=_agent_count, default=25, metavar="K",
                    help="agents hosted by one Ray actor process (default 25)")  # fmt: skip
-    p.add_argument("--duration", type=float, metavar="S",
+    p.add_argument("--duration", type=_run_seconds, metavar="S",
                    help="stop after S seconds (default: run until Ctrl-C)")  # fmt: skip
     p.add_argument("--config", "-c", metavar="FILE",
                    help="agent config file (node.toml format); its [swim] table, load_interval "

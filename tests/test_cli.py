@@ -175,3 +175,20 @@ def test_client_timeouts_must_be_finite_positive_seconds(argv: tuple[str, ...], 
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("agora: error: argument")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--duration", "nan"), "argument --duration"),  # time.sleep(nan): a traceback after the
+    (("--duration", "inf"), "argument --duration"),  # whole Ray cluster had started
+    (("--duration", "1e300"), "argument --duration"),
+    (("--agents", str(10**20)), "argument --agents"),  # tried to start them
+    (("--per-actor", str(10**20)), "argument --per-actor"),
+])  # fmt: skip
+def test_ray_cluster_numbers_are_checked_before_ray_starts(args: tuple[str, ...], needle: str,
+                                                           capsys) -> None:  # noqa: ANN001
+    from deploy.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["ray-cluster", "--agents", "1", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1
