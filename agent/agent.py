@@ -87,7 +87,7 @@ from gossip.messages import (
     TaskState,
 )
 from gossip.transport import Identity, Transport, TransportConfig, ZmqTransport
-from gossip.wire import MAX_ID_LEN, MAX_LABELS, WireError, decode, encode
+from gossip.wire import MAX_ID_LEN, MAX_LABELS, MAX_LIST_RECORDS, WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -460,8 +460,11 @@ class Agent:
                     return f"unknown state {state!r} (known: {names})"
             else:
                 code = -1
+            limit = args.get("limit", MAX_LIST_RECORDS)
+            if type(limit) is not int or not 1 <= limit <= MAX_LIST_RECORDS:
+                return f"limit must be a whole number from 1 to {MAX_LIST_RECORDS}"
             self._clients[req] = (ident, seq, principal)
-            self._send(self.node.list(now, req, code))
+            self._send(self.node.list(now, req, code, limit))
             return ""
         task_id = args.get("id")
         if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_ID_LEN:

@@ -13,6 +13,7 @@ from agent.requests import Reply
 from gossip.config import SwimConfig
 from gossip.membership import Membership
 from gossip.messages import Message, Outgoing, ResourceRecord, TaskSpec
+from gossip.wire import MAX_LIST_RECORDS
 
 
 class NodeCore:
@@ -57,8 +58,9 @@ class NodeCore:
     def get(self, now: float, req: int, task_id: str) -> list[Outgoing]:
         return self.placement.get(now, req, task_id)
 
-    def list(self, now: float, req: int, state: int = -1) -> list[Outgoing]:
-        return self.placement.list(now, req, state)
+    def list(self, now: float, req: int, state: int = -1,
+             limit: int = MAX_LIST_RECORDS) -> list[Outgoing]:  # fmt: skip
+        return self.placement.list(now, req, state, limit)
 
     def cancel(
         self, now: float, req: int, task_id: str, by: str | None = None,

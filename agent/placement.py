@@ -42,6 +42,7 @@ from gossip.messages import (
     TaskReport,
     TaskSpec,
 )
+from gossip.wire import MAX_LIST_RECORDS
 
 PLACEMENT_BODIES = (
     TaskPut, TaskPutAck, TaskGet, TaskGetReply, TaskList, TaskListReply, TaskCancel,
@@ -154,8 +155,9 @@ class PlacementCore:
         self.requests.get(now, req, task_id)
         return self._flush(now)
 
-    def list(self, now: float, req: int, state: int = -1) -> list[Outgoing]:
-        self.requests.list(now, req, state)
+    def list(self, now: float, req: int, state: int = -1,
+             limit: int = MAX_LIST_RECORDS) -> list[Outgoing]:  # fmt: skip
+        self.requests.list(now, req, state, limit)
         return self._flush(now)
 
     def cancel(

@@ -4,8 +4,10 @@ has answered: these are the operations that need other nodes before they can rep
 `submit` writes version 1 of the record to every node of its replica set (consistent hashing
 over the live members) and replies only when all of them hold it, so an id printed to the user
 survives the failure of fewer than r of those nodes. Lookups ask the nodes most likely to hold
-the record first and widen to everyone if none has it. Replies are collected with
-`take_replies()` as (request number, ok, data, error) and sent by the shell.
+the record first and widen to everyone if none has it. A list asks every live node for the
+records it owns as summaries (`summary`), bounded in number and in bytes so that every reply
+and the client's answer fit in one message; what is left out is counted, never hidden. Replies
+are collected with `take_replies()` as (request number, ok, data, error) and sent by the shell.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
 
 from agent.context import Context
 from agent.owner import Owner
@@ -30,9 +34,11 @@ from gossip.messages import (
     TaskSpec,
     TaskState,
 )
+from gossip.wire import MAX_LIST_RECORDS, MAX_MESSAGE_BYTES, record_size
 
 Reply = tuple[int, bool, Any, str]
-LIST_LIMIT = 1000
+LIST_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # records in a list reply, rows in an answer
+SUMMARY_CHARS = 200  # of a listed task's command and reason; `status` shows them whole
 
 
 def task_row(r: TaskRecord) -> dict[str, Any]:
@@ -51,6 +57,34 @@ def task_row(r: TaskRecord) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _shorten(text: str) -> str:
+    return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS] + "..."
+
+
+def _shorten_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
+    """The command's first SUMMARY_CHARS characters; a cut argument ends with "..."."""
+    out: list[str] = []
+    left = SUMMARY_CHARS
+    for a in argv:
+        if len(a) > left:
+            out.append(a[:left] + "...")
+            break
+        out.append(a)
+        left -= len(a)
+    return tuple(out)
+
+
+def summary(r: TaskRecord) -> TaskRecord:
+    """A record as a list carries it: no environment, directory or output, the start of the
+    command and reason. A whole record may be as large as a message; `status` fetches one."""
+    spec = dataclasses.replace(r.spec, argv=_shorten_argv(r.spec.argv), env={}, cwd="")
+    return dataclasses.replace(r, spec=spec, reason=_shorten(r.reason), stdout="", stderr="")
+
+
+def _newest_first(records: Any) -> list[TaskRecord]:
+    return sorted(records, key=lambda r: (r.submitted, r.id), reverse=True)
+
+
 @dataclass(slots=True)
 class _Pending:
     kind: str  # submit | get | list | cancel
@@ -65,6 +99,8 @@ class _Pending:
     next_resend: float = 0.0
     existing: bool = False
     by: str | None = None  # cancel: only a task this client submitted (None: any task)
+    limit: int = MAX_LIST_RECORDS  # list: rows in the answer at most
+    omitted: int = 0  # list: matching records left out so far
 
 
 class Requests:
@@ -237,31 +273,44 @@ class Requests:
 
     # ------------------------------------------------------------------ listing
 
-    def list(self, now: float, req: int, state: int = -1) -> None:
+    def list(self, now: float, req: int, state: int = -1,
+             limit: int = MAX_LIST_RECORDS) -> None:  # fmt: skip
+        """The newest `limit` (at most MAX_LIST_RECORDS) records matching `state` (-1 = any)
+        that the live nodes own, and how many others matched."""
         c = self.ctx
-        p = _Pending("list", "", now + c.config.request_timeout, state=state)
-        for rec in self.owned(state):
-            p.records[rec.id] = rec
+        limit = max(1, min(int(limit), MAX_LIST_RECORDS))
+        p = _Pending("list", "", now + c.config.request_timeout, state=state, limit=limit)
+        self._merge(p, *self.list_page(state, limit))
         self._new(req, p)
         for n in c.view.live_nodes():
-            if c.send_to(n, TaskList(req, state, LIST_LIMIT)):
+            if c.send_to(n, TaskList(req, state, limit)):
                 p.waiting.add(n)
         if not p.waiting:
             self._list_done(req, p)
 
-    def owned(self, state: int = -1, limit: int = LIST_LIMIT) -> list[TaskRecord]:
-        """Records this node owns, newest first, without their output tails (kept small)."""
+    def list_page(self, state: int, limit: int) -> tuple[tuple[TaskRecord, ...], int]:
+        """Summaries of the records this node owns that match `state`, newest first: at most
+        `limit` and no more than fit in one message; and how many more matched."""
         c = self.ctx
-        out = [
-            dataclasses.replace(r, stdout="", stderr="")
-            for r in self.owner.store.values()
+        owned = _newest_first(
+            r for r in self.owner.store.values()
             if (state < 0 or int(r.state) == state) and c.owner_of(r) == c.node_id
-        ]
-        out.sort(key=lambda r: r.submitted, reverse=True)
-        return out[:limit]
+        )  # fmt: skip
+        page: list[TaskRecord] = []
+        size = 0
+        for r in owned[:limit]:
+            s = summary(r)
+            size += record_size(s)
+            if size > LIST_BYTES:
+                break
+            page.append(s)
+        more = len(owned) - len(page)
+        if more:
+            c.stats["list_records_left_out"] += more
+        return tuple(page), more
 
     def on_list(self, sender_addr: str, q: TaskList) -> None:
-        self.ctx.send(sender_addr, TaskListReply(q.req, tuple(self.owned(q.state, q.limit))))
+        self.ctx.send(sender_addr, TaskListReply(q.req, *self.list_page(q.state, q.limit)))
 
     def on_list_reply(self, sender: str, r: TaskListReply) -> None:
         p = self.pending.get(r.req)
@@ -269,16 +318,35 @@ class Requests:
             self.ctx.stats["stale_replies"] += 1
             return
         p.waiting.discard(sender)
-        for rec in r.records:
-            if newer(rec, p.records.get(rec.id)):
-                p.records[rec.id] = rec
+        self._merge(p, r.records, r.more)
         if not p.waiting:
             self._list_done(r.req, p)
 
+    @staticmethod
+    def _merge(p: _Pending, records: tuple[TaskRecord, ...], more: int) -> None:
+        p.omitted += more
+        for rec in records:
+            if (p.state < 0 or int(rec.state) == p.state) and newer(rec, p.records.get(rec.id)):
+                p.records[rec.id] = rec
+        if len(p.records) > 2 * p.limit:  # what a list holds stays bounded: keep the newest
+            kept = _newest_first(p.records.values())[: p.limit]
+            p.omitted += len(p.records) - len(kept)  # (a copy a second owner sends again
+            p.records = {r.id: r for r in kept}  # while ownership moves is counted twice)
+
     def _list_done(self, req: int, p: _Pending) -> None:
-        rows = [task_row(r) for r in p.records.values() if p.state < 0 or int(r.state) == p.state]
-        rows.sort(key=lambda row: row["submitted"])
-        self._reply(req, True, {"tasks": rows[-LIST_LIMIT:], "partial": bool(p.waiting)})
+        kept = _newest_first(p.records.values())[: p.limit]
+        rows: list[dict[str, Any]] = []
+        size = 0
+        for r in kept:
+            row = task_row(r)
+            size += len(msgpack.packb(row, use_bin_type=True))
+            if size > LIST_BYTES:
+                break
+            rows.append(row)
+        rows.reverse()  # oldest first
+        omitted = p.omitted + len(p.records) - len(rows)
+        self._reply(req, True, {"tasks": rows, "omitted": omitted, "unanswered": len(p.waiting),
+                                "partial": bool(p.waiting) or omitted > 0})  # fmt: skip
 
     # ------------------------------------------------------------------ time
 

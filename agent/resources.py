@@ -47,7 +47,10 @@ def parse_size(value: int | str) -> int:
     m = _SIZE_RE.match(value)
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise ValueError(f"not a size: {value!r} (examples: 4GiB, 512MiB, 2GB, 1048576)")
-    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+    number, unit = m.group(1), _SIZE_UNITS[m.group(2).lower()]
+    if number.isdigit():  # exact: a float rounds 2**63 - 1 bytes up to 2**63
+        return int(number) * unit
+    return int(float(number) * unit)
 
 
 def format_size(n: int) -> str:

@@ -7,7 +7,7 @@
                   [--cwd DIR] [--deadline D] [--timeout D] [--expect D] [--id ID] [--wait]
                   -- COMMAND [ARG ...]
     agora status  TASK_ID --agent EP [--json]
-    agora tasks   --agent EP [--state STATE] [--json]
+    agora tasks   --agent EP [--state STATE] [--limit N] [--json]
     agora logs    TASK_ID --agent EP [--stdout-only | --stderr-only]
     agora cancel  TASK_ID --agent EP
     agora ray-cluster --agents N [--per-actor K] [--duration S] [--config FILE]
@@ -51,12 +51,14 @@ from deploy.task_args import (
     TaskArgError,
     build_spec,
     new_task_id,
+    parse_limit,
     parse_state,
     parse_task_id,
     spec_args,
 )
 from gossip.auth import Credential, KeyFileError, Keyring
 from gossip.membership import GEN_SHIFT
+from gossip.wire import MAX_DURATION, MAX_LIST_RECORDS
 from scenarios import cli as scenario_cli
 
 PROG = "agora"
@@ -595,6 +597,13 @@ def _state_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _limit_arg(value: str) -> int:
+    try:
+        return parse_limit(value)
+    except TaskArgError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     try:
         row = _ask(args.agent, "status", args.timeout, {"id": args.task_id})
@@ -609,16 +618,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(data: dict[str, Any], key: str) -> int:
+    v = data.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
+    query_args: dict[str, Any] = {"state": args.state or ""}
+    if args.limit is not None:
+        query_args["limit"] = args.limit
     try:
-        data = _ask(args.agent, "tasks", args.timeout, {"state": args.state or ""})
+        data = _ask(args.agent, "tasks", args.timeout, query_args)
     except UserError as e:
         return fail(str(e))
     if not isinstance(data, dict):
         return fail(f"unexpected tasks answer: {data!r}"[:200])
-    if data.get("partial"):
-        print("(some agents did not answer: list may be partial)", file=sys.stderr)
     rows = [r for r in data.get("tasks") or [] if isinstance(r, dict)]
+    limit = MAX_LIST_RECORDS if args.limit is None else args.limit
+    omitted, unanswered = _count(data, "omitted"), _count(data, "unanswered")
+    if len(rows) > limit:  # an agent that does not know --limit: keep the newest (listed last)
+        omitted += len(rows) - limit
+        rows = rows[-limit:]
+        data = {**data, "tasks": rows, "omitted": omitted, "partial": True}
+    if unanswered:
+        print(f"({unanswered} agent{'s' if unanswered > 1 else ''} did not answer: the list may "
+              "be incomplete)", file=sys.stderr)  # fmt: skip
+    if omitted:
+        print(f"({omitted} older task{'s' if omitted > 1 else ''} not shown: at most {limit} "
+              "are listed; see --limit and --state)", file=sys.stderr)  # fmt: skip
+    if data.get("partial") and not (omitted or unanswered):  # an agent older than both counts
+        print("(some agents did not answer: list may be partial)", file=sys.stderr)
     if args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
     elif not rows:
@@ -757,6 +786,9 @@ def add_task_parsers(sub: Any) -> None:
     _client_options(p, "ask", timeout=TASK_TIMEOUT)
     p.add_argument("--state", metavar="STATE", type=_state_arg,
                    help=f"only tasks in this state: {', '.join(TASK_STATES)}")  # fmt: skip
+    p.add_argument("--limit", metavar="N", type=_limit_arg,
+                   help=f"list only the newest N tasks (1 to {MAX_LIST_RECORDS}, the default); "
+                   "how many were left out is said on stderr")  # fmt: skip
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser(
@@ -787,14 +819,32 @@ def add_task_parsers(sub: Any) -> None:
 
 # ---------------------------------------------------------------- ray-cluster
 
+MAX_RAY_AGENTS = 65_535  # one port each
+
+
+def _agent_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= n <= MAX_RAY_AGENTS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not from 1 to {MAX_RAY_AGENTS}")
+    return n
+
+
+def _run_seconds(text: str) -> float:
+    """A finite run time (nan and inf reached time.sleep, after the cluster had started)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < v <= MAX_DURATION:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in "
+                                         f"(0, {MAX_DURATION:g}]")  # fmt: skip
+    return v
+
 
 def cmd_ray_cluster(args: argparse.Namespace) -> int:
-    if args.agents < 1:
-        return fail("--agents must be at least 1", 2)
-    if args.per_actor < 1:
-        return fail("--per-actor must be at least 1", 2)
-    if args.duration is not None and args.duration <= 0:
-        return fail("--duration must be positive", 2)
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -876,11 +926,11 @@ def add_ray_cluster_parser(sub: Any) -> None:
         "print each agent's address and whether they converged, run until Ctrl-C/SIGTERM or "
         "--duration, then let every agent leave and end the actors.",
     )
-    p.add_argument("--agents", "-n", type=int, required=True, metavar="N",
-                   help="number of agents to start (at least 1)")  # fmt: skip
-    p.add_argument("--per-actor", "-k", type=int, default=25, metavar="K",
+    p.add_argument("--agents", "-n", type=_agent_count, required=True, metavar="N",
+                   help=f"number of agents to start (1 to {MAX_RAY_AGENTS})")  # fmt: skip
+    p.add_argument("--per-actor", "-k", type=_agent_count, default=25, metavar="K",
                    help="agents hosted by one Ray actor process (default 25)")  # fmt: skip
-    p.add_argument("--duration", type=float, metavar="S",
+    p.add_argument("--duration", type=_run_seconds, metavar="S",
                    help="stop after S seconds (default: run until Ctrl-C)")  # fmt: skip
     p.add_argument("--config", "-c", metavar="FILE",
                    help="agent config file (node.toml format); its [swim] table, load_interval "

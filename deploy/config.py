@@ -56,10 +56,13 @@ from agent.agent import AgentOptions
 from agent.placement_config import PlacementConfig
 from agent.resources import CapacityOverrides, ReplayTrace, detect_capacity, parse_size
 from gossip.config import SwimConfig
+from gossip.wire import MAX_ID_LEN, MAX_INT, MAX_LABELS, MAX_NODE_CPUS
 
 DEFAULT_BIND = "tcp://0.0.0.0:7946"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORECASTERS = ("meta", "last-value", "none")
+MAX_INTERVAL = 86_400.0  # join_timeout, load_interval: a day; longer is a typo
+CLIENT_PREFIX = "@"  # node ids starting with it are reserved for client principals
 _ENDPOINT_RE = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.*-]+):([0-9]{1,5})$")
 
 
@@ -143,23 +146,40 @@ def _err(src: str, key: str, msg: str) -> ConfigError:
     return ConfigError(f"{src}: {key}: {msg}")
 
 
-def _pos_number(src: str, key: str, v: Any) -> float:
+def _pos_number(src: str, key: str, v: Any, most: float = math.inf) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
         raise _err(src, key, f"expected a positive number, got {v!r}")
+    if v > most:
+        raise _err(src, key, f"expected at most {most:g}, got {v!r}")
     return float(v)
+
+
+def _interval(src: str, key: str, v: Any) -> float:
+    return _pos_number(src, key, v, MAX_INTERVAL)
 
 
 def _string(src: str, key: str, v: Any) -> str:
     if not isinstance(v, str) or not v:
         raise _err(src, key, f"expected a non-empty string, got {v!r}")
+    if len(v) > MAX_ID_LEN:  # peers' wire decoder drops longer ids and addresses
+        raise _err(src, key, f"at most {MAX_ID_LEN} characters, got {len(v)}")
+    return v
+
+
+def _node_id(src: str, key: str, v: Any) -> str:
+    v = _string(src, key, v)
+    if v.startswith(CLIENT_PREFIX):
+        raise _err(src, key, f"must not start with {CLIENT_PREFIX!r} (reserved for clients), "
+                   f"got {v[:40]!r}")  # fmt: skip
     return v
 
 
 def _endpoint(src: str, key: str, v: Any) -> str:
     try:
-        return normalize_endpoint(_string(src, key, v), "address")
+        addr = normalize_endpoint(_string(src, key, v), "address")
     except ValueError as e:
         raise _err(src, key, str(e)) from None
+    return _string(src, key, addr)  # "host:port" grows by "tcp://"
 
 
 def _join_list(src: str, key: str, v: Any) -> list[str]:
@@ -189,9 +209,17 @@ def _forecaster(src: str, key: str, v: Any) -> str:
 def _labels(src: str, key: str, v: Any) -> dict[str, str]:
     if not isinstance(v, dict):
         raise _err(src, key, f"expected a table of strings, got {v!r}")
+    if len(v) > MAX_LABELS:
+        raise _err(src, key, f"at most {MAX_LABELS} labels, got {len(v)}")
     for k, x in v.items():
+        if not k:
+            raise _err(src, key, "empty key")
+        if len(k) > MAX_ID_LEN:
+            raise _err(src, key, f"key {k[:10] + '...'!r} is longer than {MAX_ID_LEN}")
         if not isinstance(x, str):
             raise _err(src, f"{key}.{k}", f"expected a string, got {x!r}")
+        if len(x) > MAX_ID_LEN:
+            raise _err(src, f"{key}.{k}", f"at most {MAX_ID_LEN} characters, got {len(x)}")
     return dict(v)
 
 
@@ -252,16 +280,20 @@ def parse_resources(src: str, table: Any, base: CapacityOverrides) -> CapacityOv
         raise _err(src, f"resources.{unknown[0]}", f"unknown key (known: {known_list})")
     out = base
     if "cpus" in table:
-        out = replace(out, cpus=_pos_number(src, "resources.cpus", table["cpus"]))
+        out = replace(out, cpus=_pos_number(src, "resources.cpus", table["cpus"], MAX_NODE_CPUS))
     if "memory" in table:
         try:
-            out = replace(out, memory=parse_size(table["memory"]))
+            memory = parse_size(table["memory"])
         except ValueError as e:
             raise _err(src, "resources.memory", str(e)) from None
+        if memory > MAX_INT:
+            raise _err(src, "resources.memory", f"at most {MAX_INT} bytes, got {table['memory']!r}")
+        out = replace(out, memory=memory)
     if "gpus" in table:
         g = table["gpus"]
-        if isinstance(g, bool) or not isinstance(g, int) or g < 0:
-            raise _err(src, "resources.gpus", f"expected a whole number >= 0, got {g!r}")
+        if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= MAX_INT:
+            raise _err(src, "resources.gpus",
+                       f"expected a whole number >= 0 and at most {MAX_INT}, got {g!r}")
         out = replace(out, gpus=g)
     if "labels" in table:
         out = replace(out, labels=_labels(src, "resources.labels", table["labels"]))
@@ -269,12 +301,12 @@ def parse_resources(src: str, table: Any, base: CapacityOverrides) -> CapacityOv
 
 
 _TOP = {
-    "node_id": ("node_id", _string),
+    "node_id": ("node_id", _node_id),
     "bind": ("bind", _endpoint),
     "advertise": ("advertise", _endpoint),
     "join": ("join", _join_list),
-    "join_timeout": ("join_timeout", _pos_number),
-    "load_interval": ("load_interval", _pos_number),
+    "join_timeout": ("join_timeout", _interval),
+    "load_interval": ("load_interval", _interval),
     "forecaster": ("forecaster", _forecaster),
     "log_level": ("log_level", _log_level),
 }

@@ -25,7 +25,9 @@ from gossip.wire import (
     MAX_ENV,
     MAX_ENV_VALUE_LEN,
     MAX_ID_LEN,
+    MAX_INT,
     MAX_LABELS,
+    MAX_LIST_RECORDS,
     MAX_TASK_CPUS,
 )
 
@@ -98,9 +100,12 @@ def parse_memory(value: str | int) -> int:
     if isinstance(value, str) and value.strip().startswith("-"):
         raise TaskArgError(f"--mem must not be negative, got {value!r}")
     try:
-        return parse_size(value)
+        size = parse_size(value)
     except ValueError as e:
         raise TaskArgError(f"--mem: {e}") from None
+    if size > MAX_INT:  # msgpack cannot even encode 2^64; the agent refuses more than 2^63-1
+        raise TaskArgError(f"--mem is too large ({value!r}; at most {MAX_INT} bytes)")
+    return size
 
 
 def parse_gpus(value: str | int) -> int:
@@ -113,6 +118,8 @@ def parse_gpus(value: str | int) -> int:
         raise TaskArgError(f"--gpus expects a whole number such as 1, got {value!r}") from None
     if gpus < 0:
         raise TaskArgError(f"--gpus must not be negative, got {value!r}")
+    if gpus > MAX_INT:
+        raise TaskArgError(f"--gpus is too large ({value!r}; at most {MAX_INT})")
     return gpus
 
 
@@ -235,3 +242,14 @@ def parse_state(value: str) -> str:
     if s not in TASK_STATES:
         raise TaskArgError(f"unknown task state {value!r} (choose from {', '.join(TASK_STATES)})")
     return s
+
+
+def parse_limit(value: str) -> int:
+    """How many tasks ``agora tasks --limit`` lists: a whole number in [1, MAX_LIST_RECORDS]."""
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise TaskArgError(f"expects a whole number of tasks, got {value!r}") from None
+    if not 1 <= n <= MAX_LIST_RECORDS:
+        raise TaskArgError(f"{value!r} is not from 1 to {MAX_LIST_RECORDS}")
+    return n

@@ -265,8 +265,11 @@ class TaskList:
 
 @dataclass(frozen=True, slots=True)
 class TaskListReply:
+    """Summaries of the records asked for, newest first; `more` matched but did not fit."""
+
     req: int
     records: tuple[TaskRecord, ...] = ()
+    more: int = 0
 
 
 @dataclass(frozen=True, slots=True)

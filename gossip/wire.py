@@ -69,6 +69,7 @@ MAX_OUTPUT_TAIL = 64 * 1024  # stdout / stderr tails, each
 MAX_REPLICAS = 64  # node ids in a task record's replica set
 MAX_LIST_RECORDS = 10_000  # records in one TaskListReply, and the largest TaskList.limit
 MAX_TASK_CPUS = 1e6
+MAX_NODE_CPUS = 1e18  # the cpus a resource record may offer or have allocated
 MAX_DURATION = 1e9  # seconds: timeout, deadline, expected
 MAX_TIME = 1e12  # timestamps (submitted, placed, started, finished), seconds since the epoch
 MIN_EXIT_CODE, MAX_EXIT_CODE = -(2**31), 2**31 - 1
@@ -146,8 +147,8 @@ def _body(body: Any) -> list:
             return [task_id, req, None if record is None else _task_record(record)]
         case TaskList(req, state, limit):
             return [req, int(state), limit]
-        case TaskListReply(req, records):
-            return [req, [_task_record(r) for r in records]]
+        case TaskListReply(req, records, more):
+            return [req, [_task_record(r) for r in records], more]
         case TaskCancelReply(task_id, req, ok, state, error):
             return [task_id, req, ok, int(state), error]
         case BidRequest(task_id, attempt, round_, cpus, memory, gpus, labels, expected):
@@ -167,6 +168,11 @@ def _body(body: Any) -> list:
         case ReportAck(task_id, attempt, keep):
             return [task_id, attempt, keep]
     raise TypeError(f"not a message body: {body!r}")
+
+
+def record_size(r: TaskRecord) -> int:
+    """Bytes `r` takes inside an encoded message (to fill a reply without overflowing it)."""
+    return len(msgpack.packb(_task_record(r), use_bin_type=True))
 
 
 def encode(msg: Message) -> bytes:
@@ -246,11 +252,11 @@ def _decode_resource(v: Any) -> ResourceRecord:
     return ResourceRecord(
         node=_id(f[0], "resource.node"),
         version=_int(f[1], "resource.version"),
-        cpus=_num(f[2], "resource.cpus"),
+        cpus=_num(f[2], "resource.cpus", 0.0, MAX_NODE_CPUS),
         memory=_int(f[3], "resource.memory"),
         gpus=_int(f[4], "resource.gpus"),
         labels=_decode_labels(f[5]),
-        alloc_cpus=_num(f[6], "resource.alloc_cpus"),
+        alloc_cpus=_num(f[6], "resource.alloc_cpus", 0.0, MAX_NODE_CPUS),
         alloc_memory=_int(f[7], "resource.alloc_memory"),
         alloc_gpus=_int(f[8], "resource.alloc_gpus"),
         load=_num(f[9], "resource.load", 0.0, 1e6),
@@ -417,10 +423,11 @@ def _task_list(b: list) -> TaskList:
 
 
 def _task_list_reply(b: list) -> TaskListReply:
-    req, records = _list(b, "task_list_reply", 2)
+    req, records, more = _list(b, "task_list_reply", 3)
     records = _list(records, "task_list_reply.records", most=MAX_LIST_RECORDS)
     return TaskListReply(_int(req, "task_list_reply.req"),
-                         tuple(_decode_task_record(r) for r in records))  # fmt: skip
+                         tuple(_decode_task_record(r) for r in records),
+                         _int(more, "task_list_reply.more"))  # fmt: skip
 
 
 def _task_cancel(b: list) -> TaskCancel:

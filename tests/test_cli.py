@@ -102,6 +102,12 @@ def test_members_with_nobody_listening() -> None:
         (("agent", "--label", "novalue", "--bind", "tcp://127.0.0.1:1"), "KEY=VALUE"),
         (("agent", "--memory", "lots"), "not a size"),
         (("agent", "--bind", "nonsense"), "not tcp://HOST:PORT"),
+        # issue 9, finding 10: values every peer's decoder refuses used to start an agent
+        # nobody could hear (these ran until the timeout); now refused at start
+        (("agent", "--cpus", "1e19", "--bind", "tcp://127.0.0.1:1"), "expected at most 1e+18"),
+        (("agent", "--memory", "10000000TiB", "--bind", "tcp://127.0.0.1:1"), "at most 92233"),
+        (("agent", "--node-id", "n" * 300, "--bind", "tcp://127.0.0.1:1"), "at most 256 char"),
+        (("agent", "--node-id", "@alice", "--bind", "tcp://127.0.0.1:1"), "must not start with"),
         (("agent", "--log-level", "chatty"), "invalid choice"),
         (("label", "--agent", "127.0.0.1:1", "zone"), "KEY=VALUE"),
         (("label", "--agent", "127.0.0.1:1", "=x"), "KEY=VALUE"),
@@ -169,3 +175,20 @@ def test_client_timeouts_must_be_finite_positive_seconds(argv: tuple[str, ...], 
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("agora: error: argument")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--duration", "nan"), "argument --duration"),  # time.sleep(nan): a traceback after the
+    (("--duration", "inf"), "argument --duration"),  # whole Ray cluster had started
+    (("--duration", "1e300"), "argument --duration"),
+    (("--agents", str(10**20)), "argument --agents"),  # tried to start them
+    (("--per-actor", str(10**20)), "argument --per-actor"),
+])  # fmt: skip
+def test_ray_cluster_numbers_are_checked_before_ray_starts(args: tuple[str, ...], needle: str,
+                                                           capsys) -> None:  # noqa: ANN001
+    from deploy.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["ray-cluster", "--agents", "1", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1

@@ -705,3 +705,89 @@ def test_help_documents_every_task_option() -> None:
             assert action.help, f"agora {name} {action.option_strings} has no help"
     r = agora("submit", "--help")
     assert r.returncode == 0 and "--deadline" in r.stdout and "--wait" in r.stdout
+
+
+# ---------------------------------------------------------------- numbers beyond the wire limits
+
+
+@pytest.mark.parametrize(("flag", "value", "needle"), [
+    ("--mem", str(2**64), "--mem is too large"),  # msgpack cannot encode it: was a traceback
+    ("--mem", str(2**63), "--mem is too large"),  # the agent's decoder refused it: "no answer"
+    ("--mem", "9999999999999999999999TiB", "--mem is too large"),
+    ("--gpus", str(2**64), "--gpus is too large"),
+    ("--gpus", str(2**63), "--gpus is too large"),
+])  # fmt: skip
+def test_submit_numbers_beyond_the_wire_limits_are_refused_before_sending(
+        capsys: pytest.CaptureFixture[str], fake: Any, flag: str, value: str,
+        needle: str) -> None:  # fmt: skip
+    """Issue 9, finding 10: `--mem`/`--gpus` >= 2^64 ended in a traceback, and 2^63 was sent and
+    silently dropped by the agent. Both are now a usage error, and nothing reaches the agent."""
+    agent = fake(lambda what, args: {"id": args["id"], "state": "pending"})
+    code, out, err = run(capsys, "submit", "--agent", agent.addr, "--request-timeout", "0.5",
+                         flag, value, "--", "true")  # fmt: skip
+    assert code == 2 and out == ""
+    one_line_error(code, err, needle)
+    assert agent.queries == []
+
+
+def test_submit_numbers_at_the_wire_limits_are_sent(capsys: pytest.CaptureFixture[str],
+                                                    fake: Any) -> None:  # fmt: skip
+    agent = fake(lambda what, args: {"id": args["id"], "state": "pending"})
+    code, _, err = run(capsys, "submit", "--agent", agent.addr, "--mem", str(2**63 - 1),
+                       "--gpus", str(2**63 - 1), "--", "true")  # fmt: skip
+    assert code == 0, err
+    (what, args), = agent.queries
+    assert args["spec"]["memory"] == 2**63 - 1 and args["spec"]["gpus"] == 2**63 - 1
+
+
+def test_tasks_says_what_was_left_out(capsys: pytest.CaptureFixture[str], fake: Any) -> None:
+    """Issue 9, finding 10: `agora tasks` showed 1,000 of 10,000 tasks as if they were all.
+    The agent now says how many it left out and how many nodes did not answer; so does the CLI,
+    and `--limit` asks for fewer."""
+    rows = [row(id=f"t-{i}", submitted=NOW - 100 + i) for i in range(5)]
+
+    def handler(what: str, args: dict) -> Any:
+        return {"tasks": rows, "omitted": 7, "unanswered": 2, "partial": True}
+
+    agent = fake(handler)
+    code, out, err = run(capsys, "tasks", "--agent", agent.addr)
+    assert code == 0 and len(out.splitlines()) == 6
+    assert err.splitlines() == [
+        "(2 agents did not answer: the list may be incomplete)",
+        "(7 older tasks not shown: at most 10000 are listed; see --limit and --state)",
+    ]
+    code, out, err = run(capsys, "tasks", "--agent", agent.addr, "--limit", "2", "--json")
+    assert code == 0 and agent.queries[-1] == ("tasks", {"state": "", "limit": 2})
+    data = json.loads(out)  # an agent that sent more than asked: the CLI keeps the newest
+    assert [r["id"] for r in data["tasks"]] == ["t-3", "t-4"] and data["omitted"] == 10
+    assert "10 older tasks not shown: at most 2 are listed" in err
+    for bad in ("0", "-1", "10001", "1e3", "many"):
+        n = len(agent.queries)
+        code, out, err = run(capsys, "tasks", "--agent", agent.addr, "--limit", bad)
+        assert code == 2 and len(agent.queries) == n
+        one_line_error(code, err, "argument --limit")
+
+
+@pytest.mark.slow
+def test_tasks_through_real_agents_with_huge_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 9, finding 10, through the CLI and real agents: tasks with 1.9 MB commands (each
+    within the task limits) no longer hide the other tasks of the node that owns them."""
+    from deploy.local_cluster import LocalCluster
+    from gossip.wire import MAX_ARG_LEN
+
+    huge = ["true", *("x" * MAX_ARG_LEN for _ in range(29))]
+    with LocalCluster(1, log_level="WARNING", forecaster="none") as c:
+        c.start()
+        addr = c.nodes[0].addr
+        ids = [f"big-{i}" for i in range(3)] + [f"small-{i}" for i in range(3)]
+        for tid in ids:
+            argv = huge if tid.startswith("big") else ["true"]
+            code, _, err = run(capsys, "submit", "--agent", addr, "--id", tid, "--", *argv)
+            assert code == 0, err
+        code, out, err = run(capsys, "tasks", "--agent", addr, "--json")
+        assert code == 0, err
+        data = json.loads(out)
+        assert sorted(r["id"] for r in data["tasks"]) == sorted(ids)
+        assert data["omitted"] == 0 and data["unanswered"] == 0 and err == ""
+        code, out, _ = run(capsys, "status", "big-1", "--agent", addr, "--json")
+        assert code == 0 and json.loads(out)["argv"] == huge  # the whole command, from status

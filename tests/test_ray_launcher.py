@@ -119,11 +119,11 @@ def agora(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (("--agents", "0"), "--agents must be at least 1"),
-        (("--agents", "3", "--per-actor", "0"), "--per-actor must be at least 1"),
-        (("--agents", "3", "--duration", "-1"), "--duration must be positive"),
+        (("--agents", "0"), "'0' is not from 1 to 65535"),
+        (("--agents", "3", "--per-actor", "0"), "argument --per-actor/-k: '0' is not from 1"),
+        (("--agents", "3", "--duration", "-1"), "argument --duration: '-1' is not a number of"),
         (("--agents", "3", "--config", "/nonexistent/agora.toml"), "no such file"),
-        (("--agents", "many"), "invalid int value"),
+        (("--agents", "many"), "not a whole number: 'many'"),
         (("--agents", "3", "--base-port", "65535"), "not a valid port range"),
     ],
 )

@@ -76,6 +76,7 @@ TASK_BODIES = [
     TaskList(4, state=int(TaskState.FAILED), limit=50),
     TaskList(4),
     TaskListReply(4, (TASK, MINIMAL_TASK)),
+    TaskListReply(4, (MINIMAL_TASK,), more=12),
     TaskListReply(4),
     TaskCancel("t-1", 5),
     TaskCancelReply("t-1", 5, True, TaskState.CANCELLED, ""),
@@ -316,8 +317,11 @@ MALFORMED_TASK_BODIES = [
     (TaskList(1), (2,), wire.MAX_LIST_RECORDS + 1),
     (TaskList(1), (0,), 1.0),
     (TaskList(1), (2,), _DROP),
-    # TaskListReply [req, records]
+    # TaskListReply [req, records, more]
     (TaskListReply(1, (TASK,)), (1,), None),
+    (TaskListReply(1, (TASK,), 3), (2,), -1),
+    (TaskListReply(1, (TASK,), 3), (2,), 1.0),
+    (TaskListReply(1, (TASK,), 3), (2,), _DROP),
     (TaskListReply(1, (TASK,)), (1,), [None]),
     (TaskListReply(1, (TASK,)), (1, 0, R_SPEC, S_ARGV), []),
     (TaskListReply(1, (TASK,)), (1,), [RAW_MINIMAL_TASK] * (wire.MAX_LIST_RECORDS + 1)),

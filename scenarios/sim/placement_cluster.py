@@ -399,6 +399,14 @@ class PlacementCluster:
         via = self._addr(via)
         return self._request("get", at, via, task_id, lambda c, now, req: c.get(now, req, task_id))
 
+    def list_tasks(self, via: str | int = 0, state: int = -1, limit: int | None = None,
+                   at: float | None = None) -> Request:  # fmt: skip
+        """`agora tasks` through node `via`: the reply's data is the client's answer."""
+        via = self._addr(via)
+        extra = {} if limit is None else {"limit": limit}
+        return self._request("list", at, via, "",
+                             lambda c, now, req: c.list(now, req, state, **extra))
+
     def _addr(self, via: str | int) -> str:
         return self.addrs[via] if isinstance(via, int) else via
 
