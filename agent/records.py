@@ -12,6 +12,11 @@ import math
 
 from agent.ledger import Demand
 from gossip.messages import ResourceRecord, TaskRecord, TaskSpec
+from gossip.wire import MAX_MESSAGE_BYTES, MAX_OUTPUT_TAIL, record_size
+
+# A record is the spec plus two output tails (4 bytes a character at most, in UTF-8) and some
+# small fields; it must fit one message (TaskPut, Award, a status answer) once it has output.
+MAX_SPEC_BYTES = MAX_MESSAGE_BYTES - 2 * 4 * MAX_OUTPUT_TAIL - 64 * 1024
 
 
 def rank(r: TaskRecord) -> tuple:
@@ -55,6 +60,10 @@ def spec_problem(spec: TaskSpec) -> str:
             return f"{name} must be a non-negative integer, got {v!r}"
     if spec.cpus <= 0 and spec.memory <= 0 and spec.gpus <= 0:
         return "a task must ask for some cpus, memory or gpus"
+    size = record_size(TaskRecord("", spec))
+    if size > MAX_SPEC_BYTES:
+        return (f"the task's command, environment and labels take {size} bytes encoded; at most "
+                f"{MAX_SPEC_BYTES} (its record, with output, must fit one message)")
     return ""
 
 

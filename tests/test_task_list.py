@@ -14,8 +14,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from gossip.messages import TaskRecord, TaskSpec, TaskState
-from gossip.wire import MAX_ARG_LEN, MAX_LIST_RECORDS, MAX_MESSAGE_BYTES
+from gossip.messages import Message, TaskPut, TaskRecord, TaskSpec, TaskState
+from gossip.wire import MAX_ARG_LEN, MAX_LIST_RECORDS, MAX_MESSAGE_BYTES, MAX_OUTPUT_TAIL, encode
 from scenarios.sim.placement_cluster import PlacementCluster
 
 BIG_ARGV = ("echo", *("x" * MAX_ARG_LEN for _ in range(29)))  # 1.9 MB: within the task limits
@@ -123,3 +123,22 @@ def test_many_huge_commands_fill_a_reply_and_the_rest_are_counted() -> None:
     assert data["tasks"][-1]["id"] == "t000199"  # the newest are kept
     # the node left some out of its page; the entry agent may drop more to fit its answer
     assert 0 < core.placement.stats["list_records_left_out"] <= 200 - shown
+
+
+def test_a_spec_whose_record_could_not_carry_its_output_is_refused() -> None:
+    """A command near 4 MB was accepted, and its record no longer fit a message once its output
+    tails were added: refused at submit instead, with the size in the message."""
+    from agent.records import MAX_SPEC_BYTES, spec_problem
+
+    def argv(total: int) -> tuple[str, ...]:
+        n, rest = divmod(total, MAX_ARG_LEN)
+        return ("sh", *["y" * MAX_ARG_LEN] * n, "y" * rest)
+
+    assert spec_problem(TaskSpec(argv=argv(1_900_000))) == ""
+    problem = spec_problem(TaskSpec(argv=argv(MAX_SPEC_BYTES)))
+    assert "bytes encoded" in problem and str(MAX_SPEC_BYTES) in problem
+    spec = TaskSpec(argv=argv(MAX_SPEC_BYTES - 1000))
+    assert spec_problem(spec) == ""
+    full = TaskRecord("t" * 256, spec, TaskState.FAILED, stdout="\U0001f600" * MAX_OUTPUT_TAIL,
+                      stderr="\U0001f600" * MAX_OUTPUT_TAIL, reason="r" * 4096)  # fmt: skip
+    encode(Message("n" * 256, "a" * 256, 1, TaskPut(full)))  # the worst case still fits
