@@ -7,10 +7,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from test_cli import agora, assert_one_line_error
 
 from deploy.local_cluster import LocalCluster, free_ports
 from gossip.auth import Credential, Keyring
-from test_cli import agora, assert_one_line_error
 
 
 def test_generate_client_list_and_rotate(tmp_path: Path) -> None:
