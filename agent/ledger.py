@@ -59,6 +59,10 @@ class Ledger:
     def holds(self, key: tuple) -> bool:
         return key in self._leases
 
+    @property
+    def lease_count(self) -> int:
+        return len(self._leases)
+
     def lease_keys(self) -> list[tuple]:
         return list(self._leases)
 

@@ -18,6 +18,7 @@ class PlacementConfig:
     replicas: int = 3  # r: nodes holding each task record
     bid_timeout: float = 0.5  # a round closes when every candidate answered or after this
     lease: float = 2.0  # a yes-bid reserves its resources this long unless awarded
+    max_leases: int = 1024  # yes-bids outstanding at once; beyond, bids are refused (counted)
     award_timeout: float = 1.0  # re-send the award if the winner has not confirmed
     award_retries: int = 3  # then give the task back to negotiation
     backoff_min: float = 0.2  # wait before retrying a task no node had room for...

@@ -64,6 +64,11 @@ class Worker:
             reason = "labels do not match"
         elif not self.ledger.could_ever_fit(d):
             reason = "larger than this node"
+        elif not self.ledger.holds(key) and self.ledger.lease_count >= c.config.max_leases:
+            # tiny requests fit many times over: the number of negotiations a peer can open
+            # here is bounded by count, not only by capacity
+            reason = "too many negotiations"
+            c.stats["bids_refused_max_leases"] += 1
         elif not self.ledger.lease(key, d, now + c.config.lease):
             reason = "no room now"
         if reason:
