@@ -3,8 +3,9 @@ live replicas, and a bounded number of negotiations (simulator, cores driven dir
 
 from __future__ import annotations
 
-from gossip.messages import Award, BidRequest, TaskRecord, TaskSpec
 from test_placement_sim import make, settle
+
+from gossip.messages import Award, BidRequest, TaskRecord, TaskSpec
 
 
 def test_an_award_from_a_node_that_holds_no_copy_of_the_record_runs_nothing() -> None:
