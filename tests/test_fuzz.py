@@ -167,10 +167,17 @@ _TABLE_KEYS = ["cpus", "memory", "gpus", "labels", "probe_interval", "probe_time
                "gossip_fanout", "heartbeat", "replicas", "policy", "path", "step", "column"]
 
 
+# Keys with unprintable characters are left to
+# `test_config_error_naming_a_key_with_a_newline_is_one_line` until deploy/config.py quotes the
+# keys it names (a known defect, reported): drop this filter with that xfail marker.
+_config_key_text = fz.toml_text.filter(str.isprintable)
+
+
 @fz.fuzz_settings(300)
 @given(st.dictionaries(
-    st.sampled_from(_CONFIG_KEYS),
-    fz.toml_values | st.dictionaries(st.sampled_from(_TABLE_KEYS), fz.toml_values, max_size=4),
+    st.sampled_from(_CONFIG_KEYS) | _config_key_text,
+    fz.toml_values | st.dictionaries(st.sampled_from(_TABLE_KEYS) | _config_key_text,
+                                     fz.toml_values, max_size=4),
     max_size=5,
 ))  # fmt: skip
 def test_agent_config_loader_raises_only_config_error(tmp_path_factory, doc):
@@ -376,3 +383,22 @@ def test_forged_update_at_max_incarnation_is_refuted_decodably():
     out = core.on_message(now, wire.decode(wire.encode(msg)))
     for o in out:
         wire.decode(wire.encode(o.msg))
+
+
+def test_scenario_error_naming_a_key_with_a_newline_is_one_line():
+    """Minimal example found by the mutated-scenario property (`make fuzz`): an unknown key
+    `"\n"` was printed raw, so the one-line error spanned two lines."""
+    with pytest.raises(ScenarioError) as e:
+        parse('[scenario]\n"\\n" = false\n', "fuzz.toml")
+    _one_line(e.value)
+    assert '"\\n"' in str(e.value)
+
+
+@pytest.mark.xfail(strict=True, reason="deploy/config.py prints a key raw; reported (brief A's "
+                                       "file)")  # fmt: skip
+def test_config_error_naming_a_key_with_a_newline_is_one_line():
+    """Minimal example found by the config-loader property: the same defect in the agent's
+    config loader (an unknown top-level key `"\n"`)."""
+    with pytest.raises(ConfigError) as e:
+        config_from_dict({"\n": {}}, "fuzz.toml")
+    _one_line(e.value)
