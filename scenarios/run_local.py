@@ -11,9 +11,9 @@ are SIGKILL, restarts start the same node id at the same address, pauses are SIG
 Each agent replays its node's background trace as its load (`[replay]`) and writes a JSON-lines
 event log; the checkers and metrics read those logs and the agents' answers to `status`
 queries, never process memory. The runner also reads each agent process's resident memory
-(psutil) every `RSS_INTERVAL` seconds, for the report's memory table and plot. Tasks are `sleep <expected>` commands: they hold their reserved
-CPUs for their expected time but burn none, so unlike the simulator a task does not slow down
-when its node is busy.
+(psutil) every `RSS_INTERVAL` seconds, for the report's memory table and plot. Tasks are
+`sleep <expected>` commands: they hold their reserved CPUs for their expected time but burn
+none, so unlike the simulator a task does not slow down when its node is busy.
 
 Nothing is left behind: every agent is stopped and every namespace removed at the end, on error,
 on Ctrl-C or SIGTERM; a runner killed with SIGKILL leaves a state file that the next run (or
