@@ -15,7 +15,7 @@ test-fast:  ## skip the slow end-to-end tests
 FUZZ_EXAMPLES ?= 5000
 FUZZ_SECONDS ?= 300
 fuzz:  ## the fuzzing harness with many fresh examples (FUZZ_EXAMPLES each), then atheris on the decoder if installed
-	AGORA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/test_fuzz.py
+	AGORA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q --timeout=0 tests/test_fuzz.py
 	@if $(PY) -c "import atheris" 2>/dev/null; then \
 		$(PY) scripts/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS); \
 	else echo "atheris not installed (pip install atheris): coverage-guided decoder fuzzing skipped"; fi
