@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-fast demo bench forecaster lint clean
+.PHONY: install test test-fast fuzz demo bench forecaster lint clean
 
 install:  ## create .venv and install everything (safe to run twice)
 	bash scripts/install.sh
@@ -11,6 +11,14 @@ test:  ## the whole suite, slow end-to-end tests included
 
 test-fast:  ## skip the slow end-to-end tests
 	$(PY) -m pytest -q -m "not slow"
+
+FUZZ_EXAMPLES ?= 5000
+FUZZ_SECONDS ?= 300
+fuzz:  ## the fuzzing harness with many fresh examples (FUZZ_EXAMPLES each), then atheris on the decoder if installed
+	AGORA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q --timeout=0 tests/test_fuzz.py
+	@if $(PY) -c "import atheris" 2>/dev/null; then \
+		$(PY) scripts/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS); \
+	else echo "atheris not installed (pip install atheris): coverage-guided decoder fuzzing skipped"; fi
 
 demo:  ## the shipped demo scenario with real agents: a crash, a restart, a partition that heals
 	$(PY) -m deploy.demo

@@ -10,20 +10,24 @@
   crash whose node restarted before that is counted as undetected);
 - recovery time: from a crash until each task that was running on the node runs again;
 - false failure declarations: a node declared failed by an observer although, during the
-  detection window before, it was neither crashed nor paused nor cut off from that observer.
+  detection window before, it was neither crashed nor paused nor cut off from that observer;
+- resident memory (local mode): each agent's RSS at its first and last sample, its peak, and its
+  growth over its last process life (a restart starts a new process, and memory afresh), so
+  "memory stays flat" is read from the agents that ran longest.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from scenarios.checkers import run_end
 from scenarios.faults import Disturbances
-from scenarios.observation import TERMINAL, Observation
+from scenarios.observation import TERMINAL, Observation, RssSample
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -163,6 +167,46 @@ def false_failures(obs: Observation) -> tuple[int, int]:
     return by_ok, by_disturbed
 
 
+@dataclass(frozen=True)
+class AgentMemory:
+    """One agent's resident memory over a run, in bytes."""
+
+    node: str
+    start: int  # first sample
+    end: int  # last sample
+    peak: int
+    growth: int  # last minus first sample of its last process (the life that ran longest)
+    restarts: int  # processes after the first
+
+
+def _node_key(node: str) -> tuple:
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", node) if p)
+
+
+def agent_memory(samples: Iterable[RssSample]) -> list[AgentMemory]:
+    """Per agent (in node order): RSS at start and end, peak, growth of its last process."""
+    by_node: dict[str, list[RssSample]] = defaultdict(list)
+    for s in sorted(samples, key=lambda s: s.t):
+        by_node[s.node].append(s)
+    out = []
+    for node in sorted(by_node, key=_node_key):
+        ss = by_node[node]
+        last_life = [s for s in ss if s.pid == ss[-1].pid]
+        out.append(AgentMemory(node, ss[0].rss, ss[-1].rss, max(s.rss for s in ss),
+                               last_life[-1].rss - last_life[0].rss,
+                               len({s.pid for s in ss}) - 1))  # fmt: skip
+    return out
+
+
+def memory_metrics(samples: Iterable[RssSample]) -> dict[str, int]:
+    """The largest start, end and growth over the agents (empty without samples)."""
+    mem = agent_memory(samples)
+    if not mem:
+        return {}
+    return {"rss_start_max": max(m.start for m in mem), "rss_end_max": max(m.end for m in mem),
+            "rss_growth_max": max(m.growth for m in mem)}  # fmt: skip
+
+
 def compute(obs: Observation) -> dict[str, float | int | None]:
     accepted = [t for t in obs.tasks if t.accepted]
     done = [t for t in accepted if t.record is not None and t.record.state == "succeeded"]
@@ -200,5 +244,6 @@ def compute(obs: Observation) -> dict[str, float | int | None]:
         "runs": len(obs.runs),
     }
     out.update(detection_and_recovery(obs))
+    out.update(memory_metrics(obs.rss))
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
             for k, v in out.items()}  # fmt: skip

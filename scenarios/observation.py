@@ -88,6 +88,16 @@ class AppliedFault:
     mechanism: str
 
 
+@dataclass(frozen=True)
+class RssSample:
+    """One agent process's resident set size at one instant (local mode only)."""
+
+    t: float
+    node: str
+    pid: int  # a restart is a new process: its memory starts afresh
+    rss: int  # bytes
+
+
 @dataclass
 class Observation:
     policy: str
@@ -103,6 +113,8 @@ class Observation:
     members: list[MemberEvent] = field(default_factory=list)
     faults: list[AppliedFault] = field(default_factory=list)
     loads: list[tuple[float, str, float]] = field(default_factory=list)  # (t, node, load 0..1)
+    # local mode: resident memory of each agent process, sampled by the runner
+    rss: list[RssSample] = field(default_factory=list)
     messages_sent: int = 0  # agent-to-agent messages over the whole run
     detection_window: float = 10.0  # how long failure detection may take (false-failure rule)
     has_membership: bool = True  # False for the omniscient baseline: nothing to detect

@@ -1,7 +1,9 @@
 """Turn a scenario results folder into report.md + PNG plots, and compare several folders.
 
 The runner writes six files into a results folder: run.json, metrics.json, tasks.csv,
-events.csv, timeseries.csv and nodeload.csv (format in the module constants below). The report
+events.csv, timeseries.csv and nodeload.csv (format in the module constants below), and in local
+mode a seventh, rss.csv: every agent process's resident memory over time (its own section and
+plot; a folder without it has neither). The report
 is meant to be looked at, not read: a headline table per policy, checker verdicts, the faults
 that were injected, and four plots with the faults marked on the time axis.
 
@@ -28,6 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from scenarios.metrics import agent_memory
+from scenarios.observation import RssSample
+
 __all__ = ["ReportError", "compare", "headline_table", "write_report"]
 
 OMNISCIENT = "omniscient"
@@ -51,6 +56,9 @@ TIMESERIES_COLUMNS = (
     "policy", "seed", "t", "live_members", "in_flight", "task_utilization", "total_utilization",
 )
 NODELOAD_COLUMNS = ("policy", "seed", "t", "node", "load")
+RSS_FILE = "rss.csv"
+RSS_COLUMNS = ("policy", "seed", "t", "node", "pid", "rss")
+MiB = float(1 << 20)
 CHECKERS = ("lost", "duplicate_results", "unmatched_results", "overcommit", "stuck")
 
 PLOT_SIZE = (12.0, 6.0)  # inches; at PLOT_DPI this is 1200 x 600 px
@@ -114,6 +122,9 @@ EXTRA_METRICS: tuple[Metric, ...] = (
     Metric("tasks_recovered", "tasks recovered after a crash", "count"),
     Metric("tasks_unrecovered", "tasks not recovered after a crash", "count"),
     Metric("runs", "task runs started", "count"),
+    Metric("rss_start_max", "agent resident memory at start, largest [MiB]", "mib"),
+    Metric("rss_end_max", "agent resident memory at end, largest [MiB]", "mib"),
+    Metric("rss_growth_max", "agent resident memory growth, largest [MiB]", "mib"),
 )
 _KNOWN_METRICS = {m.key for m in METRICS}
 
@@ -438,6 +449,28 @@ def read_timeseries(path: Path) -> dict[tuple[str, int], Series]:
     return out
 
 
+def read_rss(path: Path) -> dict[tuple[str, int], list[RssSample]]:
+    """Resident-memory samples per (policy, seed); empty when the run wrote none."""
+    out: dict[tuple[str, int], list[RssSample]] = defaultdict(list)
+    if not path.is_file():
+        return out
+    seeds = _Seeds(path.name)
+    with _csv_table(path, RSS_COLUMNS) as table:
+        ix = table.index
+        for line, row in table.rows():
+            vals = {}
+            for c in ("t", "pid", "rss"):
+                try:
+                    vals[c] = _num(row[ix[c]])
+                except ValueError:
+                    raise _bad_cell(path.name, line, c, row[ix[c]]) from None
+            if not all(math.isfinite(v) for v in vals.values()):
+                raise ReportError(f"{path.name} line {line}: t, pid and rss must all be given")
+            out[(row[ix["policy"]], seeds(row[ix["seed"]], line))].append(RssSample(
+                vals["t"], row[ix["node"]].strip(), int(vals["pid"]), int(vals["rss"])))
+    return out
+
+
 def _natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
     """n2 before n10: node names sort by their numeric parts."""
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", name) if p)
@@ -563,6 +596,8 @@ def format_metric(kind: str, v: float | None) -> str:
         return f"{v:.2f}"
     if kind == "rate":
         return f"{v:.1f}" if abs(v) >= 1 else _fmt_num(v)
+    if kind == "mib":
+        return f"{v / MiB:,.1f}"
     return _fmt_num(v)
 
 
@@ -670,6 +705,27 @@ def _checks_section(run: Run) -> list[str]:
     return out
 
 
+def _memory_section(memory: dict[tuple[str, int], list[RssSample]]) -> list[str]:
+    """Per agent: resident memory at its first and last sample, peak, and the growth of its last
+    process (a restart starts afresh: growth across it would be meaningless)."""
+    rows = []
+    for (policy, seed), samples in sorted(memory.items()):
+        for m in agent_memory(samples):
+            rows.append([_md(policy_label(policy)), str(seed), _md(m.node),
+                         *(f"{v / MiB:,.1f}" for v in (m.start, m.end, m.peak, m.growth)),
+                         str(m.restarts)])  # fmt: skip
+    out = [
+        "Resident memory (RSS) of every agent process, sampled by the runner [MiB]; growth is "
+        "from the first to the last sample of the agent's last process.",
+        "",
+        _table(["policy", "seed", "agent", "start", "end", "peak", "growth", "restarts"],
+               rows[:MAX_TIMELINE_ROWS], left=3),
+    ]  # fmt: skip
+    if len(rows) > MAX_TIMELINE_ROWS:
+        out += ["", f"… and {len(rows) - MAX_TIMELINE_ROWS} more agents (rss.csv has them all)."]
+    return out
+
+
 def _timeline_section(run: Run, faults: list[Fault]) -> list[str]:
     if not faults:
         return ["No faults were injected."]
@@ -705,6 +761,7 @@ def _render_markdown(
     kinds: Counter[str],
     plots: list[tuple[str, str]],
     plot_note: str | None,
+    memory: dict[tuple[str, int], list[RssSample]],
 ) -> str:
     info = run.info
     title = (
@@ -762,9 +819,10 @@ def _render_markdown(
         f"Events recorded: {kinds.get('fault', 0):,} fault, {kinds.get('member', 0):,} "
         f"membership, {kinds.get('task', 0):,} task.",
         "",
-        "## Plots",
-        "",
     ]
+    if memory:
+        lines += ["## Resident memory", "", *_memory_section(memory), ""]
+    lines += ["## Plots", ""]
     if plot_note:
         lines += [plot_note, ""]
     for file, caption in plots:
@@ -1099,6 +1157,41 @@ def plot_load_heatmap(
     _save(fig, path)
 
 
+def plot_rss(path: Path, scenario: str, seed: int,
+             memory: dict[tuple[str, int], list[RssSample]], policies: Sequence[str],
+             marks: dict[str, list[Mark]]) -> None:  # fmt: skip
+    """Each agent's resident memory over time, a panel per policy; a restarted agent's new
+    process is a new line segment in the same colour, so the drop at a restart shows."""
+    shown = [p for p in policies if (p, seed) in memory][:HEATMAP_MAX_PANELS]
+    fig, axes = _new_figure(max(1, len(shown)), 1, sharex=True)
+    palette = [f"C{i}" for i in range(10)]
+    for ax, policy in zip(axes[:, 0], shown, strict=False):
+        lives: dict[tuple[str, int], list[RssSample]] = defaultdict(list)
+        for smp in sorted(memory[(policy, seed)], key=lambda x: x.t):
+            lives[(smp.node, smp.pid)].append(smp)
+        nodes = sorted({n for n, _ in lives}, key=_natural_key)
+        colour = {n: palette[i % len(palette)] for i, n in enumerate(nodes)}
+        labelled: set[str] = set()
+        for (node, _pid), ss in lives.items():
+            ax.plot([x.t for x in ss], [x.rss / MiB for x in ss], lw=1.6, color=colour[node],
+                    marker="." if len(ss) == 1 else None,
+                    label=None if node in labelled else node)  # fmt: skip
+            labelled.add(node)
+        ax.set_title(policy_label(policy), fontsize=11, loc="left")
+        ax.set_ylabel("resident memory [MiB]", fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        if len(nodes) <= 20:
+            ax.legend(loc="lower right", fontsize=8, ncol=min(len(nodes), 10), framealpha=0.9)
+        _draw_marks(ax, marks.get(policy, []), text=ax is axes[0, 0])
+    if not shown:
+        axes[0, 0].text(0.5, 0.5, "no memory samples", transform=axes[0, 0].transAxes,
+                        ha="center", va="center", fontsize=16, color="#888888")
+    axes[-1, 0].set_xlabel("time since run start [s]", fontsize=11)
+    fig.suptitle(f"{scenario}: agent resident memory over time, seed {seed}", fontsize=13)
+    _save(fig, path)
+
+
 def _write_plots(
     run: Run,
     comps: dict[str, Completions],
@@ -1106,6 +1199,7 @@ def _write_plots(
     series: dict[tuple[str, int], Series],
     heat: dict[str, HeatPanel],
     heat_seed: int,
+    memory: dict[tuple[str, int], list[RssSample]],
 ) -> list[tuple[str, str]]:
     import matplotlib as mpl
 
@@ -1154,6 +1248,14 @@ def _write_plots(
         out.append(("load_heatmap.png",
                     f"Per-node load (node × time), seed {heat_seed}; grey = no sample "
                     "(e.g. a crashed node); faults marked on the time axis."))
+        if memory:
+            rss_seed = seed if any(s == seed for _, s in memory) else min(s for _, s in memory)
+            rss_marks = {p: fault_marks([f for f in faults if f.policy == p and f.seed == rss_seed],
+                                        t_end) for p in pols}  # fmt: skip
+            plot_rss(folder / "rss.png", scenario, rss_seed, memory, pols, rss_marks)
+            out.append(("rss.png",
+                        f"Resident memory of every agent process over time, seed {rss_seed}; "
+                        "a restart starts a new line segment; faults marked."))
     return out
 
 
@@ -1166,16 +1268,18 @@ def write_report(folder: str | Path) -> Path:
     series = read_timeseries(folder / TIMESERIES_FILE)
     heat_seed = run.seeds[0] if run.seeds else 0
     heat = read_nodeload(folder / NODELOAD_FILE, run.policies[:HEATMAP_MAX_PANELS], heat_seed)
+    memory = read_rss(folder / RSS_FILE)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         plots: list[tuple[str, str]] = []
         note: str | None = "Plots skipped: matplotlib is not installed (pip install matplotlib)."
     else:
-        plots = _write_plots(run, comps, faults, series, heat, heat_seed)
+        plots = _write_plots(run, comps, faults, series, heat, heat_seed, memory)
         note = None
     path = folder / REPORT_FILE
-    path.write_text(_render_markdown(run, comps, faults, kinds, plots, note), encoding="utf-8")
+    text = _render_markdown(run, comps, faults, kinds, plots, note, memory)
+    path.write_text(text, encoding="utf-8")
     return path
 
 

@@ -1,6 +1,7 @@
 """A scenario run's results folder: what was run (`run.json`, `scenario.toml`), the figures
 (`metrics.json`) and the raw material behind them (`tasks.csv`, `events.csv`,
-`timeseries.csv`, `nodeload.csv`), from which `scenarios.report` draws the report and plots.
+`timeseries.csv`, `nodeload.csv`, and in local mode `rss.csv`), from which `scenarios.report`
+draws the report and plots.
 
 Times are seconds since each run's t = 0. Floats are written with `repr` (round-trip exact),
 so the same observations always give the same bytes: a sim run is reproducible to the byte.
@@ -25,6 +26,7 @@ EVENT_COLUMNS = ("policy", "seed", "t", "kind", "node", "subject", "detail")
 SERIES_COLUMNS = ("policy", "seed", "t", "live_members", "in_flight", "task_utilization",
                   "total_utilization")  # fmt: skip
 LOAD_COLUMNS = ("policy", "seed", "t", "node", "load")
+RSS_COLUMNS = ("policy", "seed", "t", "node", "pid", "rss")  # rss in bytes
 
 
 def _cell(v: Any) -> str:
@@ -139,6 +141,9 @@ def write(folder: Path, run_info: dict[str, Any], scenario_text: str,
     _write_csv(folder / "nodeload.csv", LOAD_COLUMNS, (
         (o.policy, o.seed, t, node, load) for o in observations
         for t, node, load in metrics.node_loads(o, interval)))  # fmt: skip
+    if any(o.rss for o in observations):
+        _write_csv(folder / "rss.csv", RSS_COLUMNS, (
+            (o.policy, o.seed, s.t, s.node, s.pid, s.rss) for o in observations for s in o.rss))
     info = dict(run_info)
     info["complete"] = info.get("complete", True) and all(o.complete for o in observations)
     info["notes"] = [f"{o.policy} seed {o.seed}: {n}" for o in observations for n in o.notes]

@@ -10,9 +10,10 @@ are SIGKILL, restarts start the same node id at the same address, pauses are SIG
 
 Each agent replays its node's background trace as its load (`[replay]`) and writes a JSON-lines
 event log; the checkers and metrics read those logs and the agents' answers to `status`
-queries, never process memory. Tasks are `sleep <expected>` commands: they hold their reserved
-CPUs for their expected time but burn none, so unlike the simulator a task does not slow down
-when its node is busy.
+queries, never process memory. The runner also reads each agent process's resident memory
+(psutil) every `RSS_INTERVAL` seconds, for the report's memory table and plot. Tasks are
+`sleep <expected>` commands: they hold their reserved CPUs for their expected time but burn
+none, so unlike the simulator a task does not slow down when its node is busy.
 
 Nothing is left behind: every agent is stopped and every namespace removed at the end, on error,
 on Ctrl-C or SIGTERM; a runner killed with SIGKILL leaves a state file that the next run (or
@@ -52,6 +53,7 @@ from scenarios.observation import (
     MemberEvent,
     Observation,
     Record,
+    RssSample,
     Run,
     TaskOutcome,
 )
@@ -67,6 +69,7 @@ MAX_LOCAL_NODES = netns.MAX_HOSTS
 PORT = 7946
 STATE_DIR = Path(os.environ.get("AGORA_SCENARIO_STATE", "/tmp/agora-scenario-state"))
 QUERY_TIMEOUT = 3.0
+RSS_INTERVAL = 2.0  # seconds between resident-memory samples of every agent process
 
 
 @dataclass
@@ -383,6 +386,19 @@ class _Cluster:
                 continue
             a.stats_sent[a.proc.pid] = int(s.get("transport", {}).get("sent", 0))
 
+    def sample_rss(self, t: float) -> list[RssSample]:
+        """Resident memory of every agent process that exists (paused ones included)."""
+        out = []
+        for a in self.agents:
+            if a.proc is None or a.proc.poll() is not None:
+                continue
+            try:
+                rss = psutil.Process(a.proc.pid).memory_info().rss
+            except psutil.Error:
+                continue  # it died between the poll and the read
+            out.append(RssSample(t, a.node_id, a.proc.pid, rss))
+        return out
+
     def status(self, task: str) -> dict[str, Any] | None:
         for a in self.live():
             try:
@@ -495,6 +511,7 @@ def _play(c: _Cluster, obs: Observation, t0: float, seed: int,
     pending: dict[str, Future] = {}
     next_stats = 0.0
     next_progress = 0.0
+    next_rss = 0.0
 
     def submit(a: Any, addr: str) -> tuple[bool, str, tuple[str, ...]]:
         spec = {"argv": ["sleep", f"{a.expected:.3f}"], "cpus": a.cpus, "memory": a.memory,
@@ -533,6 +550,9 @@ def _play(c: _Cluster, obs: Observation, t0: float, seed: int,
             if t >= next_stats:
                 c.poll_stats()
                 next_stats = t + 5.0
+            if t >= next_rss:
+                obs.rss += c.sample_rss(t)
+                next_rss = t + RSS_INTERVAL
             if progress is not None and t >= next_progress:
                 done = sum(1 for f in pending.values() if f.done())
                 progress(min(t, sc.duration), done, len(obs.faults))
@@ -571,7 +591,11 @@ def _drain(c: _Cluster, obs: Observation, outcomes: dict[str, TaskOutcome], t0: 
     sc = c.sc
     deadline = time.time() + sc.drain
     open_ = [t for t in outcomes.values() if t.accepted]
+    next_rss = 0.0
     while True:
+        if time.time() >= next_rss:
+            obs.rss += c.sample_rss(time.time() - t0)
+            next_rss = time.time() + RSS_INTERVAL
         still = []
         for o in open_:
             row = c.status(o.task)

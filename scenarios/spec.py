@@ -11,6 +11,7 @@ table headers (``[a.b]``, ``[[faults]]`` counted per array) and ``key =`` lines 
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -39,6 +40,8 @@ class ScenarioError(Exception):
 def keypath(path: Path_) -> str:
     out = ""
     for p in path:
+        if not isinstance(p, int) and not re.fullmatch(r"[A-Za-z0-9_\-]+", p):
+            p = json.dumps(p)  # quoted as TOML writes it, so the message stays one line
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else p)
     return out or "(top level)"
 

@@ -122,6 +122,14 @@ def _check_full_run(tmp_path: Path, proc: subprocess.Popen, network: str) -> Non
         log = out / "agents" / "predictive-seed1" / f"n{n}.events.jsonl"
         assert '"ev": "start"' in log.read_text() or '"ev":"start"' in log.read_text()
     assert (out / "report.md").exists() and "INCOMPLETE" not in (out / "report.md").read_text()
+    # resident memory: every agent sampled from start to end, n1's restart a new process
+    rss = [line.split(",") for line in (out / "rss.csv").read_text().splitlines()[1:]]
+    assert {r[3] for r in rss} == {f"n{n}" for n in range(5)}
+    assert len({r[4] for r in rss if r[3] == "n1"}) == 2
+    assert all(20 << 20 < int(r[5]) < 1 << 30 for r in rss)
+    assert max(float(r[2]) for r in rss) >= 14 and 0 < m["rss_end_max"] < 1 << 30
+    assert "## Resident memory" in (out / "report.md").read_text()
+    assert (out / "rss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _agents_of(tmp_path) == []
     if network == "namespaces":
         assert netns.leftovers() == []

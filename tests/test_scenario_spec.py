@@ -67,6 +67,22 @@ def test_every_shipped_scenario_loads(path: Path) -> None:
     assert sc.cluster.nodes >= 1 and sc.duration > 0 and sc.seeds and sc.policies
 
 
+def test_soak_scenario_has_what_the_soak_needs() -> None:
+    """Issue 9's soak: 30 min in local mode of steady work, crashes with sub-second restarts,
+    10 % loss and a partition that heals, all within the arrival period."""
+    sc = spec.load(SHIPPED / "soak.toml")
+    assert sc.mode == "local" and sc.duration == 1800 and sc.workload.utilization
+    by = {a: [f for f in sc.faults if f.action == a] for a in ("crash", "loss", "partition")}
+    assert len(by["crash"]) >= 10
+    assert all(f.restart == 1.0 and f.restart_after[1] < 1.0 for f in by["crash"])
+    assert [f.rate for f in by["loss"]] == [0.1] and by["loss"][0].duration >= 1500
+    assert by["partition"] and all(0 < f.duration and f.at + f.duration < sc.duration
+                                   for f in by["partition"])  # fmt: skip
+    # every crashed node restarts before the next crash: never more than one node down
+    crashes = sorted(f.at for f in by["crash"])
+    assert min(b - a for a, b in zip(crashes, crashes[1:], strict=False)) > 60
+
+
 def test_validate_all_shipped_via_cli(capsys: pytest.CaptureFixture[str]) -> None:
     rc = cli.main(["scenario", "validate", *map(str, SHIPPED_FILES)])
     out, err = capsys.readouterr()
