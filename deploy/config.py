@@ -44,6 +44,7 @@ relative to that file's directory; on the command line, to the current directory
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import socket
@@ -143,7 +144,8 @@ class AgentConfig:
 
 
 def _err(src: str, key: str, msg: str) -> ConfigError:
-    return ConfigError(f"{src}: {key}: {msg}")
+    shown = key if key.isprintable() else json.dumps(key)  # one line, whatever the key holds
+    return ConfigError(f"{src}: {shown}: {msg}")
 
 
 def _pos_number(src: str, key: str, v: Any, most: float = math.inf) -> float:

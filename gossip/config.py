@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,8 @@ def from_table(cls: Any, d: dict[str, Any], section: str) -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-        raise ValueError(f"unknown {section} option(s): {', '.join(unknown)}")
+        shown = (k if k.isprintable() else json.dumps(k) for k in unknown)  # one line
+        raise ValueError(f"unknown {section} option(s): {', '.join(shown)}")
     return cls(**d)
 
 

@@ -167,10 +167,7 @@ _TABLE_KEYS = ["cpus", "memory", "gpus", "labels", "probe_interval", "probe_time
                "gossip_fanout", "heartbeat", "replicas", "policy", "path", "step", "column"]
 
 
-# Keys with unprintable characters are left to
-# `test_config_error_naming_a_key_with_a_newline_is_one_line` until deploy/config.py quotes the
-# keys it names (a known defect, reported): drop this filter with that xfail marker.
-_config_key_text = fz.toml_text.filter(str.isprintable)
+_config_key_text = fz.toml_text
 
 
 @fz.fuzz_settings(300)
@@ -394,8 +391,6 @@ def test_scenario_error_naming_a_key_with_a_newline_is_one_line():
     assert '"\\n"' in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason="deploy/config.py prints a key raw; reported (brief A's "
-                                       "file)")  # fmt: skip
 def test_config_error_naming_a_key_with_a_newline_is_one_line():
     """Minimal example found by the config-loader property: the same defect in the agent's
     config loader (an unknown top-level key `"\n"`)."""
