@@ -16,9 +16,10 @@ FUZZ_EXAMPLES ?= 5000
 FUZZ_SECONDS ?= 300
 fuzz:  ## the fuzzing harness with many fresh examples (FUZZ_EXAMPLES each), then atheris on the decoder if installed
 	AGORA_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q --timeout=0 tests/test_fuzz.py
+	@$(PY) -c "import atheris" 2>/dev/null || $(PY) -m pip install -q atheris 2>/dev/null || true
 	@if $(PY) -c "import atheris" 2>/dev/null; then \
 		$(PY) scripts/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS); \
-	else echo "atheris not installed (pip install atheris): coverage-guided decoder fuzzing skipped"; fi
+	else echo "atheris does not install here: coverage-guided decoder fuzzing skipped"; fi
 
 demo:  ## the shipped demo scenario with real agents: a crash, a restart, a partition that heals
 	$(PY) -m deploy.demo
