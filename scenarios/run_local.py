@@ -42,6 +42,7 @@ import psutil
 from agent.event_log import read_events
 from deploy.client import ClientError, QueryRefused, query
 from deploy.local_cluster import REPO_ROOT, free_ports, write_config
+from gossip.auth import Credential, Keyring
 from gossip.config import SwimConfig
 from scenarios import netns
 from scenarios.arrivals import generate
@@ -188,6 +189,13 @@ class _Cluster:
         self.blocked: dict[int, set[int]] = {}
         self.policy = policy
         self.seed = seed
+        self.cluster_key: Path | None = None
+        self.credential: Credential | None = None
+        if sc.cluster.keys:
+            self.cluster_key = workdir / "cluster.key"
+            ring = Keyring.generate()
+            ring.save(self.cluster_key)
+            self.credential = Credential.issue(ring, "admin", "scenario-runner")
 
     # -------------------------------------------------------------- set-up
 
@@ -208,6 +216,8 @@ class _Cluster:
                 "log_level": "WARNING", "forecaster": POLICIES[self.policy][1],
                 "event_log": str(a.events), "fault_rules": str(a.rules),
             }  # fmt: skip
+            if self.cluster_key is not None:
+                top["cluster_key"] = str(self.cluster_key)
             tables: dict[str, dict[str, Any]] = {
                 "resources": {"cpus": sh.cpus, "memory": sh.memory, "gpus": sh.gpus,
                               "labels": dict(sh.labels)},
@@ -262,7 +272,7 @@ class _Cluster:
                     raise ScenarioError(f"agent {a.node_id} exited with {a.proc.returncode}: "
                                         + _tail(a.log_path))  # fmt: skip
                 try:
-                    query(a.addr, "stats", 0.3)
+                    query(a.addr, "stats", 0.3, credential=self.credential)
                     pending.remove(a)
                 except ClientError:
                     pass
@@ -283,7 +293,7 @@ class _Cluster:
             ok = True
             for a in self.agents:
                 try:
-                    rows = query(a.addr, "members", 1.0)
+                    rows = query(a.addr, "members", 1.0, credential=self.credential)
                 except ClientError:
                     ok = False
                     break
@@ -381,7 +391,7 @@ class _Cluster:
     def poll_stats(self) -> None:
         for a in self.live():
             try:
-                s = query(a.addr, "stats", 0.5)
+                s = query(a.addr, "stats", 0.5, credential=self.credential)
             except ClientError:
                 continue
             a.stats_sent[a.proc.pid] = int(s.get("transport", {}).get("sent", 0))
@@ -402,7 +412,8 @@ class _Cluster:
     def status(self, task: str) -> dict[str, Any] | None:
         for a in self.live():
             try:
-                return query(a.addr, "status", QUERY_TIMEOUT, {"id": task})
+                return query(a.addr, "status", QUERY_TIMEOUT, {"id": task},
+                             credential=self.credential)  # fmt: skip
             except QueryRefused:
                 return None  # the cluster answered: no such task
             except ClientError:
@@ -517,7 +528,8 @@ def _play(c: _Cluster, obs: Observation, t0: float, seed: int,
         spec = {"argv": ["sleep", f"{a.expected:.3f}"], "cpus": a.cpus, "memory": a.memory,
                 "expected": a.expected, "deadline": a.deadline}  # fmt: skip
         try:
-            data = query(addr, "submit", 10.0, {"id": a.task_id, "spec": spec})
+            data = query(addr, "submit", 10.0, {"id": a.task_id, "spec": spec},
+                         credential=c.credential)  # fmt: skip
         except ClientError as e:
             return False, str(e), ()
         return True, "", tuple(data.get("replicas", ())) if isinstance(data, dict) else ()

@@ -183,6 +183,7 @@ class Cluster:
     swim: dict[str, Any]  # the agent's own [swim] table (overrides of its defaults)
     placement: dict[str, Any]  # the agent's own [placement] table
     load_interval: float  # seconds between a node's load samples
+    keys: bool = False  # local mode: a keyed cluster (CURVE), the runner with an admin credential
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ class Scenario:
 _TOP = ("scenario", "cluster", "background", "workload", "faults")
 _SCENARIO = ("name", "description", "mode", "duration", "drain", "seeds", "policies",
              "sample_interval")  # fmt: skip
-_CLUSTER = ("nodes", "class", "swim", "placement", "load_interval")
+_CLUSTER = ("nodes", "class", "swim", "placement", "load_interval", "keys")
 _CLASS = ("cpus", "memory", "gpus", "labels", "share")
 _BACKGROUND = ("traces", "step", "warmup")
 _WORKLOAD = ("arrival", "rate", "utilization", "start", "stop", "cpus", "memory", "duration",
@@ -365,8 +366,12 @@ def _cluster(r: _Reader, d: Any) -> Cluster:
     if "policy" in placement:
         raise r.error((*path, "placement", "policy"),
                       "set policies in [scenario] policies, not here")  # fmt: skip
+    keys = d.get("keys", False)
+    if not isinstance(keys, bool):
+        raise r.error((*path, "keys"), f"expected true or false, got {keys!r}")
     return Cluster(int(nodes), classes, dict(swim), dict(placement),
-                   float(r.num(d, path, "load_interval", 1.0, lo=0.01, hi=3600.0)))  # fmt: skip
+                   float(r.num(d, path, "load_interval", 1.0, lo=0.01, hi=3600.0)),
+                   keys)  # fmt: skip
 
 
 def _node_class(r: _Reader, d: Any, path: Path_) -> NodeClass:
