@@ -53,6 +53,8 @@ class SwimConfig:
     reconnect_interval: float = 5.0  # try one failed member, so partitions re-merge
     join_retry_interval: float = 1.0
     leave_linger: float = 1.0  # how long a leaving node keeps gossiping its departure
+    # incarnations and record versions more than this far ahead of our clock are refused
+    max_clock_skew: float = 600.0
 
     def __post_init__(self) -> None:
         check_positive(self, "swim")

@@ -56,6 +56,8 @@ MAX_GENERATION = (1 << (62 - GEN_SHIFT)) - 1
 
 def generation_of(incarnation: int) -> int:
     return incarnation >> GEN_SHIFT
+
+
 _MAX_CATCH_UPS = 3  # extra push-pulls right after joining, while they keep teaching us members
 
 
@@ -136,6 +138,8 @@ class Membership:
         if not 0 <= generation <= MAX_GENERATION:
             raise ValueError(f"generation must be in [0, {MAX_GENERATION}], got {generation}")
         base = generation << GEN_SHIFT
+        self._generation = generation
+        self._clock_origin = 0.0  # the shell's time at our first call, when we were `generation`
         self.node_id = node_id
         self.addr = addr
         self.config = config or SwimConfig()
@@ -330,6 +334,17 @@ class Membership:
         self._next_push_pull = now + (0.5 + self._rng.random()) * cfg.push_pull_interval
         self._next_reconnect = now + (0.5 + self._rng.random()) * cfg.reconnect_interval
         self._members[self.node_id].since = now
+        self._clock_origin = now
+
+    def _plausible(self, now: float, incarnation: int) -> bool:
+        """Whether an incarnation (or a record version, same layout) could have been reached by
+        now: its generation (milliseconds since 2020 at a node's start) is at most our own clock
+        plus `max_clock_skew`. Anything above is forged or from a clock far off; taking it in
+        would let one message push a member to the top of the integers, where its refutation
+        (one above) can no longer be sent. The ceiling moves with time, so a refutation of the
+        largest claim we accept is accepted everywhere within a millisecond."""
+        elapsed = now - self._clock_origin + self.config.max_clock_skew
+        return generation_of(incarnation) <= self._generation + int(elapsed * 1000)
 
     def _push_pull_interval(self) -> float:
         # memberlist: back off push-pull in large clusters so its cost per node stays flat
@@ -509,7 +524,7 @@ class Membership:
         for u in g.members:
             self._apply_update(now, u)
         for r in g.resources:
-            self._apply_record(r)
+            self._apply_record(now, r)
 
     def _merge_state(
         self,
@@ -527,10 +542,20 @@ class Membership:
                 u = dataclasses.replace(u, status=Status.SUSPECT)
             self._apply_update(now, u, spread=u.node == sender)
         for r in resources:
-            self._apply_record(r, spread=r.node == sender)
+            self._apply_record(now, r, spread=r.node == sender)
 
-    def _apply_record(self, r: ResourceRecord, spread: bool = True) -> None:
+    def _apply_record(self, now: float, r: ResourceRecord, spread: bool = True) -> None:
+        if not self._plausible(now, r.version):
+            self.stats["implausible_version"] += 1
+            return
         if r.node == self.node_id:
+            mine = self._records[self.node_id]
+            if r.version >= mine.version:
+                # a record of ours we never wrote (forged, or an older life's): outrank it, as
+                # a refutation outranks a suspicion, or peers would keep it
+                self._records[self.node_id] = dataclasses.replace(mine, version=r.version + 1)
+                self._record_queue.put(self.node_id, self._records[self.node_id])
+                self.stats["record_refuted"] += 1
             return
         cur = self._records.get(r.node)
         if cur is None or r.version > cur.version:
@@ -539,6 +564,9 @@ class Membership:
                 self._record_queue.put(r.node, r)
 
     def _apply_update(self, now: float, u: MemberUpdate, spread: bool = True) -> None:
+        if not self._plausible(now, u.incarnation):
+            self.stats["implausible_incarnation"] += 1
+            return
         if u.node == self.node_id:
             self._about_me(now, u)
             return
