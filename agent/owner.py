@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from agent.context import Context
 from agent.policies import Policy
 from agent.policies.base import Candidate
-from agent.records import could_run, newer
+from agent.records import could_run, newer, plausible
 from gossip.messages import (
     Award,
     AwardAck,
@@ -120,6 +120,9 @@ class Owner:
             # every listed replica later failed we would take it over (`Context.owner_of`) and
             # run the task again from that stale copy.
             return False
+        if not plausible(rec, old):
+            self.ctx.stats["implausible_task_versions"] += 1
+            return False
         if not newer(rec, old):
             return False
         self.store[rec.id] = rec
@@ -171,7 +174,8 @@ class Owner:
             # and keeping one would leave a copy that no owner keeps up to date
             self.ctx.send(sender_addr, TaskPutAck(rec.id, rec.version, rec.state))
             return
-        self.hold(now, rec)
+        if not self.hold(now, rec) and old is None:
+            return  # refused: nothing to acknowledge
         mine = self.store[rec.id]
         self.ctx.send(sender_addr, TaskPutAck(rec.id, mine.version, mine.state))
         if mine != rec:

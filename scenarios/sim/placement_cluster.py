@@ -247,11 +247,14 @@ class PlacementCluster:
         forecaster: Any = None,
         network: NetworkModel | None = None,
         sample_step: float = 1.0,
+        encode_messages: bool = False,
     ) -> None:  # fmt: skip
+        """`encode_messages`: every message goes through the wire codec (slower; a message
+        that cannot be encoded is dropped, as a real agent would)."""
         if n < 1:
             raise ValueError("n must be >= 1")
         self.seed = seed
-        self.sim = Simulator(seed, network)
+        self.sim = Simulator(seed, network, encode_messages=encode_messages)
         self.placement = placement
         self.swim = swim
         self.addrs = [f"sim://n{i}" for i in range(n)]
