@@ -317,11 +317,39 @@ class Membership:
                 out.extend(self._sync_to(s, join=True) for s in self._seeds)
         if now >= self._next_reconnect:
             self._next_reconnect = now + self.config.reconnect_interval
+            self._reap(now)
             dead = [m for m in self._members.values() if m.status == Status.DEAD]
             if dead and not self.left:
                 out.append(self._sync_to(self._rng.choice(dead).addr))
                 self.stats["reconnect"] += 1
         return out
+
+    def _reap(self, now: float) -> None:
+        """Forget members failed or left long ago (Serf's reap): a table of every node ever
+        seen grows without end under churn, and fakes that never answered would stay in it.
+        A reaped node that comes back is taken in as a new member."""
+        cfg = self.config
+        for m in list(self._members.values()):
+            if m.status == Status.DEAD and now - m.since >= cfg.reap_failed_after or (
+                m.status == Status.LEFT and now - m.since >= cfg.reap_left_after
+            ):
+                self._forget(m.node)
+
+    def _forget(self, node: str) -> None:
+        del self._members[node]
+        self._member_epoch += 1
+        for table in (self._records, self._last_heard, self._suspicions, self._rejoins):
+            table.pop(node, None)
+        self._member_queue.discard(node)
+        self._record_queue.discard(node)
+        self.stats["reaped"] += 1
+
+    def _admit(self, node: str) -> bool:
+        """Room for one more member? Refused and counted when the table is full."""
+        if len(self._members) < self.config.max_members:
+            return True
+        self.stats["members_refused"] += 1
+        return False
 
     def _start(self, now: float) -> None:
         if self._started:
@@ -536,6 +564,10 @@ class Membership:
         """Anti-entropy merge. What it teaches us is old news elsewhere, so it is not
         re-gossiped, except what the sender says of itself (a join, a healed partition)."""
         for u in members:
+            if u.status == Status.LEFT and u.node not in self._members:
+                # a departure we never heard of, or reaped already: old news. Taking it in
+                # again would pass reaped members back and forth between tables forever.
+                continue
             if u.status == Status.DEAD and u.node != self.node_id:
                 # a peer's belief that someone is dead only makes us suspect it, so that a
                 # live node gets the chance to refute (memberlist does the same)
@@ -573,6 +605,8 @@ class Membership:
         m = self._members.get(u.node)
         if u.status == Status.ALIVE:
             if m is None:
+                if not self._admit(u.node):
+                    return
                 m = _Member(u.node, u.addr, u.incarnation, Status.ALIVE, now)
                 self._members[u.node] = m
                 self._member_epoch += 1
@@ -598,7 +632,7 @@ class Membership:
                     self._enqueue_member(m)
             return
         if m is None:
-            if u.status == Status.LEFT:
+            if u.status == Status.LEFT and self._admit(u.node):
                 # remember departures even of nodes we never saw, so a late alive cannot revive them
                 m = _Member(u.node, u.addr, u.incarnation, Status.LEFT, now)
                 self._members[u.node] = m
