@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from agent.context import Context
 from agent.policies import Policy
 from agent.policies.base import Candidate
-from agent.records import could_run, newer
+from agent.records import could_run, newer, plausible
 from gossip.messages import (
     Award,
     AwardAck,
@@ -40,6 +41,17 @@ from gossip.messages import (
 )
 
 INF = math.inf
+COLLECTED = "finished and collected"  # a put's refusal: the task ended, its record is gone
+FULL = "holds too many unfinished tasks"
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What is left of a collected record: enough to refuse to bring it back."""
+
+    state: TaskState
+    version: int
+    until: float  # forgotten then
 
 
 @dataclass(slots=True)
@@ -86,6 +98,11 @@ class Owner:
         # recorded when every live replica holds it (see `_drive`), not when it is written here.
         self.committed_results: list[tuple[str, int, str, TaskState]] = []
         self._recorded: set[str] = set()
+        # retention: when each terminal record was first held terminal here (oldest first), the
+        # records not yet terminal, and what is left of collected ones
+        self._ended: OrderedDict[str, float] = OrderedDict()
+        self._active: set[str] = set()
+        self.tombstones: OrderedDict[str, Tombstone] = OrderedDict()
 
     # ------------------------------------------------------------------ timers
 
@@ -100,13 +117,64 @@ class Owner:
     def next_wakeup(self) -> float:
         if self.ctx.view.live_epoch != self._epoch:
             return -INF  # the live set changed: look at our records now (`check_membership`)
+        t = self._next_collection()
         while self._timers:
-            t, _, tid = self._timers[0]
+            due, _, tid = self._timers[0]
             d = self.drives.get(tid)
-            if d is not None and d.due == t:
-                return t
+            if d is not None and d.due == due:
+                return min(t, due)
             heapq.heappop(self._timers)
-        return INF
+        return t
+
+    # ------------------------------------------------------------------ retention
+
+    def _put_in_store(self, now: float, rec: TaskRecord) -> None:
+        self.store[rec.id] = rec
+        if rec.state.terminal:
+            self._active.discard(rec.id)
+            self._ended.setdefault(rec.id, now)
+        else:
+            self._active.add(rec.id)
+
+    def _next_collection(self) -> float:
+        cfg = self.ctx.config
+        t = INF
+        if self._ended:
+            t = next(iter(self._ended.values())) + cfg.retention
+        if self.tombstones:
+            t = min(t, next(iter(self.tombstones.values())).until)
+        return t
+
+    def collect(self, now: float) -> None:
+        """Free finished records `retention` after they ended here, keeping a tombstone that
+        refuses their return (a stale copy pushed again, a late report) for
+        `tombstone_retention`. A record still being driven (a replica has not confirmed the
+        result yet) waits another `retention`."""
+        cfg = self.ctx.config
+        due = []
+        for tid, t in self._ended.items():
+            if t + cfg.retention > now:
+                break
+            due.append(tid)
+        for tid in due:
+            del self._ended[tid]
+            if tid in self.drives:
+                self._ended[tid] = now
+                continue
+            self._bury(now, tid, self.store.pop(tid))
+        while self.tombstones and next(iter(self.tombstones.values())).until <= now:
+            self.tombstones.popitem(last=False)
+
+    def _bury(self, now: float, tid: str, rec: TaskRecord) -> None:
+        self._recorded.discard(tid)
+        self._active.discard(tid)
+        self._ended.pop(tid, None)
+        self.tombstones[tid] = Tombstone(rec.state, rec.version,
+                                         now + self.ctx.config.tombstone_retention)
+        self.ctx.stats["records_collected"] += 1
+        while len(self.tombstones) > self.ctx.config.max_tombstones:
+            self.tombstones.popitem(last=False)
+            self.ctx.stats["tombstones_dropped"] += 1
 
     # ------------------------------------------------------------------ the record store
 
@@ -114,15 +182,21 @@ class Owner:
         """Keep `rec` if it is newer than our copy; start driving it if we own it."""
         old = self.store.get(rec.id)
         me = self.ctx.node_id
+        if rec.id in self.tombstones:
+            self.ctx.stats["puts_for_collected"] += 1  # it ended and was collected: stays so
+            return False
         if old is None and me not in rec.replicas:
             # Never start holding a record that does not list us (e.g. a copy sent back to a
             # submitter whose put was answered late): nobody would keep it up to date, and if
             # every listed replica later failed we would take it over (`Context.owner_of`) and
             # run the task again from that stale copy.
             return False
+        if not plausible(rec, old):
+            self.ctx.stats["implausible_task_versions"] += 1
+            return False
         if not newer(rec, old):
             return False
-        self.store[rec.id] = rec
+        self._put_in_store(now, rec)
         if old is not None and old.replicas != rec.replicas and self.ctx.owner_of(old) == me:
             # Another owner's lineage won (the two sides of a partition, or an owner that was
             # wrongly declared dead): pass the winner on to the replicas we kept (best effort:
@@ -151,7 +225,7 @@ class Owner:
     def write(self, now: float, rec: TaskRecord, **changes) -> TaskRecord:
         """A new version of a record we own; pushed to the replicas at the next wake."""
         new = dataclasses.replace(rec, version=rec.version + 1, writer=self.ctx.node_id, **changes)
-        self.store[rec.id] = new
+        self._put_in_store(now, new)
         d = self.drives.get(rec.id)
         if d is not None:
             d.next_push = now
@@ -166,12 +240,28 @@ class Owner:
             self.ctx.send(sender_addr, TaskPutAck(rec.id, old.version, old.state, ok=False,
                                                   error="the id is taken by a different task"))
             return
+        tomb = self.tombstones.get(rec.id)
+        if tomb is not None:
+            # ended and collected here: say so, so that a stale pusher drops its copy too
+            # (`on_put_ack`) instead of running the task again from it
+            self.ctx.stats["puts_for_collected"] += 1
+            self.ctx.send(sender_addr, TaskPutAck(rec.id, tomb.version, tomb.state, ok=False,
+                                                  error=COLLECTED))  # fmt: skip
+            return
+        if old is None and not rec.state.terminal and (
+            len(self._active) >= self.ctx.config.max_active_records
+        ):
+            self.ctx.stats["records_refused"] += 1
+            self.ctx.send(sender_addr, TaskPutAck(rec.id, 0, TaskState.PENDING, ok=False,
+                                                  error=f"this agent {FULL} (max_active_records)"))
+            return
         if old is None and self.ctx.node_id not in rec.replicas:
             # a hint (see `_push`) and we hold no copy of our own: nothing to reconcile here,
             # and keeping one would leave a copy that no owner keeps up to date
             self.ctx.send(sender_addr, TaskPutAck(rec.id, rec.version, rec.state))
             return
-        self.hold(now, rec)
+        if not self.hold(now, rec) and old is None:
+            return  # refused: nothing to acknowledge
         mine = self.store[rec.id]
         self.ctx.send(sender_addr, TaskPutAck(rec.id, mine.version, mine.state))
         if mine != rec:
@@ -185,6 +275,18 @@ class Owner:
         d = self.drives.get(a.task_id)
         rec = self.store.get(a.task_id)
         if d is None or rec is None:
+            return
+        if not a.ok and a.error == COLLECTED and a.state.terminal and (
+            sender in rec.replicas or sender in self._hints(rec)
+        ):
+            # the task ended, was recorded and collected there: our copy is stale (terminal
+            # is final), so collect it too rather than drive it on
+            self.drives.pop(a.task_id)
+            self._release_round(d)
+            del self.store[a.task_id]
+            self._bury(now, a.task_id, dataclasses.replace(rec, state=a.state,
+                                                           version=a.version))
+            self.ctx.stats["stale_copies_collected"] += 1
             return
         if a.version > rec.version or (a.version == rec.version and a.state != rec.state) or (
             a.state.terminal and not rec.state.terminal
@@ -251,6 +353,7 @@ class Owner:
 
     def tick(self, now: float) -> None:
         self.check_membership(now)
+        self.collect(now)
         while self._timers and self._timers[0][0] <= now:
             t, _, tid = heapq.heappop(self._timers)
             d = self.drives.get(tid)
@@ -549,6 +652,11 @@ class Owner:
         done = rec is not None and d is None and rec.state.terminal and (
             c.owner_of(rec) == c.node_id
         )  # fmt: skip
+        if rec is None and r.task_id in self.tombstones:
+            # ended, recorded and collected: whatever this run is, nobody wants it
+            c.stats["reports_for_collected"] += 1
+            c.send(sender_addr, ReportAck(r.task_id, r.attempt, keep=False))
+            return
         if rec is None or d is None and not done:
             c.stats["reports_not_owner"] += 1  # another replica owns it (the runner asks all)
             return
@@ -582,6 +690,11 @@ class Owner:
     def on_cancel(self, now: float, sender_addr: str, q: TaskCancel) -> None:
         c = self.ctx
         rec = self.store.get(q.task_id)
+        tomb = self.tombstones.get(q.task_id)
+        if rec is None and tomb is not None:
+            c.send(sender_addr, TaskCancelReply(q.task_id, q.req, False, tomb.state,
+                                                f"already {tomb.state.label}"))  # fmt: skip
+            return
         if rec is None or q.task_id not in self.drives and not (
             rec.state.terminal and c.owner_of(rec) == c.node_id
         ):

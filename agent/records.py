@@ -18,6 +18,16 @@ from gossip.wire import MAX_MESSAGE_BYTES, MAX_OUTPUT_TAIL, record_size
 # small fields; it must fit one message (TaskPut, Award, a status answer) once it has output.
 MAX_SPEC_BYTES = MAX_MESSAGE_BYTES - 2 * 4 * MAX_OUTPUT_TAIL - 64 * 1024
 
+# A record's version counts its owners' writes (a few per placement attempt): a copy claiming
+# to be more than this many writes ahead of ours was forged, and taking it in would let its
+# owner's next write pass 2^63 - 1, where it can no longer be sent to anyone.
+MAX_VERSION_STEP = 1 << 20
+
+
+def plausible(rec: TaskRecord, held: TaskRecord | None) -> bool:
+    """Whether `rec` could follow `held` (our copy, or None) by the owners' writes alone."""
+    return rec.version <= (held.version if held is not None else 1) + MAX_VERSION_STEP
+
 
 def rank(r: TaskRecord) -> tuple:
     return (r.state.terminal, r.version, r.writer, r.attempt, r.replicas)

@@ -30,6 +30,12 @@ class BroadcastQueue:
         self._levels[0][key] = item
         self._level_of[key] = 0
 
+    def discard(self, key: Hashable) -> None:
+        """Forget what is queued about `key` (its subject is gone)."""
+        level = self._level_of.pop(key, None)
+        if level is not None:
+            del self._levels[level][key]
+
     def take(self, most: int, limit: int) -> list[Any]:
         """Up to `most` items, least transmitted first (newest first within a level)."""
         out: list[Any] = []

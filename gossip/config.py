@@ -55,6 +55,11 @@ class SwimConfig:
     reconnect_interval: float = 5.0  # try one failed member, so partitions re-merge
     join_retry_interval: float = 1.0
     leave_linger: float = 1.0  # how long a leaving node keeps gossiping its departure
+    # incarnations and record versions more than this far ahead of our clock are refused
+    max_clock_skew: float = 600.0
+    max_members: int = 10_000  # members held (any status, this node included); more are refused
+    reap_failed_after: float = 86_400.0  # forget a member this long after it was declared failed
+    reap_left_after: float = 86_400.0  # forget a member this long after it left
 
     def __post_init__(self) -> None:
         check_positive(self, "swim")

@@ -56,6 +56,8 @@ MAX_GENERATION = (1 << (62 - GEN_SHIFT)) - 1
 
 def generation_of(incarnation: int) -> int:
     return incarnation >> GEN_SHIFT
+
+
 _MAX_CATCH_UPS = 3  # extra push-pulls right after joining, while they keep teaching us members
 
 
@@ -136,6 +138,8 @@ class Membership:
         if not 0 <= generation <= MAX_GENERATION:
             raise ValueError(f"generation must be in [0, {MAX_GENERATION}], got {generation}")
         base = generation << GEN_SHIFT
+        self._generation = generation
+        self._clock_origin = 0.0  # the shell's time at our first call, when we were `generation`
         self.node_id = node_id
         self.addr = addr
         self.config = config or SwimConfig()
@@ -313,11 +317,39 @@ class Membership:
                 out.extend(self._sync_to(s, join=True) for s in self._seeds)
         if now >= self._next_reconnect:
             self._next_reconnect = now + self.config.reconnect_interval
+            self._reap(now)
             dead = [m for m in self._members.values() if m.status == Status.DEAD]
             if dead and not self.left:
                 out.append(self._sync_to(self._rng.choice(dead).addr))
                 self.stats["reconnect"] += 1
         return out
+
+    def _reap(self, now: float) -> None:
+        """Forget members failed or left long ago (Serf's reap): a table of every node ever
+        seen grows without end under churn, and fakes that never answered would stay in it.
+        A reaped node that comes back is taken in as a new member."""
+        cfg = self.config
+        for m in list(self._members.values()):
+            if m.status == Status.DEAD and now - m.since >= cfg.reap_failed_after or (
+                m.status == Status.LEFT and now - m.since >= cfg.reap_left_after
+            ):
+                self._forget(m.node)
+
+    def _forget(self, node: str) -> None:
+        del self._members[node]
+        self._member_epoch += 1
+        for table in (self._records, self._last_heard, self._suspicions, self._rejoins):
+            table.pop(node, None)
+        self._member_queue.discard(node)
+        self._record_queue.discard(node)
+        self.stats["reaped"] += 1
+
+    def _admit(self, node: str) -> bool:
+        """Room for one more member? Refused and counted when the table is full."""
+        if len(self._members) < self.config.max_members:
+            return True
+        self.stats["members_refused"] += 1
+        return False
 
     def _start(self, now: float) -> None:
         if self._started:
@@ -330,6 +362,17 @@ class Membership:
         self._next_push_pull = now + (0.5 + self._rng.random()) * cfg.push_pull_interval
         self._next_reconnect = now + (0.5 + self._rng.random()) * cfg.reconnect_interval
         self._members[self.node_id].since = now
+        self._clock_origin = now
+
+    def _plausible(self, now: float, incarnation: int) -> bool:
+        """Whether an incarnation (or a record version, same layout) could have been reached by
+        now: its generation (milliseconds since 2020 at a node's start) is at most our own clock
+        plus `max_clock_skew`. Anything above is forged or from a clock far off; taking it in
+        would let one message push a member to the top of the integers, where its refutation
+        (one above) can no longer be sent. The ceiling moves with time, so a refutation of the
+        largest claim we accept is accepted everywhere within a millisecond."""
+        elapsed = now - self._clock_origin + self.config.max_clock_skew
+        return generation_of(incarnation) <= self._generation + int(elapsed * 1000)
 
     def _push_pull_interval(self) -> float:
         # memberlist: back off push-pull in large clusters so its cost per node stays flat
@@ -509,7 +552,7 @@ class Membership:
         for u in g.members:
             self._apply_update(now, u)
         for r in g.resources:
-            self._apply_record(r)
+            self._apply_record(now, r)
 
     def _merge_state(
         self,
@@ -521,16 +564,30 @@ class Membership:
         """Anti-entropy merge. What it teaches us is old news elsewhere, so it is not
         re-gossiped, except what the sender says of itself (a join, a healed partition)."""
         for u in members:
+            if u.status == Status.LEFT and u.node not in self._members:
+                # a departure we never heard of, or reaped already: old news. Taking it in
+                # again would pass reaped members back and forth between tables forever.
+                continue
             if u.status == Status.DEAD and u.node != self.node_id:
                 # a peer's belief that someone is dead only makes us suspect it, so that a
                 # live node gets the chance to refute (memberlist does the same)
                 u = dataclasses.replace(u, status=Status.SUSPECT)
             self._apply_update(now, u, spread=u.node == sender)
         for r in resources:
-            self._apply_record(r, spread=r.node == sender)
+            self._apply_record(now, r, spread=r.node == sender)
 
-    def _apply_record(self, r: ResourceRecord, spread: bool = True) -> None:
+    def _apply_record(self, now: float, r: ResourceRecord, spread: bool = True) -> None:
+        if not self._plausible(now, r.version):
+            self.stats["implausible_version"] += 1
+            return
         if r.node == self.node_id:
+            mine = self._records[self.node_id]
+            if r.version >= mine.version:
+                # a record of ours we never wrote (forged, or an older life's): outrank it, as
+                # a refutation outranks a suspicion, or peers would keep it
+                self._records[self.node_id] = dataclasses.replace(mine, version=r.version + 1)
+                self._record_queue.put(self.node_id, self._records[self.node_id])
+                self.stats["record_refuted"] += 1
             return
         cur = self._records.get(r.node)
         if cur is None or r.version > cur.version:
@@ -539,12 +596,17 @@ class Membership:
                 self._record_queue.put(r.node, r)
 
     def _apply_update(self, now: float, u: MemberUpdate, spread: bool = True) -> None:
+        if not self._plausible(now, u.incarnation):
+            self.stats["implausible_incarnation"] += 1
+            return
         if u.node == self.node_id:
             self._about_me(now, u)
             return
         m = self._members.get(u.node)
         if u.status == Status.ALIVE:
             if m is None:
+                if not self._admit(u.node):
+                    return
                 m = _Member(u.node, u.addr, u.incarnation, Status.ALIVE, now)
                 self._members[u.node] = m
                 self._member_epoch += 1
@@ -570,7 +632,7 @@ class Membership:
                     self._enqueue_member(m)
             return
         if m is None:
-            if u.status == Status.LEFT:
+            if u.status == Status.LEFT and self._admit(u.node):
                 # remember departures even of nodes we never saw, so a late alive cannot revive them
                 m = _Member(u.node, u.addr, u.incarnation, Status.LEFT, now)
                 self._members[u.node] = m

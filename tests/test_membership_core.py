@@ -139,9 +139,10 @@ def test_resource_records_newer_version_wins_and_own_record_is_authoritative():
     core.on_message(1, _gossip("p1", resources=[ResourceRecord(node="p1", version=4, cpus=1)]))
     assert core.member("p1").resources.cpus == 8
     core.on_message(1, _gossip("p1", resources=[ResourceRecord(node="me", version=99, cpus=1)]))
-    assert core.resources.version == 1
+    # a copy of our record we never wrote: our content stays, at a version that outranks it
+    assert core.resources.version == 100 and core.resources.cpus == 0
     core.update_resources(2.0, load=0.5, forecast=[0.1, 0.2])
-    assert core.resources.version == 2 and core.resources.forecast == (0.1, 0.2)
+    assert core.resources.version == 101 and core.resources.forecast == (0.1, 0.2)
 
 
 def test_ping_is_acked_and_indirect_probe_is_relayed():

@@ -20,7 +20,7 @@ Checkers (each returns a list of human-readable problems, empty = fine):
   actually running tasks are compared with its capacity, every running task must be covered
   by a commitment, and the ledger checks itself after every lease or commitment it grants;
 - `lost_tasks` — every accepted task is terminal in the newest copy (`agent.records.newer`)
-  held by the nodes that did not crash;
+  held by the nodes that did not crash, or was collected after its retention (a tombstone);
 - `double_results` — at most one result is ever recorded per task across all nodes (crashed
   ones included; `Owner.committed_results`, where an owner notes a result once every live
   replica holds it): two naming a different (attempt, node), or the same run with a different
@@ -247,11 +247,14 @@ class PlacementCluster:
         forecaster: Any = None,
         network: NetworkModel | None = None,
         sample_step: float = 1.0,
+        encode_messages: bool = False,
     ) -> None:  # fmt: skip
+        """`encode_messages`: every message goes through the wire codec (slower; a message
+        that cannot be encoded is dropped, as a real agent would)."""
         if n < 1:
             raise ValueError("n must be >= 1")
         self.seed = seed
-        self.sim = Simulator(seed, network)
+        self.sim = Simulator(seed, network, encode_messages=encode_messages)
         self.placement = placement
         self.swim = swim
         self.addrs = [f"sim://n{i}" for i in range(n)]
@@ -583,6 +586,16 @@ class PlacementCluster:
                     out[tid] = r
         return out
 
+    def collected(self) -> dict[str, TaskState]:
+        """Tasks whose records were collected after their retention (by a node that did not
+        crash, and that no such node still holds): how they ended."""
+        out: dict[str, TaskState] = {}
+        for a in self.up():
+            for tid, t in self.core(a).placement.owner.tombstones.items():
+                out[tid] = t.state
+        held = self.records()
+        return {tid: st for tid, st in out.items() if tid not in held}
+
     def copies(self, task_id: str) -> dict[str, TaskRecord]:
         """Every node's copy of a record (crashed nodes included), for debugging."""
         out = {}
@@ -620,8 +633,11 @@ class PlacementCluster:
         return {k: s[k] for k in IGNORED_COUNTERS if s[k]}
 
     def states(self) -> Counter[str]:
+        """How each accepted task stands (a collected one: how it ended)."""
         recs = self.records()
-        return Counter(recs[t].state.label if t in recs else "lost" for t in self.accepted())
+        gone = self.collected()
+        return Counter(recs[t].state.label if t in recs else gone[t].label if t in gone
+                       else "lost" for t in self.accepted())  # fmt: skip
 
     # ------------------------------------------------------------------ checkers
 
@@ -630,9 +646,12 @@ class PlacementCluster:
 
     def lost_tasks(self) -> list[str]:
         recs = self.records()
+        gone = self.collected()
         out = []
         for tid in self.accepted():
             r = recs.get(tid)
+            if r is None and tid in gone:
+                continue  # it ended and its record was collected after the retention
             if r is None:
                 out.append(f"{tid}: no surviving copy")
             elif not r.state.terminal:

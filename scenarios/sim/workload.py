@@ -88,6 +88,7 @@ class SimExecutor:
         self.background = background if background is not None else BackgroundTrace.constant(0)
         self.work_of = work_of
         self.min_speed = min_speed
+        self.stdout_bytes = 0  # chatty tasks: each run that ends writes this much output
         self.ended: list[RunEnd] = []  # every run that ended, in order
         self._runs: dict[tuple[str, int], _Run] = {}  # insertion order = start order
         self._by_target: list[tuple[float, int, tuple[str, int]]] = []  # lazy-deleted heaps
@@ -269,7 +270,8 @@ class SimExecutor:
     def _end(self, run: _Run, state: TaskState, code: int, reason: str) -> None:
         del self._runs[(run.task_id, run.attempt)]
         self._set_demand()
-        ex = TaskExit(run.task_id, run.attempt, state, exit_code=code, reason=reason)
+        ex = TaskExit(run.task_id, run.attempt, state, exit_code=code, reason=reason,
+                      stdout="x" * self.stdout_bytes)  # fmt: skip
         self._done.append(ex)
         self.ended.append(RunEnd(ex, run.started, self._t, run.cpus))
 
