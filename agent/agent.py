@@ -252,7 +252,6 @@ class Agent:
             sampler = ReplayLoadSampler.from_trace(options.replay, c.cpus, self.running_cpus)
         self._sampler: LoadSource | None = sampler
         self.events: EventLog | None = None  # opened by run()
-        self._commits_seen = 0  # entries of the owner's committed_results already logged
         self._wake = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._crashed = asyncio.Event()
@@ -329,15 +328,15 @@ class Agent:
             self.events.write(ev, **fields)
 
     def _log_commits(self) -> None:
-        """One ``commit`` event per new result the owner recorded on every live replica."""
-        if self.events is None:
-            return
+        """One ``commit`` event per new result the owner recorded on every live replica.
+
+        The owner appends each result to a list (the simulator's checkers read it whole); a
+        real agent hands them on and empties it, or it would grow by one entry per task."""
         results = self.node.placement.owner.committed_results
-        while self._commits_seen < len(results):
-            tid, attempt, runner, state = results[self._commits_seen]
-            self._commits_seen += 1
+        for tid, attempt, runner, state in results:
             self._event("commit", task=tid, attempt=attempt, runner=runner,
                         state=TaskState(state).label)  # fmt: skip
+        results.clear()
 
     def _on_task_exit(self, e: TaskExit) -> None:
         if self._runs.pop((e.task_id, e.attempt), None) is not None:  # also at shutdown/crash

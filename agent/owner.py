@@ -11,6 +11,7 @@ node and attempt the record names, so a late result from a node declared dead is
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import math
@@ -101,7 +102,8 @@ class Owner:
         # retention: when each terminal record was first held terminal here (oldest first), the
         # records not yet terminal, and what is left of collected ones
         self._ended: OrderedDict[str, float] = OrderedDict()
-        self._active: set[str] = set()
+        self._active: dict[str, str] = {}  # unfinished record ids -> their submitter
+        self._active_by: collections.Counter[str] = collections.Counter()  # submitter -> count
         self.tombstones: OrderedDict[str, Tombstone] = OrderedDict()
 
     # ------------------------------------------------------------------ timers
@@ -131,10 +133,18 @@ class Owner:
     def _put_in_store(self, now: float, rec: TaskRecord) -> None:
         self.store[rec.id] = rec
         if rec.state.terminal:
-            self._active.discard(rec.id)
+            self._deactivate(rec.id)
             self._ended.setdefault(rec.id, now)
-        else:
-            self._active.add(rec.id)
+        elif rec.id not in self._active:
+            self._active[rec.id] = rec.spec.submitter
+            self._active_by[rec.spec.submitter] += 1
+
+    def _deactivate(self, tid: str) -> None:
+        submitter = self._active.pop(tid, None)
+        if submitter is not None:
+            self._active_by[submitter] -= 1
+            if not self._active_by[submitter]:
+                del self._active_by[submitter]
 
     def _next_collection(self) -> float:
         cfg = self.ctx.config
@@ -167,7 +177,7 @@ class Owner:
 
     def _bury(self, now: float, tid: str, rec: TaskRecord) -> None:
         self._recorded.discard(tid)
-        self._active.discard(tid)
+        self._deactivate(tid)
         self._ended.pop(tid, None)
         self.tombstones[tid] = Tombstone(rec.state, rec.version,
                                          now + self.ctx.config.tombstone_retention)
@@ -254,6 +264,16 @@ class Owner:
             self.ctx.stats["records_refused"] += 1
             self.ctx.send(sender_addr, TaskPutAck(rec.id, 0, TaskState.PENDING, ok=False,
                                                   error=f"this agent {FULL} (max_active_records)"))
+            return
+        who = rec.spec.submitter
+        if old is None and not rec.state.terminal and who and (
+            self._active_by[who] >= self.ctx.config.max_tasks_per_client
+        ):
+            # one client must not fill an agent's share of the cluster by itself
+            self.ctx.stats["records_refused_per_client"] += 1
+            self.ctx.send(sender_addr, TaskPutAck(rec.id, 0, TaskState.PENDING, ok=False, error=(
+                f"client {who!r} already has {self._active_by[who]} unfinished tasks held by "
+                f"this agent (max_tasks_per_client)")))
             return
         if old is None and self.ctx.node_id not in rec.replicas:
             # a hint (see `_push`) and we hold no copy of our own: nothing to reconcile here,

@@ -39,6 +39,7 @@ class PlacementConfig:
     tombstone_retention: float = 86_400.0  # then only its id and outcome, this long
     max_tombstones: int = 100_000  # the oldest are dropped beyond this
     max_active_records: int = 10_000  # unfinished records held; new ones beyond are refused
+    max_tasks_per_client: int = 1000  # unfinished tasks of one client a node holds
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_NAMES:

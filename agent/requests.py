@@ -227,7 +227,14 @@ class Requests:
             self._ask(now, req, p, asked_all)
             return
         if p.found is None:
-            self._reply(req, False, error=f"unknown task id {p.task_id!r}")
+            gone = self.owner.tombstones.get(p.task_id)
+            if gone is not None:
+                error = (f"task {p.task_id} {gone.state.label}; its record was collected "
+                         f"(records are kept {c.config.retention:g} s after they end)")
+            else:
+                error = (f"unknown task id {p.task_id!r} (a finished task is forgotten "
+                         f"{c.config.retention:g} s after it ends)")
+            self._reply(req, False, error=error)
             return
         self._found(now, req, p)
 

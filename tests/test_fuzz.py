@@ -254,24 +254,6 @@ def check_invariants(core: NodeCore, before: _Watch) -> _Watch:
     return _Watch.of(core)
 
 
-class KnownDefect(Exception):
-    """A failure already reported and being fixed elsewhere (see `known_defect`)."""
-
-
-def known_defect(msg: Message) -> str:
-    """Which reported defect an undecodable outgoing message shows, or "" if none.
-
-    Issue 9 finding 5 (fixed on the bounded-state branch, issue9-b): a forged update about a
-    node at incarnation 2**63-1 makes it refute at 2**63, which every peer refuses. Delete this
-    once that fix is merged: `test_forged_update_at_max_incarnation_is_refuted_decodably`
-    then passes and its xfail marker must go too (strict)."""
-    g = getattr(msg.body, "gossip", None)
-    members = getattr(msg.body, "members", ()) + (g.members if g is not None else ())
-    if any(u.node == msg.sender and u.incarnation > wire.MAX_INT for u in members):
-        return "issue 9 finding 5: refutation above the wire's incarnation limit"
-    return ""
-
-
 def check_outgoing(out: list) -> None:
     """Everything a core sends must decode at its peers; a message they drop as malformed is
     a message lost for good (e.g. a refutation, a report)."""
@@ -280,8 +262,6 @@ def check_outgoing(out: list) -> None:
         try:
             back = wire.decode(wire.encode(o.msg))
         except wire.WireError as e:
-            if known_defect(o.msg):
-                raise KnownDefect(known_defect(o.msg)) from e
             raise AssertionError(f"core sent a message peers cannot decode ({e}): {o.msg}") from e
         assert back == o.msg
 
@@ -329,10 +309,7 @@ def core_inputs(draw):
 def test_node_core_survives_adversarial_peer_messages(steps):
     snap, start = _snapshot()
     core = copy.deepcopy(snap)
-    try:
-        _drive(core, start, steps)
-    except KnownDefect:
-        return  # what follows a known defect is not explored (see `known_defect`)
+    _drive(core, start, steps)
 
 
 def _drive(core: NodeCore, now: float, steps: list) -> None:
@@ -369,7 +346,6 @@ def test_the_snapshot_core_is_busy():
 # ---------------------------------------------------------------- regressions found by fuzzing
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 finding 5, fixed on branch issue9-b")
 def test_forged_update_at_max_incarnation_is_refuted_decodably():
     """Minimal example found by `test_node_core_survives_adversarial_peer_messages`: a peer
     gossips that n0 left at incarnation 2**63-1; n0's refutation must still reach its peers."""

@@ -107,6 +107,13 @@ def test_late_reports_and_stale_copies_of_a_collected_task_do_nothing():
     assert s["reports_for_collected"] == len(done.replicas)
     assert s["puts_for_collected"] >= len(done.replicas)
     assert not c.submits()[-1].ok and "collected" in c.submits()[-1].error
+    # status says what happened to it, asked of a replica (which keeps the tombstone) or not
+    replica = c.addr_of(done.replicas[0])
+    other = next(a for a in c.addrs if c.core(a).node_id not in done.replicas)
+    asked = [c.get("t", via=replica), c.get("t", via=other)]
+    c.run_for(5.0)
+    assert asked[0].reply is not None and "succeeded; its record was collected" in asked[0].reply[2]
+    assert asked[1].reply is not None and "forgotten" in asked[1].reply[2]
 
 
 def test_a_replica_holding_too_many_unfinished_records_refuses_new_ones():
@@ -122,3 +129,21 @@ def test_a_replica_holding_too_many_unfinished_records_refuses_new_ones():
     assert all("unfinished" in r.error for r in refused)
     assert c.stats()["records_refused"] >= 3
     assert all(len(core.placement.owner.store) == 5 for core in c.cores())
+
+
+def test_one_client_cannot_fill_an_agent_by_itself():
+    """Tasks per client: alice's unfinished tasks beyond the bound are refused; bob's are not."""
+    cfg = dataclasses.replace(FAST_PLACEMENT, max_tasks_per_client=4)
+    c = PlacementCluster(3, 14, placement=cfg, shape=NodeShape(cpus=1.0))
+    c.run_for(0.5)
+    for i in range(6):
+        c.submit(f"alice{i}", dataclasses.replace(task_spec(cpus=0.1, expected=30.0),
+                                                  submitter="alice"), via=0, at=c.now + 0.01 * i)
+    for i in range(2):
+        c.submit(f"bob{i}", dataclasses.replace(task_spec(cpus=0.1, expected=30.0),
+                                                submitter="bob"), via=1, at=c.now + 0.1 + 0.01 * i)
+    c.run_for(3.0)
+    refused = [r for r in c.submits() if not r.ok]
+    assert sorted(r.task_id for r in refused) == ["alice4", "alice5"]
+    assert all("max_tasks_per_client" in r.error for r in refused)
+    assert c.stats()["records_refused_per_client"] >= 2
