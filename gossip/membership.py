@@ -140,6 +140,7 @@ class Membership:
         base = generation << GEN_SHIFT
         self._generation = generation
         self._clock_origin = 0.0  # the shell's time at our first call, when we were `generation`
+        self._ceiling_at, self._ceiling = -math.inf, 0  # `_plausible`'s bound, cached per instant
         self.node_id = node_id
         self.addr = addr
         self.config = config or SwimConfig()
@@ -363,6 +364,7 @@ class Membership:
         self._next_reconnect = now + (0.5 + self._rng.random()) * cfg.reconnect_interval
         self._members[self.node_id].since = now
         self._clock_origin = now
+        self._ceiling_at = -math.inf
 
     def _plausible(self, now: float, incarnation: int) -> bool:
         """Whether an incarnation (or a record version, same layout) could have been reached by
@@ -371,8 +373,11 @@ class Membership:
         would let one message push a member to the top of the integers, where its refutation
         (one above) can no longer be sent. The ceiling moves with time, so a refutation of the
         largest claim we accept is accepted everywhere within a millisecond."""
-        elapsed = now - self._clock_origin + self.config.max_clock_skew
-        return generation_of(incarnation) <= self._generation + int(elapsed * 1000)
+        if now != self._ceiling_at:  # one message carries many: compute once per instant
+            elapsed = now - self._clock_origin + self.config.max_clock_skew
+            self._ceiling = (self._generation + int(elapsed * 1000) + 1) << GEN_SHIFT
+            self._ceiling_at = now
+        return incarnation < self._ceiling
 
     def _push_pull_interval(self) -> float:
         # memberlist: back off push-pull in large clusters so its cost per node stays flat
@@ -582,9 +587,11 @@ class Membership:
             return
         if r.node == self.node_id:
             mine = self._records[self.node_id]
-            if r.version >= mine.version:
+            if r.version > mine.version or (r.version == mine.version and r != mine):
                 # a record of ours we never wrote (forged, or an older life's): outrank it, as
-                # a refutation outranks a suspicion, or peers would keep it
+                # a refutation outranks a suspicion, or peers would keep it. (Our own record
+                # echoed back, the same version and contents, is no news: refuting that too
+                # republished every record on every echo and doubled the gossip.)
                 self._records[self.node_id] = dataclasses.replace(mine, version=r.version + 1)
                 self._record_queue.put(self.node_id, self._records[self.node_id])
                 self.stats["record_refuted"] += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -237,3 +238,19 @@ def test_a_restarted_node_outranks_its_old_life_and_its_old_record():
     assert me.resources.version == (3 << GEN_SHIFT) + 1 and me.resources.cpus == 8.0
     with pytest.raises(ValueError):
         Membership("x", "tcp://x:1", random.Random(0), CFG, generation=-1)
+
+
+def test_own_record_echoed_back_is_no_news() -> None:
+    """Gossip carries a node's own record back to it all the time; treating the echo (same
+    version, same contents) as a forgery to outrank republished every record on every echo
+    and doubled the gossip (only a different copy at our version, or a higher one, is)."""
+    from gossip.messages import Gossip, GossipOnly, Message
+
+    a = Membership("a", "sim://a", random.Random(1), SwimConfig())
+    a.join(0.0, [])
+    mine = a.resources
+    a.on_message(1.0, Message("b", "sim://b", 1, GossipOnly(Gossip((), (mine,)))))
+    assert a.resources == mine and a.stats["record_refuted"] == 0
+    forged = dataclasses.replace(mine, cpus=mine.cpus + 1)
+    a.on_message(2.0, Message("b", "sim://b", 2, GossipOnly(Gossip((), (forged,)))))
+    assert a.resources.version == mine.version + 1 and a.resources.cpus == mine.cpus
