@@ -295,15 +295,26 @@ def leftovers() -> list[str]:
     ]
 
 
-def cleanup_leftovers() -> list[str]:
-    """Remove every `agsc-*` namespace (killing what runs inside) and every `agsc*` root link.
+def owned_by(name: str, run_ids: set[str]) -> bool:
+    """Whether a namespace (agsc-{id}-{i}) or root link (agsc{id}br, agsc{id}h{i}) belongs to
+    one of the networks `run_ids`."""
+    rest = name[len(PREFIX):]
+    if rest.startswith("-"):
+        return rest[1:].rsplit("-", 1)[0] in run_ids
+    return any(rest == f"{r}br" or re.fullmatch(rf"{r}h\d+", rest) for r in run_ids)
+
+
+def cleanup_leftovers(keep: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Remove every `agsc-*` namespace (killing what runs inside) and every `agsc*` root link,
+    except those of the networks in `keep` (runs still going: removing them used to cut a
+    running experiment off mid-way when a second one started).
 
     For the start of a run after an earlier runner was SIGKILLed and could not destroy its
     network. Returns the names removed.
     """
     removed = _remove(
-        [ns for ns in _namespaces() if ns.startswith(f"{PREFIX}-")],
-        [name for name in _root_links() if name.startswith(PREFIX)],
+        [ns for ns in _namespaces() if ns.startswith(f"{PREFIX}-") and not owned_by(ns, keep)],
+        [name for name in _root_links() if name.startswith(PREFIX) and not owned_by(name, keep)],
     )
     if removed:
         log.info("removed leftover network pieces: %s", ", ".join(removed))

@@ -119,6 +119,7 @@ def _is_agent(pid: int) -> bool:
 def cleanup_leftovers() -> list[str]:
     """Kill agents and remove namespaces left by runners that died without cleaning up."""
     removed = []
+    live_networks: set[str] = set()
     if STATE_DIR.is_dir():
         for f in STATE_DIR.glob("*.json"):
             try:
@@ -128,7 +129,9 @@ def cleanup_leftovers() -> list[str]:
                 f.unlink(missing_ok=True)
                 continue
             if runner != os.getpid() and psutil.pid_exists(runner) and _is_runner(runner):
-                continue  # another live run
+                if isinstance(state.get("network"), str):
+                    live_networks.add(state["network"])  # another live run: leave it be
+                continue
             for pid in state.get("agents", []):
                 if isinstance(pid, int) and _is_agent(pid):
                     try:
@@ -138,7 +141,7 @@ def cleanup_leftovers() -> list[str]:
                         pass
             f.unlink(missing_ok=True)
     if netns.available()[0]:
-        removed += netns.cleanup_leftovers()
+        removed += netns.cleanup_leftovers(keep=live_networks)
     return removed
 
 
@@ -234,7 +237,9 @@ class _Cluster:
     def _save_state(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
         pids = [a.proc.pid for a in self.agents if a.proc is not None]
-        self.state_file.write_text(json.dumps({"runner": os.getpid(), "agents": pids}))
+        network = self.net.run_id if self.net is not None else None
+        self.state_file.write_text(json.dumps({"runner": os.getpid(), "agents": pids,
+                                               "network": network}))  # fmt: skip
 
     def spawn(self, a: _Agent) -> None:
         argv = [self.plan.python, "-m", "deploy.cli", "agent", "--config", str(a.config)]
@@ -253,6 +258,7 @@ class _Cluster:
 
     def start(self, stop: Callable[[], bool], timeout: float) -> None:
         if self.net is not None:
+            self._save_state()  # before the network exists: a concurrent run must keep it
             self.net.create()
         for a in self.agents:
             self.write_rules(a.index)

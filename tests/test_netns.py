@@ -271,3 +271,37 @@ def test_cleanup_leftovers_after_a_crash() -> None:
         proc.kill()
         proc.wait()
         net.destroy()
+
+
+def test_leftover_names_of_live_runs_are_kept() -> None:
+    """Which names belong to a run: a second run's clean-up used to remove every agsc network,
+    cutting a running experiment off (its agents lost their namespaces mid-run)."""
+    from scenarios.netns import owned_by
+
+    live = {"e225ce"}
+    assert owned_by("agsc-e225ce-0", live) and owned_by("agsc-e225ce-12", live)
+    assert owned_by("agsce225cebr", live) and owned_by("agsce225ceh3", live)
+    assert not owned_by("agsc-abc123-0", live) and not owned_by("agscabc123br", live)
+    assert not owned_by("agsce225cehx", live) and not owned_by("agsc-e225ce", set())
+
+
+def test_cleanup_keeps_the_network_of_a_live_runner(tmp_path, monkeypatch) -> None:
+    """The state file of a run still going names its network; clean-up passes it on as kept."""
+    import json
+    import os
+
+    from scenarios import run_local
+
+    monkeypatch.setattr(run_local, "STATE_DIR", tmp_path)
+    (tmp_path / "live.json").write_text(json.dumps(
+        {"runner": os.getppid(), "agents": [], "network": "abc123"}))
+    (tmp_path / "dead.json").write_text(json.dumps(
+        {"runner": 2**22 + 12345, "agents": [], "network": "dead01"}))
+    monkeypatch.setattr(run_local, "_is_runner", lambda pid: pid == os.getppid())
+    seen: list[set[str]] = []
+    monkeypatch.setattr(run_local.netns, "available", lambda: (True, ""))
+    monkeypatch.setattr(run_local.netns, "cleanup_leftovers",
+                        lambda keep=frozenset(): seen.append(set(keep)) or [])
+    run_local.cleanup_leftovers()
+    assert seen == [{"abc123"}]
+    assert (tmp_path / "live.json").exists() and not (tmp_path / "dead.json").exists()
