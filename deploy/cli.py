@@ -28,7 +28,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.policies import NAMES as POLICY_NAMES
@@ -246,17 +246,24 @@ def cmd_members(args: argparse.Namespace) -> int:
 MAX_CLIENT_TIMEOUT = 86_400.0  # a day: longer waits are typos, and zmq's poll takes int ms
 
 
-def client_timeout(text: str) -> float:
-    """A client timeout: a finite number of seconds in (0, a day] (nan, inf and 1e300 used to
-    end in a traceback, some after the request had been sent)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < v <= MAX_CLIENT_TIMEOUT:  # also rejects nan
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds in (0, {MAX_CLIENT_TIMEOUT:g}]")
-    return v
+def seconds_up_to(most: float) -> Callable[[str], float]:
+    """An argparse type: a finite number of seconds in (0, most] (nan, inf and 1e300 used to
+    end in tracebacks, some after a request had been sent or a cluster started)."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not 0 < v <= most:  # also rejects nan
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number of seconds in (0, {most:g}]")
+        return v
+
+    return parse
+
+
+client_timeout = seconds_up_to(MAX_CLIENT_TIMEOUT)
 
 
 def _client_options(p: argparse.ArgumentParser, verb: str, *, timeout: float = 2.0,
@@ -832,18 +839,6 @@ def _agent_count(text: str) -> int:
     return n
 
 
-def _run_seconds(text: str) -> float:
-    """A finite run time (nan and inf reached time.sleep, after the cluster had started)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < v <= MAX_DURATION:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in "
-                                         f"(0, {MAX_DURATION:g}]")  # fmt: skip
-    return v
-
-
 def cmd_ray_cluster(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
@@ -930,7 +925,7 @@ def add_ray_cluster_parser(sub: Any) -> None:
                    help=f"number of agents to start (1 to {MAX_RAY_AGENTS})")  # fmt: skip
     p.add_argument("--per-actor", "-k", type=_agent_count, default=25, metavar="K",
                    help="agents hosted by one Ray actor process (default 25)")  # fmt: skip
-    p.add_argument("--duration", type=_run_seconds, metavar="S",
+    p.add_argument("--duration", type=seconds_up_to(MAX_DURATION), metavar="S",
                    help="stop after S seconds (default: run until Ctrl-C)")  # fmt: skip
     p.add_argument("--config", "-c", metavar="FILE",
                    help="agent config file (node.toml format); its [swim] table, load_interval "

@@ -6,8 +6,6 @@ inputs at it quickly; a real-process variant is in test_agent_cluster.py.
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,14 +13,12 @@ from typing import Any
 import msgpack
 import pytest
 import zmq
+from agent_thread import AgentThread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.agent import Agent, AgentOptions
-from agent.resources import Capacity
 from deploy.client import ClientError, query
 from deploy.local_cluster import free_ports
-from gossip.config import SwimConfig
 from gossip.messages import (
     PROTOCOL_VERSION,
     Ack,
@@ -41,40 +37,6 @@ from gossip.messages import (
     SyncReply,
 )
 from gossip.wire import encode
-
-
-class AgentThread:
-    """An Agent on its own event loop in a background thread."""
-
-    def __init__(self, **opts: Any) -> None:
-        port = free_ports(1)[0]
-        self.addr = f"tcp://127.0.0.1:{port}"
-        options = AgentOptions(
-            node_id="target", bind=self.addr, advertise=self.addr,
-            capacity=Capacity(cpus=2, memory=2**30), load_interval=0.2,
-            swim=SwimConfig(probe_interval=0.2, probe_timeout=0.1, gossip_interval=0.1,
-                            leave_linger=0.1),
-            **opts,
-        )  # fmt: skip
-        self.loop = asyncio.new_event_loop()
-        self.agent = Agent.start(options)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_until_complete(self.agent.run())
-        except BaseException as e:  # reported by the test
-            self.error = e
-        finally:
-            self.loop.close()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.agent.request_stop)
-        self.thread.join(5)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture(scope="module")
