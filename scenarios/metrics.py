@@ -183,6 +183,9 @@ def _node_key(node: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", node) if p)
 
 
+STARTUP_SECONDS = 10.0  # an agent process's RSS is not yet its working size before this
+
+
 def agent_memory(samples: Iterable[RssSample]) -> list[AgentMemory]:
     """Per agent (in node order): RSS at start and end, peak, growth of its last process."""
     by_node: dict[str, list[RssSample]] = defaultdict(list)
@@ -192,8 +195,12 @@ def agent_memory(samples: Iterable[RssSample]) -> list[AgentMemory]:
     for node in sorted(by_node, key=_node_key):
         ss = by_node[node]
         last_life = [s for s in ss if s.pid == ss[-1].pid]
+        # from the first sample once the process had started up: a sample taken while it was
+        # still importing made a restarted agent look as if it had grown by half its size
+        settled = [s for s in last_life if s.t >= last_life[0].t + STARTUP_SECONDS]
+        base = settled[0] if settled else last_life[0]
         out.append(AgentMemory(node, ss[0].rss, ss[-1].rss, max(s.rss for s in ss),
-                               last_life[-1].rss - last_life[0].rss,
+                               last_life[-1].rss - base.rss,
                                len({s.pid for s in ss}) - 1))  # fmt: skip
     return out
 
