@@ -472,7 +472,8 @@ class Agent:
             spec, problem = spec_from_args(args.get("spec"))
             if spec is None:
                 return problem
-            spec = dataclasses.replace(spec, submitter=principal.name)
+            # a client's own name; nobody's (not capped per client) for agents and plain clusters
+            spec = dataclasses.replace(spec, submitter="" if principal.is_node else principal.name)
             self._clients[req] = (ident, seq, principal)
             self._send(self.node.submit(now, req, task_id, spec))
         elif q.what == "status":
