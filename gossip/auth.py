@@ -111,7 +111,8 @@ def _check_private(path: Path) -> None:
         )
 
 
-def _read_toml(path: Path, kind: str) -> dict:
+def _read_toml(path: Path, kind: str, *also: str) -> dict:
+    """The key file's table, if it is private and of `kind` (or one of `also`)."""
     _check_private(path)
     try:
         data = tomllib.loads(path.read_text())
@@ -120,7 +121,7 @@ def _read_toml(path: Path, kind: str) -> dict:
     except tomllib.TOMLDecodeError as e:
         raise KeyFileError(f"{path}: not a key file (malformed: {e})") from None
     found = data.get("kind")
-    if found != kind:
+    if found != kind and found not in also:
         what = {CLUSTER_KEY_KIND: "a cluster key", CLIENT_KEY_KIND: "a client key"}
         raise KeyFileError(
             f"{path}: expected {what.get(kind, kind)} file (kind = {kind!r}), "
@@ -176,7 +177,10 @@ class Keyring:
     @staticmethod
     def load(path: str | Path) -> Keyring:
         path = Path(path)
-        data = _read_toml(path, CLUSTER_KEY_KIND)
+        return Keyring._from_table(path, _read_toml(path, CLUSTER_KEY_KIND))
+
+    @staticmethod
+    def _from_table(path: Path, data: dict) -> Keyring:
         keys = data.get("keys")
         if not isinstance(keys, list) or not keys:
             raise KeyFileError(f"{path}: 'keys' must be a non-empty list (primary first)")
@@ -231,14 +235,9 @@ class Credential:
     def load(path: str | Path) -> Credential:
         """A client key file; a cluster key file also works (as the admin client ``operator``)."""
         path = Path(path)
-        _check_private(path)
-        try:
-            kind = tomllib.loads(path.read_text()).get("kind")
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            kind = None
-        if kind == CLUSTER_KEY_KIND:
-            return Credential.issue(Keyring.load(path), "admin", "operator")
-        data = _read_toml(path, CLIENT_KEY_KIND)
+        data = _read_toml(path, CLIENT_KEY_KIND, CLUSTER_KEY_KIND)  # read once
+        if data["kind"] == CLUSTER_KEY_KIND:
+            return Credential.issue(Keyring._from_table(path, data), "admin", "operator")
         name, role = data.get("name"), data.get("role")
         if not isinstance(name, str) or check_client_name(name):
             raise KeyFileError(f"{path}: bad or missing client name")
