@@ -42,8 +42,13 @@ from gossip.messages import (
 )
 
 INF = math.inf
+# Handing records back to a returning replica: at most this many puts to it per pace, so a
+# burst never overflows the transport's bounded queue for a peer whose connection is not up yet
+HANDBACK_BURST = 16
+HANDBACK_PACE = 0.05  # seconds
 COLLECTED = "finished and collected"  # a put's refusal: the task ended, its record is gone
 FULL = "holds too many unfinished tasks"
+NOT_OWNER = "not the owner"  # a cancel's refusal by a replica that does not drive the record
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,7 @@ class _Drive:
     award_round: int = 0  # the negotiation round whose winner the award went to
     runner_knows: tuple[str, ...] = ()  # the replica list the runner was last sent
     runner_heard: float = 0.0
+    runner_lost: float = INF  # when this owner first saw the runner failed (or left)
     acked: dict[str, int] = field(default_factory=dict)  # replica -> version it confirmed
     next_push: float = 0.0
     waiting: set[str] = field(default_factory=set)  # runner addrs waiting for a result ack
@@ -105,6 +111,12 @@ class Owner:
         self._active: dict[str, str] = {}  # unfinished record ids -> their submitter
         self._active_by: collections.Counter[str] = collections.Counter()  # submitter -> count
         self.tombstones: OrderedDict[str, Tombstone] = OrderedDict()
+        # records to hand back to each replica that came back live, record id -> when to
+        # (re-)send it, in that order; an entry leaves when the replica confirms the record
+        self._handback: dict[str, OrderedDict[str, float]] = {}
+        self._handback_at = INF  # when `_hand_back` has something to send next
+        self.in_minority = False  # this node sees no majority of the cluster alive
+        self._majority_since = -INF  # when it last saw a majority again
 
     # ------------------------------------------------------------------ timers
 
@@ -126,7 +138,7 @@ class Owner:
             if d is not None and d.due == due:
                 return min(t, due)
             heapq.heappop(self._timers)
-        return t
+        return min(t, self._handback_at)
 
     # ------------------------------------------------------------------ retention
 
@@ -294,6 +306,13 @@ class Owner:
     def on_put_ack(self, now: float, sender: str, sender_addr: str, a: TaskPutAck) -> None:
         d = self.drives.get(a.task_id)
         rec = self.store.get(a.task_id)
+        pending = self._handback.get(sender)
+        if pending and a.task_id in pending and (
+            rec is None or not a.ok or a.version >= rec.version
+        ):
+            del pending[a.task_id]  # it holds the record (or refused it for good)
+            if not pending:
+                del self._handback[sender]
         if d is None or rec is None:
             return
         if not a.ok and a.error == COLLECTED and a.state.terminal and (
@@ -351,33 +370,93 @@ class Owner:
         live = set(self.ctx.view.live_nodes())
         back = live - self._live if self._live is not None else set()
         self._live = live
+        for n in [n for n in self._handback if n not in live]:
+            del self._handback[n]  # gone again: handed everything afresh when it is back
+        for n in back:
+            self._handback.pop(n, None)  # it came back with nothing: start over
         for tid, rec in self.store.items():
             returned = [n for n in rec.replicas if n in back] if back else []
+            owner = self.ctx.owner_of(rec)
             for n in returned:
                 # A replica that is live again may have lost its copy (a restarted process
                 # keeps nothing): hand it ours, so that if it is first on the list — the owner
                 # every node now defers to — it holds the record and drives it (re-confirming
                 # with the others first) instead of leaving it stranded. Finished records too:
                 # handed back to nobody, a finished record was gone once each of its replicas
-                # had restarted in turn (the soak lost 421 of 1,523 that way).
-                self.ctx.send_to(n, TaskPut(rec))
-                self.ctx.stats["rejoin_pushes"] += 1
-            owner = self.ctx.owner_of(rec)
+                # had restarted in turn (the soak lost 421 of 1,523 that way). Handed back
+                # paced and until confirmed (`_hand_back`): sent once, all in one burst, most
+                # were dropped by the transport's bounded queue and the soak still lost 238.
+                if owner != me:
+                    self._handback.setdefault(n, OrderedDict())[tid] = now
+                    self._handback_at = now
             if owner == me:
                 self._adopt(now, tid)
                 d = self.drives[tid]
-                for n in returned:  # and keep pushing until it confirms (a push can be lost)
+                for n in returned:  # the owner pushes until it confirms (see `_drive`)
                     d.acked.pop(n, None)
             elif tid in self.drives:
                 d = self.drives.pop(tid)
                 self._release_round(d)
                 self.ctx.stats["records_handed_over"] += 1
 
+    def deciding(self, now: float) -> bool:
+        """Whether this node may move tasks on: it sees a majority of the cluster's members
+        (every member not known to have left, failed ones included, this node too) alive, and
+        has for `partition_grace`. Only one side of a partition can, so only one side places,
+        re-places or records results. Back in a majority, every record is confirmed with its
+        replicas and preferred nodes before anything is decided on it: the other side may have
+        moved it on meanwhile."""
+        c = self.ctx
+        if c.config.minority_decides:
+            return True
+        minority = 2 * c.view.count(Status.ALIVE) <= c.view.members_not_left()
+        if minority != self.in_minority:
+            self.in_minority = minority
+            if minority:
+                c.stats["minority_entered"] += 1
+            else:
+                self._majority_since = now
+                for d in self.drives.values():
+                    d.synced = False
+                    d.acked.clear()
+        return not minority and now >= self._majority_since + c.config.partition_grace
+
+    def _hand_back(self, now: float) -> None:
+        """Send returning replicas the records they hold no confirmed copy of: at most
+        `HANDBACK_BURST` per replica per `HANDBACK_PACE`, each again after `put_timeout` until
+        the replica acknowledges it (`on_put_ack`)."""
+        if now < self._handback_at:
+            return
+        nxt = INF
+        for n, pending in self._handback.items():
+            sent = 0
+            while pending:  # in due order: a record sent moves to the end
+                tid, due = next(iter(pending.items()))
+                if due > now:
+                    nxt = min(nxt, due)
+                    break
+                if sent == HANDBACK_BURST:
+                    nxt = min(nxt, now + HANDBACK_PACE)
+                    break
+                rec = self.store.get(tid)
+                if rec is None or n not in rec.replicas:
+                    del pending[tid]  # collected, or it is no longer a replica of it
+                    continue
+                self.ctx.send_to(n, TaskPut(rec))
+                self.ctx.stats["rejoin_pushes"] += 1
+                pending[tid] = now + self.ctx.config.put_timeout
+                pending.move_to_end(tid)
+                sent += 1
+        for n in [n for n, pending in self._handback.items() if not pending]:
+            del self._handback[n]
+        self._handback_at = nxt
+
     # ------------------------------------------------------------------ driving one record
 
     def tick(self, now: float) -> None:
         self.check_membership(now)
         self.collect(now)
+        self._hand_back(now)
         while self._timers and self._timers[0][0] <= now:
             t, _, tid = heapq.heappop(self._timers)
             d = self.drives.get(tid)
@@ -400,6 +479,11 @@ class Owner:
         if c.owner_of(rec) != c.node_id:
             self.drives.pop(tid, None)
             self._release_round(d)
+            return
+        if not self.deciding(now):
+            # look again later: suspicions that clear do not change the live set
+            self._wake(tid, max(now + c.config.put_timeout,
+                                self._majority_since + c.config.partition_grace))
             return
         if not d.synced:
             # We just took the record over (or learnt that another owner moved it on): decide
@@ -461,6 +545,8 @@ class Owner:
             t = d.next_push
         if rec.state == TaskState.PENDING:
             t = min(t, d.round.deadline if d.round else d.next_try)
+        elif d.runner_lost < INF:  # placed or running on a node that failed
+            t = min(t, d.runner_lost + c.config.partition_grace)
         elif rec.state == TaskState.PLACED:
             t = min(t, d.award_sent + c.config.award_timeout)
         elif rec.state == TaskState.RUNNING:
@@ -623,9 +709,14 @@ class Owner:
         c = self.ctx
         st = c.view.status_of(rec.node) if rec.node != c.node_id else Status.ALIVE
         if st in (Status.DEAD, Status.LEFT, None):
+            if d.runner_lost == INF:
+                d.runner_lost = now
+            if now < d.runner_lost + c.config.partition_grace:
+                return  # woken then (see `_drive`); a majority lost meanwhile stops us
             c.stats["runner_lost"] += 1
             self._replace(now, rec, d, f"node {rec.node} {'left' if st else 'failed'}")
             return
+        d.runner_lost = INF
         if rec.state == TaskState.PLACED and now >= d.award_sent + c.config.award_timeout:
             if d.award_tries >= c.config.award_retries:
                 c.stats["awards_unconfirmed"] += 1
@@ -648,6 +739,7 @@ class Owner:
         self.write(now, rec, state=TaskState.PENDING, node="", node_addr="", reason=why)
         d.next_try = now
         d.backoff = 0.0
+        d.runner_lost = INF
         self.ctx.stats["replacements"] += 1
 
     def on_award_ack(self, now: float, sender: str, a: AwardAck) -> None:
@@ -701,6 +793,12 @@ class Owner:
                 self.write(now, rec, state=TaskState.RUNNING, started=r.started)
             c.send(sender_addr, ReportAck(r.task_id, r.attempt, keep=True))
             return
+        if not rec.state.terminal and not (self.deciding(now) and d.synced):
+            # Recorded here, the other side of a partition (or an owner we have not yet
+            # confirmed our copy with) could record another result for the task: the runner
+            # re-sends its report until it is taken.
+            c.stats["reports_deferred"] += 1
+            return
         if not rec.state.terminal:
             self.write(now, rec, state=r.state, exit_code=r.exit_code, reason=r.reason,
                        started=r.started or rec.started, finished=r.finished,
@@ -723,13 +821,18 @@ class Owner:
             rec.state.terminal and c.owner_of(rec) == c.node_id
         ):
             c.send(sender_addr, TaskCancelReply(q.task_id, q.req, False,
-                                                error="not the owner"))  # fmt: skip
+                                                error=NOT_OWNER))  # fmt: skip
             return
         if rec.state.terminal:
             c.send(sender_addr, TaskCancelReply(q.task_id, q.req, False, rec.state,
                                                 f"already {rec.state.label}"))  # fmt: skip
             return
         d = self.drives[q.task_id]
+        if not (self.deciding(now) and d.synced):
+            c.send(sender_addr, TaskCancelReply(q.task_id, q.req, False, rec.state, error=(
+                "its owner sees no majority of the cluster (a partition?): try again later"
+                if self.in_minority else "its owner is confirming the record: try again")))
+            return
         self._release_round(d)
         self.write(now, rec, state=TaskState.CANCELLED, reason="cancelled on request",
                    finished=now)  # fmt: skip

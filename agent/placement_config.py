@@ -29,6 +29,10 @@ class PlacementConfig:
     heartbeat: float = 2.0  # a runner tells the owner "still running" this often
     report_retry: float = 1.0  # a runner re-sends its final report until the owner confirms
     runner_silence: float = 30.0  # re-place a task whose live runner has not reported this long
+    # A task whose runner failed is placed again only this long after, and a node that sees a
+    # majority again decides only this long after: time for the rest of a partition (or of its
+    # heal) to show in the membership view, so that two sides never both move a task on
+    partition_grace: float = 2.0
     forecast_step: float = 300.0  # seconds per load sample the forecaster works on
     forecast_history: int = 288  # samples kept for adaptation
     readapt_every: int = 12  # re-adapt the forecaster after this many new samples
@@ -40,13 +44,22 @@ class PlacementConfig:
     max_tombstones: int = 100_000  # the oldest are dropped beyond this
     max_active_records: int = 10_000  # unfinished records held; new ones beyond are refused
     max_tasks_per_client: int = 1000  # unfinished tasks of one client a node holds
+    # A node that sees no more than half of the cluster's members alive (its side of a partition
+    # is the smaller, or half) decides nothing until it does: no placement, no re-placement, no
+    # result recorded, so that the two sides of a partition never record two results for one
+    # task. True keeps deciding there (available under partition, results at least once).
+    minority_decides: bool = False
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_NAMES:
             raise ValueError(
                 f"placement.policy must be one of {', '.join(POLICY_NAMES)}, got {self.policy!r}"
             )
-        check_positive(self, "placement", skip=("policy",))
+        if not isinstance(self.minority_decides, bool):
+            raise ValueError(
+                f"placement.minority_decides must be true or false, got {self.minority_decides!r}"
+            )
+        check_positive(self, "placement", skip=("policy", "minority_decides"))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PlacementConfig:

@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 
 from agent.context import Context
-from agent.owner import Owner
+from agent.owner import NOT_OWNER, Owner
 from agent.records import newer, spec_problem, unplaceable_reason
 from gossip.messages import (
     TaskCancel,
@@ -101,6 +101,7 @@ class _Pending:
     by: str | None = None  # cancel: only a task this client submitted (None: any task)
     limit: int = MAX_LIST_RECORDS  # list: rows in the answer at most
     omitted: int = 0  # list: matching records left out so far
+    why: str = ""  # cancel: why the owner could not do it, if it said
 
 
 class Requests:
@@ -271,12 +272,15 @@ class Requests:
             self.ctx.stats["stale_replies"] += 1
             return
         p.waiting.discard(sender)
+        if r.error and r.error != NOT_OWNER:
+            p.why = r.error
         if r.ok:
             self._reply(r.req, True, {"id": r.task_id, "state": r.state.label})
         elif r.error.startswith("already"):
             self._reply(r.req, False, error=f"task {r.task_id} {r.error}")
         elif not p.waiting:
-            self._reply(r.req, False, error=f"no owner of task {r.task_id} answered; try again")
+            self._reply(r.req, False, error=f"task {r.task_id} not cancelled: {p.why}" if p.why
+                        else f"no owner of task {r.task_id} answered; try again")
 
     # ------------------------------------------------------------------ listing
 
@@ -371,7 +375,8 @@ class Requests:
                 if p.kind == "list":
                     self._list_done(req, p)
                 elif p.kind == "cancel":
-                    self._reply(req, False, error=f"no owner of task {p.task_id} answered")
+                    self._reply(req, False, error=f"task {p.task_id} not cancelled: {p.why}"
+                                if p.why else f"no owner of task {p.task_id} answered")
                 else:
                     p.waiting.clear()
                     self._lookup_done(now, req, p)

@@ -153,6 +153,7 @@ class Membership:
         # to take the new life in, its alive update)
         self._rejoins: dict[str, tuple[float, MemberUpdate]] = {}
         self._records: dict[str, ResourceRecord] = {}
+        self._counts: Counter[Status] = Counter({Status.ALIVE: 1})  # members by status
         self._live: list[str] = []  # other members that are alive or suspect, for O(1) sampling
         self._live_pos: dict[str, int] = {}
         self._live_epoch = 0
@@ -215,6 +216,15 @@ class Membership:
     def known_nodes(self) -> list[str]:
         """Every member ever known, whatever its status, this node included."""
         return list(self._members)
+
+    def count(self, status: Status) -> int:
+        """Known members with this status, this node included."""
+        return self._counts[status]
+
+    def members_not_left(self) -> int:
+        """Members not known to have left, this node included: the cluster's size as a
+        majority is counted against (a failed member counts until it is reaped)."""
+        return len(self._members) - self._counts[Status.LEFT]
 
     def live_nodes(self) -> list[str]:
         """Other members believed alive or suspect (this node excluded)."""
@@ -337,7 +347,7 @@ class Membership:
                 self._forget(m.node)
 
     def _forget(self, node: str) -> None:
-        del self._members[node]
+        self._counts[self._members.pop(node).status] -= 1
         self._member_epoch += 1
         for table in (self._records, self._last_heard, self._suspicions, self._rejoins):
             table.pop(node, None)
@@ -616,6 +626,7 @@ class Membership:
                     return
                 m = _Member(u.node, u.addr, u.incarnation, Status.ALIVE, now)
                 self._members[u.node] = m
+                self._counts[Status.ALIVE] += 1
                 self._member_epoch += 1
                 self._live_add(u.node)
                 if len(self._events) < _EVENT_LOG_MAX:
@@ -643,6 +654,7 @@ class Membership:
                 # remember departures even of nodes we never saw, so a late alive cannot revive them
                 m = _Member(u.node, u.addr, u.incarnation, Status.LEFT, now)
                 self._members[u.node] = m
+                self._counts[Status.LEFT] += 1
                 self._member_epoch += 1
                 if spread:
                     self._enqueue_member(m)
@@ -738,6 +750,8 @@ class Membership:
         m.by = by
         if m.status == status:
             return
+        self._counts[m.status] -= 1
+        self._counts[status] += 1
         m.status = status
         m.since = now
         if m.node != self.node_id:

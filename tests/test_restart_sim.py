@@ -13,6 +13,7 @@ import pytest
 
 from gossip.membership import generation_of
 from gossip.messages import Status, TaskState
+from gossip.transport import TransportConfig
 from scenarios.sim.placement_cluster import GiB, NodeShape, PlacementCluster, task_spec
 
 N = 8
@@ -166,3 +167,36 @@ def test_finished_records_survive_each_replica_restarting_in_turn(seed: int) -> 
     asked = [c.get(tid, via=i % N) for i, tid in enumerate(tids)]
     c.run_for(5.0)
     assert all(r.reply is not None and r.reply[0] for r in asked), [r.reply for r in asked]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_hundreds_of_finished_records_survive_restarts_through_a_bounded_send_queue(
+    seed: int,
+) -> None:
+    """Found by the soak's second run: 238 of 1,540 finished tasks were still lost after the
+    fix above. Every holder handed its records back to a returning replica once, all in one
+    burst; the real transport holds at most `max_pending` messages for a peer whose connection
+    is not up yet (a restarted one), so all but the first few dozen were dropped, and a record
+    whose every replica lost its copy that way was gone. Records must be handed back until the
+    returning replica confirms them, paced, not once."""
+    c = make(70 + seed)
+    c.sim.network.set_burst_limit(TransportConfig().max_pending)
+    tids = [f"many{seed}-{i}" for i in range(400)]
+    for i, tid in enumerate(tids):
+        c.submit(tid, task_spec(cpus=0.25, expected=0.2), via=i % N, at=c.now + 0.005 * i)
+    assert c.settle(90.0)
+    c.sim.set_loss(0.1)
+    for n in [f"n{i}" for i in range(N)] * 2:  # every node, twice, one after the other
+        c.crash(c.addr_of(n))
+        c.run_for(0.05)
+        c.restart(c.addr_of(n))
+        c.run_for(8.0)
+    c.sim.set_loss(0.0)
+    c.run_for(10.0)
+    gone = [tid for tid in tids if c.newest(tid) is None]
+    assert not gone, f"{len(gone)} of {len(tids)} records lost, e.g. {gone[:3]}"
+    for tid in tids:
+        rec = c.newest(tid)
+        assert rec.state == TaskState.SUCCEEDED, c.describe(tid)
+        holders = {c.core(a).node_id for a in c.addrs if tid in c.core(a).placement.owner.store}
+        assert set(rec.replicas) <= holders, (tid, rec.replicas, holders)

@@ -2,6 +2,9 @@
 
 The model only decides the fate of one message at a time (`transit`): either a delay after
 which it arrives, or a drop reason. It keeps no queue; the simulator schedules the delivery.
+`burst_limit` stands for the real transport's bounded per-peer send queue: of the messages one
+node emits to one peer at the same instant, those beyond it are dropped (a hand-back of
+hundreds of records to a peer whose connection is not up yet loses all but the first ones).
 All randomness comes from one `random.Random` that the simulator binds (derived from its seed),
 so a run is reproduced bit for bit.
 
@@ -47,6 +50,7 @@ class NetworkModel:
         self.latency = _check_time(latency, "latency")
         self.jitter = _check_time(jitter, "jitter")
         self.loss = _check_prob(loss, "loss")
+        self.burst_limit: int | None = None  # messages to one peer at one instant; None: no bound
         self._links: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
         self._group: dict[str, int] | None = None
         self._random = random.Random(0).random  # replaced by bind(); never used unbound in sims
@@ -59,6 +63,11 @@ class NetworkModel:
 
     def set_loss(self, p: float) -> None:
         self.loss = _check_prob(p, "loss")
+
+    def set_burst_limit(self, n: int | None) -> None:
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise ValueError(f"burst_limit must be an integer >= 1 or None, got {n!r}")
+        self.burst_limit = n
 
     def set_latency(self, latency: float, jitter: float | None = None) -> None:
         self.latency = _check_time(latency, "latency")

@@ -62,7 +62,7 @@ _STATE_NAMES = {_LIVE: "live", _PAUSED: "paused", _CRASHED: "crashed"}
 # would spin forever in a real shell too); fail loudly instead of hanging.
 _MAX_SPIN = 10_000
 
-DROP_REASONS = ("loss", "partition", "crashed", "unknown_addr", "wire")
+DROP_REASONS = ("loss", "partition", "crashed", "unknown_addr", "wire", "queue")
 
 Fn = Callable[[Any, float], Any]
 
@@ -410,12 +410,19 @@ class Simulator:
         push = heapq.heappush
         seq = self._seq
         src = node.addr
+        limit = self.network.burst_limit
+        burst: dict[str, int] = {}
         n = 0
         for addr, msg in out:
             n += 1
             if addr not in nodes:
                 self._drop["unknown_addr"] += 1
                 continue
+            if limit is not None:
+                burst[addr] = k = burst.get(addr, 0) + 1
+                if k > limit:
+                    self._drop["queue"] += 1
+                    continue
             d = transit(src, addr)
             if d < 0.0:
                 self._drop["loss" if d == DROP_LOSS else "partition"] += 1
