@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 install:  ## create .venv and install everything (safe to run twice)
 	bash scripts/install.sh
 
-test:  ## the whole suite, slow end-to-end tests included
-	$(PY) -m pytest -q
+test:  ## the whole suite, slow end-to-end tests included, one worker per core (pytest-xdist)
+	$(PY) -m pytest -q -n auto
 
 test-fast:  ## skip the slow end-to-end tests
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 FUZZ_EXAMPLES ?= 5000
 FUZZ_SECONDS ?= 300

@@ -21,7 +21,7 @@ from scenarios.observation import Observation
 
 TASK_COLUMNS = ("policy", "seed", "task", "submitted", "accepted", "state", "node", "attempt",
                 "placed", "started", "finished", "cpus", "expected", "deadline", "completion",
-                "slowdown", "deadline_met")  # fmt: skip
+                "slowdown", "deadline_met", "error")  # fmt: skip
 EVENT_COLUMNS = ("policy", "seed", "t", "kind", "node", "subject", "detail")
 SERIES_COLUMNS = ("policy", "seed", "t", "live_members", "in_flight", "task_utilization",
                   "total_utilization")  # fmt: skip
@@ -59,7 +59,7 @@ def _task_rows(obs: Observation) -> Iterable[tuple]:
                r.node if r else "", r.attempt if r else "", r.placed if r else math.nan,
                r.started if r else math.nan, r.finished if r else math.nan, t.cpus, t.expected,
                t.deadline, completion, completion / t.expected if done and t.expected else
-               math.nan, met)  # fmt: skip
+               math.nan, met, "" if t.accepted else t.error)  # fmt: skip
 
 
 def _event_rows(obs: Observation) -> Iterable[tuple]:
