@@ -7,6 +7,9 @@ bytes (sorted inputs, seeded samples, gzip with mtime=0 and no file name):
     .venv/bin/python scripts/make_trace_bundles.py [--data ../shared/data] [--check]
 
 ``--check`` rebuilds in memory and compares with the shipped files instead of writing.
+Beside the bundles it writes ``digests.tsv``: each chosen series' `Series.digest` as loaded from
+its original file, so that a fresh clone (without the data sets) can still check that every
+bundled series is the original one (tests/test_trace_bundles.py).
 Selecting gcd-vms machines needs the shipped forecaster checkpoint (torch), to leave out the
 machines it was trained on. See scenarios/traces/README.md for what is chosen and why.
 """
@@ -51,6 +54,17 @@ def day_autocorrelation(values: np.ndarray) -> float:
     if len(a) < 2 or a.std() == 0 or b.std() == 0:
         return float("nan")
     return float(np.corrcoef(a, b)[0, 1])
+
+
+DIGESTS = "digests.tsv"
+
+
+def digests(name: str, blob: bytes, data: Path) -> list[str]:
+    """`bundle<TAB>series<TAB>digest` of each bundled series, the digest taken from the original
+    file (not from the bundle: this is what the bundle is checked against)."""
+    names = [line.split("\t", 1)[0] for line in gzip.decompress(blob).decode().splitlines()
+             if line and not line.startswith("#")]  # fmt: skip
+    return [f"{name}\t{n}\t{load_file(data / name / n).digest}" for n in names]
 
 
 def encode(comment: str, files: list[Path]) -> bytes:
@@ -100,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with the files, do not write")
     args = ap.parse_args(argv)
     bad = 0
+    manifest = ["# bundle\tseries\tSeries.digest of its original file (make_trace_bundles.py)"]
     for name, build in (("gcd-vms", gcd_bundle), ("bitbrains-rnd", bitbrains_bundle)):
         blob = build(args.data)
+        manifest += digests(name, blob, args.data)
         path = args.out / f"{name}.tsv.gz"
         if args.check:
             same = path.is_file() and path.read_bytes() == blob
@@ -111,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         path.write_bytes(blob)
         n = len(load_bundle(path))
         print(f"{path}: {n} series, {len(blob):,} bytes")
+    text = "\n".join(manifest) + "\n"
+    path = args.out / DIGESTS
+    if args.check:
+        same = path.is_file() and path.read_text() == text
+        bad += not same
+        print(f"{path}: {'identical' if same else 'DIFFERS'}")
+    else:
+        path.write_text(text)
+        print(f"{path}: {len(manifest) - 1} digests")
     return 1 if bad else 0
 
 

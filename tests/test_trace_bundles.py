@@ -64,18 +64,29 @@ def test_bitbrains_bundle_mixes_daily_cycles_and_others() -> None:
     assert sum(day_ac(s.values) > 0.3 for s in series) == 24
 
 
-def test_bundled_series_equal_the_original_files() -> None:
-    present = [name for name in sorted(COUNTS) if (SHARED / name).is_dir()]
-    if not present:
-        pytest.skip(
-            f"{SHARED} absent (fresh clone): only this comparison with the original files "
-            "needs the full data sets; every other bundle test runs without them"
-        )
-    for name in present:
-        for s in load_bundle(SHIPPED_TRACES[name]):
-            orig = load_file(SHARED / name / s.name)
-            assert s.digest == orig.digest, s.name
-            assert np.array_equal(s.values, orig.values), s.name
+def _recorded_digests() -> dict[tuple[str, str], str]:
+    """scenarios/traces/digests.tsv: each series' digest as loaded from its original file."""
+    out = {}
+    for line in (ROOT / "scenarios" / "traces" / "digests.tsv").read_text().splitlines():
+        if line and not line.startswith("#"):
+            bundle, name, digest = line.split("\t")
+            out[(bundle, name)] = digest
+    return out
+
+
+def test_bundled_series_are_the_original_ones() -> None:
+    """Against the digests recorded from the original files when the bundles were made (a
+    fresh clone has no originals), and against the original files themselves where present."""
+    recorded = _recorded_digests()
+    for name in sorted(COUNTS):
+        series = load_bundle(SHIPPED_TRACES[name])
+        assert {n for b, n in recorded if b == name} == {s.name for s in series}, name
+        for s in series:
+            assert s.digest == recorded[(name, s.name)], s.name
+            if (SHARED / name).is_dir():
+                orig = load_file(SHARED / name / s.name)
+                assert orig.digest == recorded[(name, s.name)], s.name
+                assert np.array_equal(s.values, orig.values), s.name
 
 
 def test_load_traces_accepts_a_name_a_bundle_path_and_a_directory(tmp_path: Path) -> None:
