@@ -233,6 +233,7 @@ class Owner:
             d.acked.clear()
             d.synced = False
             d.runner_heard = now
+            d.runner_lost = INF  # the record may name another runner now
             self._wake(rec.id, now)
         elif self.ctx.owner_of(rec) == self.ctx.node_id:
             self._adopt(now, rec.id)
@@ -688,6 +689,7 @@ class Owner:
         d.award_tries = 1
         d.award_sent = now
         d.runner_heard = now
+        d.runner_lost = INF
         c.send(by_node[winner].addr, Award(rec, rnd.no))
         c.stats["awards"] += 1
         d.award_round = rnd.no
@@ -739,7 +741,6 @@ class Owner:
         self.write(now, rec, state=TaskState.PENDING, node="", node_addr="", reason=why)
         d.next_try = now
         d.backoff = 0.0
-        d.runner_lost = INF
         self.ctx.stats["replacements"] += 1
 
     def on_award_ack(self, now: float, sender: str, a: AwardAck) -> None:

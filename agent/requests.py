@@ -279,8 +279,12 @@ class Requests:
         elif r.error.startswith("already"):
             self._reply(r.req, False, error=f"task {r.task_id} {r.error}")
         elif not p.waiting:
-            self._reply(r.req, False, error=f"task {r.task_id} not cancelled: {p.why}" if p.why
-                        else f"no owner of task {r.task_id} answered; try again")
+            self._cancel_failed(r.req, p)
+
+    def _cancel_failed(self, req: int, p: _Pending) -> None:
+        """No owner cancelled it: say why if the owner said (no majority, taking it over)."""
+        self._reply(req, False, error=f"task {p.task_id} not cancelled: {p.why}" if p.why
+                    else f"no owner of task {p.task_id} answered; try again")
 
     # ------------------------------------------------------------------ listing
 
@@ -375,8 +379,7 @@ class Requests:
                 if p.kind == "list":
                     self._list_done(req, p)
                 elif p.kind == "cancel":
-                    self._reply(req, False, error=f"task {p.task_id} not cancelled: {p.why}"
-                                if p.why else f"no owner of task {p.task_id} answered")
+                    self._cancel_failed(req, p)
                 else:
                     p.waiting.clear()
                     self._lookup_done(now, req, p)

@@ -19,7 +19,6 @@ from scenarios.sim.background import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
 COUNTS = {"gcd-vms": 96, "bitbrains-rnd": 48}
 
 
@@ -75,18 +74,15 @@ def _recorded_digests() -> dict[tuple[str, str], str]:
 
 
 def test_bundled_series_are_the_original_ones() -> None:
-    """Against the digests recorded from the original files when the bundles were made (a
-    fresh clone has no originals), and against the original files themselves where present."""
+    """Against the digests recorded from the original files when the bundles were made. The
+    comparison with the original files themselves needs the full data sets, which a fresh
+    clone does not have: `scripts/make_trace_bundles.py --check` does it, byte for byte."""
     recorded = _recorded_digests()
     for name in sorted(COUNTS):
         series = load_bundle(SHIPPED_TRACES[name])
         assert {n for b, n in recorded if b == name} == {s.name for s in series}, name
         for s in series:
             assert s.digest == recorded[(name, s.name)], s.name
-            if (SHARED / name).is_dir():
-                orig = load_file(SHARED / name / s.name)
-                assert orig.digest == recorded[(name, s.name)], s.name
-                assert np.array_equal(s.values, orig.values), s.name
 
 
 def test_load_traces_accepts_a_name_a_bundle_path_and_a_directory(tmp_path: Path) -> None:
