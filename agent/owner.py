@@ -684,7 +684,8 @@ class Owner:
             if b.ok and n != winner:
                 c.send(by_node[n].addr, Release(tid, rnd.attempt, rnd.no))
         rec = self.write(now, rec, state=TaskState.PLACED, attempt=rnd.attempt, node=winner,
-                         node_addr=by_node[winner].addr, placed=now)  # fmt: skip
+                         node_addr=by_node[winner].addr, placed=now,
+                         node_generation=c.view.generation_of_member(winner) or 0)  # fmt: skip
         d.backoff = 0.0
         d.award_tries = 1
         d.award_sent = now
@@ -710,13 +711,19 @@ class Owner:
     def _watch_runner(self, now: float, rec: TaskRecord, d: _Drive) -> None:
         c = self.ctx
         st = c.view.status_of(rec.node) if rec.node != c.node_id else Status.ALIVE
-        if st in (Status.DEAD, Status.LEFT, None):
+        # The runner restarted since the award (a run ends with its process). Seen only in the
+        # generation when the new life was up before anyone watched, as after a takeover (the
+        # new owner confirms the record with the replicas first): watching the status alone,
+        # it saw a live runner and re-placed only after `runner_silence`.
+        restarted = (c.view.generation_of_member(rec.node) or 0) > rec.node_generation
+        if restarted or st in (Status.DEAD, Status.LEFT, None):
             if d.runner_lost == INF:
                 d.runner_lost = now
             if now < d.runner_lost + c.config.partition_grace:
                 return  # woken then (see `_drive`); a majority lost meanwhile stops us
             c.stats["runner_lost"] += 1
-            self._replace(now, rec, d, f"node {rec.node} {'left' if st else 'failed'}")
+            how = "restarted" if restarted else "left" if st == Status.LEFT else "failed"
+            self._replace(now, rec, d, f"node {rec.node} {how}")
             return
         d.runner_lost = INF
         if rec.state == TaskState.PLACED and now >= d.award_sent + c.config.award_timeout:
@@ -738,7 +745,8 @@ class Owner:
         """Back to negotiation; the next placement is a new attempt (the old one is fenced)."""
         if rec.node_addr:
             self.ctx.send(rec.node_addr, ReportAck(rec.id, rec.attempt, keep=False))
-        self.write(now, rec, state=TaskState.PENDING, node="", node_addr="", reason=why)
+        self.write(now, rec, state=TaskState.PENDING, node="", node_addr="", node_generation=0,
+                   reason=why)
         d.next_try = now
         d.backoff = 0.0
         self.ctx.stats["replacements"] += 1
@@ -758,7 +766,7 @@ class Owner:
         else:
             c.stats["awards_refused"] += 1
             self.write(now, rec, state=TaskState.PENDING, node="", node_addr="",
-                       reason=f"award refused: {a.reason}")  # fmt: skip
+                       node_generation=0, reason=f"award refused: {a.reason}")  # fmt: skip
             d.next_try = now
         self._wake(a.task_id, now)
 

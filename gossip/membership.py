@@ -238,6 +238,11 @@ class Membership:
         m = self._members.get(node_id)
         return m.addr if m else None
 
+    def generation_of_member(self, node_id: str) -> int | None:
+        """The latest process life of `node_id` this node knows of (None: never heard of)."""
+        m = self._members.get(node_id)
+        return generation_of(m.incarnation) if m else None
+
     def record_of(self, node_id: str) -> ResourceRecord | None:
         return self._records.get(node_id)
 

@@ -220,6 +220,9 @@ class TaskRecord:
     finished: float = 0.0
     stdout: str = ""  # bounded tails, filled when the task ends
     stderr: str = ""
+    # the generation (process life, see `gossip.membership`) of `node` when it was awarded the
+    # attempt: a run does not outlive its process, so a later generation there means it is gone
+    node_generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,7 @@ def _task_record(r: TaskRecord) -> list:
         r.id, _task_spec(r.spec), int(r.state), r.version, r.writer, list(r.replicas),
         r.attempt, r.node, r.node_addr, int(r.exit_code), r.reason, float(r.submitted),
         float(r.placed), float(r.started), float(r.finished), r.stdout, r.stderr,
+        r.node_generation,
     ]  # fmt: skip
 
 
@@ -370,7 +371,7 @@ def _decode_task_spec(v: Any) -> TaskSpec:
 
 
 def _decode_task_record(v: Any) -> TaskRecord:
-    f = _list(v, "task.record", 17)
+    f = _list(v, "task.record", 18)
     replicas = _list(f[5], "task.replicas", most=MAX_REPLICAS)
     return TaskRecord(
         id=_id(f[0], "task.id"),
@@ -390,6 +391,7 @@ def _decode_task_record(v: Any) -> TaskRecord:
         finished=_time(f[14], "task.finished"),
         stdout=_tail(f[15], "task.stdout"),
         stderr=_tail(f[16], "task.stderr"),
+        node_generation=_int(f[17], "task.node_generation"),
     )
 
 

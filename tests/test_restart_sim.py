@@ -103,6 +103,37 @@ def test_a_task_whose_owner_or_runner_restarts_at_once_still_ends_once(role: str
             assert final.attempt == 2 and final.node != node  # the old run died with its node
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_run_on_a_restarted_owner_is_placed_again_without_waiting_for_silence(
+    seed: int,
+) -> None:
+    """Found by CI (test_tasks_real): the owner ran the task itself, crashed and came back at
+    once. The next replica took the record over and first confirmed it with the replicas; by
+    then the runner was alive again in its new life, so the new owner saw a live runner and
+    re-placed the run, which had died with the old process, only after `runner_silence` (30 s).
+    The record names the runner's generation at the award: a later one means the run is gone."""
+    c = make(90 + seed)
+    tid = ""
+    for i in range(40):  # a task that its own first replica runs
+        c.submit(f"self{seed}-{i}", task_spec(expected=20.0), via=i % N)
+        c.run_for(0.3)
+        rec = c.newest(f"self{seed}-{i}")
+        if rec is not None and rec.state == TaskState.RUNNING and rec.node == rec.replicas[0]:
+            tid = rec.id
+            break
+    assert tid, "no task ran on its own owner"
+    addr = c.addr_of(c.newest(tid).node)
+    c.crash(addr)
+    c.run_for(0.05)  # back before the others even suspect it
+    c.restart(addr)
+    again = c.sim.run_until_true(
+        lambda: (r := c.newest(tid)) is not None and r.attempt == 2, 15.0, 0.05)
+    assert again is not None, c.describe(tid)
+    assert c.stats()["runner_silent"] == 0, c.describe(tid)
+    assert c.settle(60.0), c.describe(tid)
+    assert c.newest(tid).state == TaskState.SUCCEEDED and c.problems() == {}, c.describe(tid)
+
+
 def test_cancel_works_after_the_owner_restarted_at_once() -> None:
     c = make(20)
     running_task(c, "long", expected=60.0)

@@ -31,7 +31,8 @@ def cluster() -> Iterator[LocalCluster]:
     assert not c.running
 
 
-def _wait(addr: str, task_id: str, ok, timeout: float = 20.0) -> dict:
+def _wait(addr: str, task_id: str, ok, timeout: float = 20.0,
+          c: LocalCluster | None = None) -> dict:
     deadline = time.monotonic() + timeout
     row: dict = {}
     while time.monotonic() < deadline:
@@ -39,7 +40,8 @@ def _wait(addr: str, task_id: str, ok, timeout: float = 20.0) -> dict:
         if ok(row):
             return row
         time.sleep(0.1)
-    raise AssertionError(f"task {task_id} never got there: {row}")
+    logs = _logs(c) if c is not None else ""
+    raise AssertionError(f"task {task_id} never got there: {row}\n{logs}")
 
 
 def _logs(c: LocalCluster) -> str:
@@ -193,7 +195,7 @@ def test_a_fast_restart_of_the_owner_is_noticed_and_its_task_still_ends(
     owner = rep["replicas"][0]  # the first live replica drives the record
     _restart_fast(c, owner)
     other = next(n for n in c.nodes if n.node_id not in (owner, row["node"]))
-    done = _wait(other.addr, "own", lambda r: r["state"] in TERMINAL, timeout=30)
+    done = _wait(other.addr, "own", lambda r: r["state"] in TERMINAL, timeout=30, c=c)
     assert done["state"] == "succeeded" and done["stdout"] == "done\n", (done, _logs(c))
     rows = c.members(other.node_id)
     me = next(r for r in rows if r["node"] == owner)
