@@ -78,6 +78,8 @@ from gossip.config import SwimConfig
 from gossip.faults import FaultyTransport, RulesFile
 from gossip.membership import MemberView
 from gossip.messages import (
+    Gossip,
+    GossipOnly,
     Message,
     Outgoing,
     Query,
@@ -85,6 +87,7 @@ from gossip.messages import (
     ResourceRecord,
     Status,
     TaskState,
+    rides_datagram,
 )
 from gossip.transport import Identity, Transport, TransportConfig, ZmqTransport
 from gossip.wire import MAX_ID_LEN, MAX_LABELS, MAX_LIST_RECORDS, WireError, decode, encode
@@ -282,6 +285,8 @@ class Agent:
 
     def _send(self, out: Iterable[Outgoing]) -> None:
         self._act()
+        for addr in self.core.take_stream_resets():  # before this batch: it may dial afresh
+            self.transport.reset_peer(addr)
         for addr, msg in out:
             try:
                 payload = encode(msg)
@@ -289,9 +294,27 @@ class Agent:
                 self.counters["encode_errors"] += 1
                 log.debug("cannot encode %s to %s: %s", type(msg.body).__name__, addr, e)
                 continue
-            self.transport.send(addr, payload)
+            if rides_datagram(msg.body):
+                self._send_datagram(addr, msg, payload)
+            else:
+                self.transport.send(addr, payload)
         self._log_commits()
         self._wake.set()  # the core's next wakeup may have moved
+
+    def _send_datagram(self, addr: str, msg: Message, payload: bytes) -> None:
+        """One datagram; if it is too big, the probe alone as one and its piggybacked gossip
+        on the stream (only the probe's timing matters); failing that, all on the stream."""
+        if self.transport.send_datagram(addr, payload):
+            return
+        gossip = getattr(msg.body, "gossip", None)
+        if gossip and not isinstance(msg.body, GossipOnly):
+            bare = dataclasses.replace(msg, body=dataclasses.replace(msg.body, gossip=Gossip()))
+            if self.transport.send_datagram(addr, encode(bare)):
+                self.counters["gossip_split"] += 1
+                self.transport.send(addr, encode(dataclasses.replace(
+                    msg, seq=0, body=GossipOnly(gossip))))  # fmt: skip
+                return
+        self.transport.send(addr, payload)
 
     def _act(self) -> None:
         """Carry out what the core decided besides sending: runs and client replies."""
@@ -350,10 +373,18 @@ class Agent:
             self.counters["handler_errors"] += 1
             log.debug("on_task_exit failed: %r", err, exc_info=True)
 
-    def handle_frame(self, ident: Identity, payload: bytes, key: str = "") -> None:
+    def handle_datagram(self, payload: bytes, key: str = "") -> None:
+        """A datagram opened by the transport (`key`: the key it was sealed with). Only what
+        rides datagrams is taken from one: it has no connection to answer a query on."""
+        self.counters["datagrams"] += 1
+        self.handle_frame((), payload, key, datagram=True)
+
+    def handle_frame(self, ident: Identity, payload: bytes, key: str = "",
+                     datagram: bool = False) -> None:  # fmt: skip
         """Everything that happens for one received frame. Never raises.
 
-        `key` is the CURVE key of the connection the frame came on ("" on a plain cluster).
+        `key` is the CURVE key of the connection the frame came on ("" on a plain cluster),
+        or the key a datagram was sealed with.
         """
         try:
             msg = decode(payload)
@@ -364,6 +395,9 @@ class Agent:
         except Exception as e:  # decode must only raise WireError; be safe anyway
             self.dropped["decode_error"] += 1
             log.debug("decoder failed: %r", e)
+            return
+        if datagram and not rides_datagram(msg.body):
+            self.dropped["not_a_datagram_kind"] += 1
             return
         principal = self._principal(msg, key)
         if principal is None:
@@ -703,6 +737,7 @@ class Agent:
                 loops.append(self._faults_loop())
             for coro in loops:
                 tasks.append(loop.create_task(coro))
+            self.transport.serve_datagrams(self.handle_datagram)
             seeds = [s for s in self.opts.seeds if s != self.opts.advertise]
             log.info("agent %s listening on %s (advertised as %s)", self.node_id,
                      self.transport.endpoint, self.opts.advertise)  # fmt: skip

@@ -76,5 +76,8 @@ class NodeCore:
     def take_actions(self) -> list[Action]:
         return self.placement.take_actions()
 
+    def take_stream_resets(self) -> list[str]:
+        return self.membership.take_stream_resets()
+
     def take_replies(self) -> list[Reply]:
         return self.placement.take_replies()

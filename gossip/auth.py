@@ -1,7 +1,8 @@
 """Cluster keys, client credentials and the principals they authenticate.
 
-The cryptography is ZeroMQ's CURVE (libsodium, via pyzmq); nothing here encrypts or signs.
-What this module does is decide *which* CURVE keys a cluster uses:
+The cryptography is ZeroMQ's CURVE (libsodium, via pyzmq), and for datagrams the same
+primitives through PyNaCl (`gossip.datagram`); nothing here encrypts or signs. What this module
+does is decide *which* keys a cluster uses:
 
 - A **cluster key** is 32 random bytes kept in a file readable by its owner only. A key file
   holds a *keyring*: the primary key first, then keys still accepted during a rotation.
@@ -328,7 +329,10 @@ def node_curve_keys(ring: Keyring, node_id: str) -> CurveKeys:
     """The transport keys of agent `node_id`: serve the primary, dial with every key in order."""
     server = server_keypair(ring.primary)
     dial = []
+    accept = []
     for s in ring.secrets:
         own = node_keypair(s, node_id)
-        dial.append((server_keypair(s).public, own.public, own.secret))
-    return CurveKeys(server.public, server.secret, tuple(dial))
+        ring_server = server_keypair(s)
+        dial.append((ring_server.public, own.public, own.secret))
+        accept.append((ring_server.public, ring_server.secret))
+    return CurveKeys(server.public, server.secret, tuple(dial), tuple(accept))

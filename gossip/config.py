@@ -53,6 +53,9 @@ class SwimConfig:
     awareness_max: int = 8  # Lifeguard local-health multiplier cap
     push_pull_interval: float = 10.0  # full-state anti-entropy with one random peer
     reconnect_interval: float = 5.0  # try one failed member, so partitions re-merge
+    # keep gossiping to one member failed less than this long ago every round (memberlist's
+    # GossipToTheDeadTime): after a partition heals, refutations cross at once
+    gossip_to_dead: float = 30.0
     join_retry_interval: float = 1.0
     leave_linger: float = 1.0  # how long a leaving node keeps gossiping its departure
     # incarnations and record versions more than this far ahead of our clock are refused

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import math
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gossip.transport import Identity, Received, Transport
+from gossip.datagram import fits
+from gossip.transport import DatagramHandler, Identity, Received, Transport
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +187,49 @@ class FaultyTransport:
         self._stats["fault_delayed"] += 1
         if addr not in self._timers:
             self._timers[addr] = loop.call_at(due, self._release, addr)
+
+    def send_datagram(self, addr: str, payload: bytes) -> bool:
+        """As `send`, for a datagram: lost, blocked or delayed on its own (no order kept)."""
+        if not fits(payload):
+            return self.inner.send_datagram(addr, payload)  # too big: says so, sends nothing
+        if self._closed:
+            return True
+        rules = self._rules
+        if addr in rules.blocked:
+            self._stats["fault_dropped_blocked"] += 1
+            return True
+        if rules.loss and self._rng.random() < rules.loss:
+            self._stats["fault_dropped_loss"] += 1
+            return True
+        if rules.delay > 0:
+            with contextlib.suppress(RuntimeError):  # no loop to delay on: send now
+                asyncio.get_running_loop().call_later(rules.delay, self._release_datagram,
+                                                      addr, payload)  # fmt: skip
+                self._stats["fault_delayed"] += 1
+                return True
+        return self.inner.send_datagram(addr, payload)
+
+    def _release_datagram(self, addr: str, payload: bytes) -> None:
+        if self._closed:
+            return
+        if addr in self._rules.blocked:
+            self._stats["fault_dropped_blocked"] += 1
+            return
+        self.inner.send_datagram(addr, payload)
+
+    def serve_datagrams(self, handler: DatagramHandler) -> None:
+        self.inner.serve_datagrams(handler)
+
+    def reset_peer(self, addr: str) -> None:
+        """Drop what is held for `addr` too: it was queued for the stream being reset."""
+        queue = self._held.pop(addr, None)
+        if queue:
+            self._held_total -= len(queue)
+            self._stats["fault_dropped_reset"] += len(queue)
+        timer = self._timers.pop(addr, None)
+        if timer is not None:
+            timer.cancel()
+        self.inner.reset_peer(addr)
 
     def close(self) -> None:
         if self._closed:

@@ -169,6 +169,11 @@ class Membership:
         self._probe_order: list[str] = []
         self._relays: dict[int, _Relay] = {}
         self._suspicions: dict[str, _Suspicion] = {}
+        self._stream_resets: dict[str, None] = {}  # addresses, in order, without repeats
+        self._recently_dead: dict[str, float] = {}  # declared failed -> when, oldest first
+        self._told_dead: dict[str, float] = {}  # failed members told so -> when (bounded)
+        self._now = 0.0  # the time of the call being handled
+        self._speak_up_until = -math.inf  # after a refutation: every message carries it
         self._awareness = 0
         self._seeds: list[str] = []
         self.joined = True
@@ -250,6 +255,14 @@ class Membership:
         """Members believed alive or suspect, this node included."""
         return len(self._live) + (0 if self.left else 1)
 
+    def take_stream_resets(self) -> list[str]:
+        """Addresses of members just suspected or declared failed: the shell closes its stream
+        to each, dropping what is queued there. Delivered once reachable again, that backlog
+        (old state, news from before) re-accused the living in a burst after a partition."""
+        out = list(self._stream_resets)
+        self._stream_resets.clear()
+        return out
+
     def take_events(self) -> list[tuple[float, str, Status, int]]:
         """Status changes seen since the last call: (time, node, status, incarnation)."""
         out, self._events = self._events, []
@@ -309,6 +322,7 @@ class Membership:
 
     def on_tick(self, now: float) -> list[Outgoing]:
         self._start(now)
+        self._now = now
         out: list[Outgoing] = []
         self._check_rejoins(now)
         self._check_suspicions(now)
@@ -336,7 +350,13 @@ class Membership:
             self._reap(now)
             dead = [m for m in self._members.values() if m.status == Status.DEAD]
             if dead and not self.left:
-                out.append(self._sync_to(self._rng.choice(dead).addr))
+                target = self._rng.choice(dead)
+                out.append(self._sync_to(target.addr))
+                # and a datagram, which needs no connection (the stream to a peer cut off may
+                # take seconds to connect again after a heal): if it is alive, it tells us it
+                # believes we are dead, and our refutation crosses at once
+                me = self._update_of(self._members[self.node_id])
+                out.append(self._send(target.addr, GossipOnly(Gossip((me,)))))
                 self.stats["reconnect"] += 1
         return out
 
@@ -354,7 +374,8 @@ class Membership:
     def _forget(self, node: str) -> None:
         self._counts[self._members.pop(node).status] -= 1
         self._member_epoch += 1
-        for table in (self._records, self._last_heard, self._suspicions, self._rejoins):
+        for table in (self._records, self._last_heard, self._suspicions, self._rejoins,
+                      self._recently_dead, self._told_dead):
             table.pop(node, None)
         self._member_queue.discard(node)
         self._record_queue.discard(node)
@@ -478,7 +499,18 @@ class Membership:
     def _gossip_round(self, out: list[Outgoing]) -> None:
         if not len(self._member_queue) and not len(self._record_queue):
             return
-        for m in self._random_members(self.config.gossip_fanout):
+        targets = self._random_members(self.config.gossip_fanout)
+        dead = self._recently_dead
+        while dead and self._now - next(iter(dead.values())) > self.config.gossip_to_dead:
+            del dead[next(iter(dead))]
+        if dead:
+            # One failed lately may only be cut off: if the cut heals, it hears our news (our
+            # refutations first) now, not at the next reconnect (issue 12: re-merge 8 s, not
+            # within one reconnect interval, on the simulator)
+            node = list(dead)[int(self._rng.random() * len(dead))]
+            targets.append(self._members[node])
+            self.stats["gossip_to_dead"] += 1
+        for m in targets:
             g = self._piggyback()
             if not g:
                 break
@@ -489,11 +521,15 @@ class Membership:
 
     def on_message(self, now: float, msg: Message) -> list[Outgoing]:
         self._start(now)
+        self._now = now
         out: list[Outgoing] = []
         if msg.sender == self.node_id:
             self.stats["from_self_dropped"] += 1
             return out
         self._last_heard[msg.sender] = now
+        sender = self._members.get(msg.sender)
+        if sender is not None and sender.status == Status.DEAD:
+            self._tell_it_is_dead(now, sender, msg.sender_addr, out)
         body = msg.body
         match body:
             case Ping(target, gossip):
@@ -550,6 +586,18 @@ class Membership:
             case _:
                 self.stats["unexpected_kind"] += 1
         return out
+
+    def _tell_it_is_dead(self, now: float, m: _Member, addr: str, out: list[Outgoing]) -> None:
+        """A member we hold failed speaks to us (a healed partition, a false declaration):
+        tell it, at most once a probe interval, so that it refutes and the two views merge;
+        otherwise only it can learn that, from news that has mostly stopped spreading."""
+        if now < self._told_dead.get(m.node, -math.inf) + self.config.probe_interval:
+            return
+        self._told_dead[m.node] = now
+        while len(self._told_dead) > 4 * max(1, len(self._recently_dead)) + 64:
+            del self._told_dead[next(iter(self._told_dead))]
+        out.append(self._send(addr, GossipOnly(Gossip((self._update_of(m),)))))
+        self.stats["told_dead"] += 1
 
     def _on_ack(self, now: float, seq: int, target: str, out: list[Outgoing]) -> None:
         relay = self._relays.pop(seq, None)
@@ -723,6 +771,11 @@ class Membership:
         if u.status != Status.ALIVE:
             self.stats["refuted"] += 1
             self._adjust_awareness(1)
+            # Spread like any news, a refutation reaches each peer with some luck: under 40 %
+            # loss one accuser missed every copy and declared a live node failed (simulator,
+            # issue 12). Until any suspicion of us would have run out, every message we send
+            # carries it, so each peer we talk to hears it directly.
+            self._speak_up_until = now + self.config.suspicion_bounds(self.live_count())[1]
 
     def _suspect(
         self, now: float, node: str, incarnation: int, by: str, spread: bool = True
@@ -764,6 +817,12 @@ class Membership:
                 self._live_add(m.node)
             else:
                 self._live_remove(m.node)
+            unreachable = status in (Status.SUSPECT, Status.DEAD)
+            if unreachable and len(self._stream_resets) < _EVENT_LOG_MAX:
+                self._stream_resets[m.addr] = None
+            self._recently_dead.pop(m.node, None)
+            if status == Status.DEAD:
+                self._recently_dead[m.node] = now
         if len(self._events) < _EVENT_LOG_MAX:
             self._events.append((now, m.node, status, m.incarnation))
 
@@ -794,6 +853,9 @@ class Membership:
 
     def _piggyback(self, first: tuple[MemberUpdate, ...] = ()) -> Gossip:
         limit = self.config.retransmit_limit(self.live_count())
+        if self._now < self._speak_up_until:
+            me = self._update_of(self._members[self.node_id])
+            first = (me, *(u for u in first if u.node != self.node_id))
         room = self.config.gossip_max_items - len(first)
         members = first + tuple(self._member_queue.take(room, limit))
         resources = tuple(self._record_queue.take(room - len(members) + len(first), limit))

@@ -421,3 +421,14 @@ class Outgoing(NamedTuple):
 
     addr: str
     msg: Message
+
+
+# Failure detection and its dissemination ride datagrams (UDP), as memberlist's do: one lost is
+# lost, never delivered seconds late behind a stalled stream (TCP turns silent loss into
+# retransmission delay, and a partition into a burst of stale news at the heal). State exchange
+# (Sync) and placement ride each peer's ZeroMQ stream. Both shells route by this one rule.
+DATAGRAM_BODIES = (Ping, Ack, PingReq, Nack, GossipOnly)
+
+
+def rides_datagram(body: object) -> bool:
+    return isinstance(body, DATAGRAM_BODIES)

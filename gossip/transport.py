@@ -15,6 +15,12 @@ otherwise. The queue is bounded (``max_pending``); overflow is dropped and count
 
 Nothing here knows the protocol: payloads are bytes, encoded and decoded by `gossip.wire`.
 
+Beside the ROUTER, every agent binds a UDP socket on the same host and port: failure detection
+rides single datagrams (`send_datagram`, framed and sealed by `gossip.datagram`), never queued
+behind a stream's lost segment. What rides them is decided above (`gossip.messages`).
+`reset_peer` closes a peer's DEALER and drops what is queued to it: when a peer is suspected,
+what waited for it (stale news, old state) is not delivered in a burst once it is reachable.
+
 With `CurveKeys` every connection is CURVE-encrypted and authenticated: the ROUTER is a CURVE
 server, pyzmq's ZAP authenticator hands each connection's client key to every message it
 carries (its User-Id, returned by `recv`), and the DEALERs dial with this node's own keypair.
@@ -32,9 +38,11 @@ import asyncio
 import collections
 import contextlib
 import errno
+import ipaddress
 import logging
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -43,6 +51,15 @@ import zmq.asyncio
 import zmq.auth
 from zmq.auth.base import Authenticator
 
+from gossip.datagram import (
+    MAX_DATAGRAM_BYTES,
+    SEALED_OVERHEAD,
+    DatagramCodec,
+    DatagramError,
+    DatagramKeys,
+    fits,
+    udp_target,
+)
 from gossip.wire import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -52,6 +69,9 @@ Identity = tuple[bytes, ...]
 
 Received = tuple[Identity, bytes, str]
 """(routing identity, payload, the connection's CURVE client key in z85, or "" when plain)."""
+
+DatagramHandler = Callable[[bytes, str], None]
+"""Called with (payload, the sender's z85 key or "" when plain) for every datagram opened."""
 
 
 @runtime_checkable
@@ -77,11 +97,23 @@ class Transport(Protocol):
 
     def send(self, addr: str, payload: bytes) -> None: ...
 
+    def send_datagram(self, addr: str, payload: bytes) -> bool: ...  # False: too big, use send
+
+    def serve_datagrams(self, handler: DatagramHandler) -> None: ...
+
+    def reset_peer(self, addr: str) -> None: ...
+
     def close(self) -> None: ...
 
 
 class TransportError(Exception):
     """A transport that cannot be set up as asked (the message says why, for a human)."""
+
+
+class _UdpPortTaken(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class BindError(TransportError):
@@ -104,6 +136,14 @@ class CurveKeys:
     server_public: bytes
     server_secret: bytes
     dial: tuple[tuple[bytes, bytes, bytes], ...]  # (server public, client public, client secret)
+    # every server keypair of the ring (public, secret): a datagram sealed to any is opened
+    accept: tuple[tuple[bytes, bytes], ...] = ()
+
+    def datagram_keys(self) -> DatagramKeys:
+        """Seal datagrams as this node (the primary dial key) to the primary server key."""
+        server_public, public, secret = self.dial[0]
+        accept = self.accept or ((self.server_public, self.server_secret),)
+        return DatagramKeys(public, secret, server_public, accept)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +155,11 @@ class TransportConfig:
     max_peers: int = 512  # cached DEALER sockets; the least recently used is closed beyond this
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 2_000
+    # give up a connect that gets no answer (a silent partition) and dial again after the
+    # reconnect interval: the kernel's own SYN backoff reached 16-32 s, so after a heal a
+    # stream came back only that long after (seen in namespaces, issue 12)
+    connect_timeout_ms: int = 1_000
+    datagram_burst: int = 256  # datagrams read per wakeup before other work gets a turn
 
 
 @dataclass(slots=True)
@@ -147,7 +192,11 @@ class ZmqTransport:
     ``dropped_pending_overflow`` (more than `max_pending` held), ``dropped_bad_frames`` (an
     unexpected frame layout), ``dropped_invalid_addr``, ``send_errors``, ``peers_evicted``,
     ``handshake_failed`` (a connection that failed CURVE: wrong or no key; logged with the
-    peer's address), ``redialled`` (a peer tried with the next key of the ring), ``rebinds``.
+    peer's address), ``redialled`` (a peer tried with the next key of the ring), ``rebinds``,
+    ``peers_reset``; datagrams: ``datagrams_sent`` / ``_received``, ``datagram_bytes_sent`` /
+    ``_received``, ``datagram_too_big`` (sent on the stream instead), ``datagram_send_errors``,
+    ``datagram_bad_addr``, and one counter per reason a received one was refused
+    (`gossip.datagram.DatagramError`).
     """
 
     def __init__(
@@ -180,18 +229,53 @@ class ZmqTransport:
             raise
         # the endpoint actually bound (a "*" port is resolved); rebinding reuses it
         self.endpoint = self._router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self._codec = DatagramCodec(keys.datagram_keys() if keys is not None else None)
+        self._targets: collections.OrderedDict[str, tuple | None] = collections.OrderedDict()
+        self._datagram_handler: DatagramHandler | None = None
+        self._datagram_loop: asyncio.AbstractEventLoop | None = None
+        try:
+            self._udp = self._bind_udp(self.endpoint)
+        except BaseException:
+            self._router.close(0)
+            self._stop_auth()
+            raise
 
     @classmethod
     def bind(
         cls, endpoint: str, config: TransportConfig | None = None, keys: CurveKeys | None = None,
     ) -> ZmqTransport:  # fmt: skip
-        """Bind the agent's ROUTER; raises BindError with a human-readable reason."""
+        """Bind the agent's ROUTER and its UDP socket on the same port; raises BindError with
+        a human-readable reason. A "*" port is retried until both are free on one port."""
         ctx = zmq.asyncio.Context()
         try:
-            return cls(ctx, endpoint, config or TransportConfig(), keys)
+            for attempt in range(20):
+                try:
+                    return cls(ctx, endpoint, config or TransportConfig(), keys)
+                except _UdpPortTaken as e:
+                    if not endpoint.endswith(":*") or attempt == 19:
+                        raise BindError(endpoint, e.reason) from None
+            raise AssertionError("unreachable")
         except BaseException:
             ctx.term()
             raise
+
+    @staticmethod
+    def _bind_udp(endpoint: str) -> socket.socket:
+        target = udp_target(endpoint)
+        if target is None:
+            raise BindError(endpoint, "cannot bind a datagram socket there (use tcp://IP:PORT)")
+        host, port = target
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((host, port))
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRINUSE:
+                raise _UdpPortTaken(f"UDP port {port} already in use") from None
+            raise BindError(endpoint, f"cannot bind the datagram socket: {e.strerror}") from None
+        return sock
 
     def _bind_router(self, endpoint: str) -> zmq.asyncio.Socket:
         config = self.config
@@ -284,6 +368,7 @@ class ZmqTransport:
         if self.keys is None:
             raise TransportError("a plain transport cannot switch to keys; restart the agent")
         old, self.keys = self.keys, keys
+        self._codec = DatagramCodec(keys.datagram_keys())
         for peer in self._peers.values():
             self._close_peer(peer)
         self._peers.clear()
@@ -337,6 +422,83 @@ class ZmqTransport:
             self.stats["bytes_received"] += len(data)
             return ident, data, user
 
+    def serve_datagrams(self, handler: DatagramHandler) -> None:
+        """Call `handler` for every datagram received from now on (from the running loop)."""
+        if self._closed:
+            return
+        self._datagram_handler = handler
+        self._datagram_loop = asyncio.get_running_loop()
+        self._datagram_loop.add_reader(self._udp.fileno(), self._read_datagrams)
+
+    def _read_datagrams(self) -> None:
+        handler = self._datagram_handler
+        stats = self.stats
+        for _ in range(self.config.datagram_burst):
+            try:
+                data = self._udp.recv(MAX_DATAGRAM_BYTES + SEALED_OVERHEAD + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # e.g. ECONNREFUSED reported for an earlier send: keep going
+                stats["datagram_recv_errors"] += 1
+                log.debug("datagram receive error: %s", e)
+                continue
+            stats["datagrams_received"] += 1
+            stats["datagram_bytes_received"] += len(data)
+            try:
+                payload, key = self._codec.open(data)
+            except DatagramError as e:
+                stats[e.reason] += 1
+                continue
+            if handler is not None:
+                handler(payload, key)
+
+    def send_datagram(self, addr: str, payload: bytes) -> bool:
+        """Send `payload` to the agent bound at `addr` as one datagram. Never blocks, never
+        raises; a datagram the kernel will not take is lost, as on a wire. False (nothing
+        sent): it is too big for one datagram, send it on the stream."""
+        if self._closed:
+            return True
+        if not fits(payload):
+            self.stats["datagram_too_big"] += 1
+            return False
+        target = self._target(addr)
+        if target is None:
+            self.stats["datagram_bad_addr"] += 1
+            return True
+        data = self._codec.seal(payload)
+        try:
+            self._udp.sendto(data, target)
+        except OSError as e:  # full buffer, unreachable, a family mismatch: lost
+            self.stats["datagram_send_errors"] += 1
+            log.debug("datagram to %s failed: %s", addr, e)
+            return True
+        self.stats["datagrams_sent"] += 1
+        self.stats["datagram_bytes_sent"] += len(data)
+        return True
+
+    def _target(self, addr: str) -> tuple | None:
+        """The socket address of `addr` (cached: a host name is resolved once)."""
+        if addr in self._targets:
+            self._targets.move_to_end(addr)
+            return self._targets[addr]
+        target: tuple | None = None
+        parsed = udp_target(addr)
+        if parsed is not None:
+            host, port = parsed
+            try:
+                ip = ipaddress.ip_address(host)
+                target = (str(ip), port)
+            except ValueError:
+                with contextlib.suppress(OSError):
+                    info = socket.getaddrinfo(host, port, self._udp.family, socket.SOCK_DGRAM)
+                    target = info[0][4] if info else None
+            if target is not None and (":" in target[0]) != (self._udp.family == socket.AF_INET6):
+                target = None  # an IPv4 socket cannot reach an IPv6 peer, nor the reverse
+        self._targets[addr] = target
+        if len(self._targets) > self.config.max_peers:
+            self._targets.popitem(last=False)
+        return target
+
     def reply(self, identity: Identity, payload: bytes) -> None:
         """Answer a client on the ROUTER. Never blocks; a reply that cannot be queued is dropped.
 
@@ -377,6 +539,7 @@ class ZmqTransport:
         sock.setsockopt(zmq.RCVHWM, 1)  # peers answer on their own DEALERs, never on this one
         sock.setsockopt(zmq.RECONNECT_IVL, self.config.reconnect_ivl_ms)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, self.config.reconnect_ivl_max_ms)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, self.config.connect_timeout_ms)
         index = self._key_index.get(addr, 0)
         if self.keys is not None:
             server_public, public, secret = self.keys.dial[index % len(self.keys.dial)]
@@ -468,6 +631,14 @@ class ZmqTransport:
         self._close_peer(peer)
         self.stats["redialled"] += 1
 
+    def reset_peer(self, addr: str) -> None:
+        """Close the stream to `addr`, dropping whatever is queued for it (counted): the next
+        send dials afresh. For a peer just suspected: what waited for it must not arrive late."""
+        peer = self._peers.pop(addr, None)
+        if peer is not None:
+            self._close_peer(peer)
+            self.stats["peers_reset"] += 1
+
     def _close_peer(self, peer: _Peer) -> None:
         if peer.flusher is not None and not peer.flusher.done():
             peer.flusher.cancel()
@@ -489,6 +660,9 @@ class ZmqTransport:
         self._peers.clear()
         self._close_monitor()
         self._router.close(0)
+        if self._datagram_loop is not None and not self._datagram_loop.is_closed():
+            self._datagram_loop.remove_reader(self._udp.fileno())
+        self._udp.close()
         self._stop_auth()
         with contextlib.suppress(zmq.ZMQError):
             self._ctx.term()

@@ -28,6 +28,7 @@ from gossip.auth import (
     node_keypair,
     server_keypair,
 )
+from gossip.datagram import DatagramCodec, DatagramKeys, udp_target
 from gossip.messages import Award, Message, Nack, Query, TaskRecord, TaskSpec
 from gossip.wire import encode
 
@@ -256,6 +257,48 @@ def test_keyed_agent_refuses_forged_senders(keyed: Any, tmp_path: Path) -> None:
     assert _alive(a, admin) == {"n1", "n2"}
     s.close()
     t.close()
+
+
+def test_keyed_agent_refuses_forged_datagrams(keyed: Any, tmp_path: Path) -> None:
+    """The UDP port holds to the same rules as the stream: sealed with a member's own key,
+    speaking only for that member, and only what rides datagrams (never an award or a query)."""
+    path, ring, agents = keyed
+    a = AgentThread("n1", str(path))
+    b = AgentThread("n2", str(path), seeds=[a.addr])
+    agents += [a, b]
+    admin = Credential.load(path)
+    _wait(lambda: _alive(a, admin) == {"n1", "n2"})
+    server = server_keypair(ring.primary)
+    n3 = node_keypair(ring.primary, "n3")
+    as_n3 = DatagramCodec(DatagramKeys(n3.public, n3.secret, server.public,
+                                       ((server.public, server.secret),)))  # fmt: skip
+    marker = tmp_path / "pwned"
+    rec = TaskRecord("evil", TaskSpec(("touch", str(marker)), cpus=0.1),
+                     replicas=("n3",), attempt=1)  # fmt: skip
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    target = udp_target(a.addr)
+    try:
+        udp.sendto(as_n3.seal(encode(Message("n2", b.addr, 4, Nack("n1")))), target)  # as n2
+        udp.sendto(as_n3.seal(encode(Message("n3", b.addr, 5, Award(rec, 1)))), target)
+        udp.sendto(as_n3.seal(encode(Message("n3", b.addr, 6, Query("members", {})))), target)
+        udp.sendto(DatagramCodec().seal(encode(Message("n2", b.addr, 7, Nack("n1")))), target)
+        udp.sendto(b"\x02" + os.urandom(200), target)
+
+        def counted() -> dict:
+            st = query(a.addr, "stats", credential=admin)
+            return {"refused": st["refused"], "dropped": st["dropped"],
+                    "plain": st["transport"].get("datagram_plain", 0),
+                    "unopened": st["transport"].get("datagram_unknown_key", 0)
+                    + st["transport"].get("datagram_unauthenticated", 0)}  # fmt: skip
+
+        _wait(lambda: counted()["dropped"].get("not_a_datagram_kind", 0) >= 2)
+        got = counted()
+        assert got["refused"] == {"unauthenticated": 1}
+        assert got["dropped"] == {"not_a_datagram_kind": 2}
+        assert got["plain"] == 1 and got["unopened"] == 1
+        assert not marker.exists() and _alive(a, admin) == {"n1", "n2"}
+    finally:
+        udp.close()
 
 
 class _Recorder:

@@ -25,6 +25,8 @@ class FakeTransport:
         self.peer_count = 0
         self.sent: list[tuple[str, bytes]] = []
         self.replies: list[tuple[Identity, bytes]] = []
+        self.datagrams: list[tuple[str, bytes]] = []
+        self.resets: list[str] = []
         self.inbox: asyncio.Queue[tuple[Identity, bytes, str]] = asyncio.Queue()
         self.closed = False
 
@@ -37,6 +39,16 @@ class FakeTransport:
     def send(self, addr: str, payload: bytes) -> None:
         self.sent.append((addr, payload))
         self.stats["sent"] += 1
+
+    def send_datagram(self, addr: str, payload: bytes) -> bool:
+        self.datagrams.append((addr, payload))
+        return True
+
+    def serve_datagrams(self, handler) -> None:
+        self.handler = handler
+
+    def reset_peer(self, addr: str) -> None:
+        self.resets.append(addr)
 
     def close(self) -> None:
         self.closed = True

@@ -254,3 +254,38 @@ def test_own_record_echoed_back_is_no_news() -> None:
     forged = dataclasses.replace(mine, cpus=mine.cpus + 1)
     a.on_message(2.0, Message("b", "sim://b", 2, GossipOnly(Gossip((), (forged,)))))
     assert a.resources.version == mine.version + 1 and a.resources.cpus == mine.cpus
+
+
+def test_streams_to_members_just_suspected_or_failed_are_to_be_reset_once():
+    """The shells close their stream to such a member (issue 12: its backlog, delivered once it
+    was reachable again, re-accused live nodes after a heal)."""
+    core = _core(4)
+    assert core.take_stream_resets() == []  # joins are no reason
+    up = lambda node, st, inc=0: _gossip("p0", MemberUpdate(node, f"tcp://{node}:1", inc, st, "p0"))  # noqa: E731
+    core.on_message(1.0, up("p1", Status.SUSPECT))
+    core.on_message(1.1, up("p1", Status.SUSPECT))  # the same suspicion again: no news
+    core.on_message(1.2, up("p2", Status.DEAD))
+    assert core.take_stream_resets() == ["tcp://p1:1", "tcp://p2:1"]
+    assert core.take_stream_resets() == []  # taken once
+    core.on_message(1.3, up("p1", Status.DEAD))  # failed after suspected: reset again
+    core.on_message(1.4, up("p3", Status.ALIVE, 1))  # a refutation is no reason
+    assert core.take_stream_resets() == ["tcp://p1:1"]
+
+
+def test_a_member_held_failed_that_speaks_is_told_so_at_most_once_a_probe_interval():
+    """After a partition heals, only this lets a node learn the other side declared it dead
+    and refute at once (issue 12), instead of waiting for news that has stopped spreading."""
+    core = _core(4)
+    core.on_message(1.0, _gossip("p0", MemberUpdate("p1", "tcp://p1:1", 0, Status.DEAD, "p0")))
+    told = lambda outs: [u for o in outs if o.addr == "tcp://p1:1"  # noqa: E731
+                         for u in getattr(o.msg.body, "gossip", Gossip()).members
+                         if u.node == "p1"]  # fmt: skip
+    first = core.on_message(2.0, _gossip("p1"))
+    assert [(u.status, u.incarnation) for u in told(first)] == [(Status.DEAD, 0)]
+    assert told(core.on_message(2.1, _gossip("p1"))) == []  # not again within the interval
+    later = 2.0 + CFG.probe_interval
+    assert [u.status for u in told(core.on_message(later, _gossip("p1")))] == [Status.DEAD]
+    # its refutation revives it, and it is no longer told anything
+    core.on_message(later + 0.1, _gossip("p1", MemberUpdate("p1", "tcp://p1:1", 1, Status.ALIVE)))
+    assert core.member("p1").status == Status.ALIVE
+    assert told(core.on_message(later + 1.0, _gossip("p1"))) == []

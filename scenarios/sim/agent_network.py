@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gossip.messages import Message, Query, QueryReply
-from gossip.transport import Identity, Received
+from gossip.transport import DatagramHandler, Identity, Received
 from gossip.wire import decode, encode
 from scenarios.sim.network import NetworkModel
 
@@ -75,6 +75,18 @@ class NetworkTransport:
         self._stats["bytes_sent"] += len(payload)
         ident = (self._endpoint.encode(),)
         asyncio.get_running_loop().call_later(delay, dst.deliver, ident, payload)
+
+    def send_datagram(self, addr: str, payload: bytes) -> bool:
+        """The model already treats every message as a datagram: the same path as `send`."""
+        self.send(addr, payload)
+        return True
+
+    def serve_datagrams(self, handler: DatagramHandler) -> None:
+        """Nothing to serve: datagrams arrive with everything else, through `recv`."""
+
+    def reset_peer(self, addr: str) -> None:
+        """No stream to reset: nothing is ever queued for a peer here."""
+        self._stats["peers_reset"] += 1
 
     def reply(self, identity: Identity, payload: bytes) -> None:
         """Answer a client of `InProcessNetwork.query` (clients are never faulted)."""
