@@ -1,6 +1,6 @@
 """Deterministic simulated shell: virtual clock + virtual network hosting pure protocol cores."""
 
-from scenarios.sim.network import DROP_LOSS, DROP_PARTITION, NetworkModel
+from scenarios.sim.network import DROP_LOSS, DROP_PARTITION, NetworkModel, StreamConfig
 from scenarios.sim.simulator import (
     DROP_REASONS,
     NodeStats,
@@ -18,4 +18,5 @@ __all__ = [
     "SimMetrics",
     "SimulationError",
     "Simulator",
+    "StreamConfig",
 ]

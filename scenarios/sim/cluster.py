@@ -3,6 +3,10 @@
 Node i has id ``n{i}`` and address ``sim://n{i}``; its RNG is ``random.Random(f"{seed}:{addr}")``.
 Node 0 starts at once; node i starts (is added and calls ``join`` through node 0) at
 ``start + i * stagger``, like processes launched one after another.
+
+``streams`` (default off) turns on the simulator's stream model, as real agents send everything
+but failure detection over TCP (`scenarios.sim.network.NetworkModel.set_streams`); False leaves
+the simulator's network as it is.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Iterable
 from gossip.config import SwimConfig
 from gossip.membership import Membership
 from gossip.messages import MemberUpdate, Message, ResourceRecord, Status, SyncReply
+from scenarios.sim.network import StreamConfig
 from scenarios.sim.simulator import Simulator
 
 
@@ -27,6 +32,8 @@ def build_swim_cluster(
     config: SwimConfig | None = None,
     stagger: float = 0.01,
     resources: ResourceRecord | None = None,
+    *,
+    streams: bool | StreamConfig = False,
 ) -> list[str]:
     """Schedule n Membership nodes joining through sim://n0; returns their addresses.
 
@@ -34,6 +41,8 @@ def build_swim_cluster(
     """
     if n < 1:
         raise ValueError("n must be >= 1")
+    if streams:
+        sim.network.set_streams(streams)
     addrs = [f"sim://n{i}" for i in range(n)]
     seed_addr = addrs[0]
     start = sim.now
@@ -81,6 +90,8 @@ def bootstrap_swim_cluster(
     n: int,
     seed: int,
     config: SwimConfig | None = None,
+    *,
+    streams: bool | StreamConfig = False,
 ) -> list[str]:
     """n Membership nodes that already know each other, as after a completed join.
 
@@ -88,6 +99,8 @@ def bootstrap_swim_cluster(
     benchmarks of steady-state behaviour (dissemination, failure detection) start from here.
     Each core learns the full member list through an ordinary anti-entropy `SyncReply`.
     """
+    if streams:
+        sim.network.set_streams(streams)
     addrs = [f"sim://n{i}" for i in range(n)]
     cores = [Membership(node_id(a), a, random.Random(f"{seed}:{a}"), config) for a in addrs]
     members = tuple(MemberUpdate(c.node_id, c.addr, 0, Status.ALIVE) for c in cores)

@@ -63,7 +63,7 @@ from gossip.messages import (
 )
 from scenarios.sim.background import BackgroundTrace
 from scenarios.sim.cluster import node_id
-from scenarios.sim.network import NetworkModel
+from scenarios.sim.network import NetworkModel, StreamConfig
 from scenarios.sim.simulator import Simulator
 from scenarios.sim.workload import SimExecutor, SimNode, on_core
 
@@ -248,13 +248,18 @@ class PlacementCluster:
         network: NetworkModel | None = None,
         sample_step: float = 1.0,
         encode_messages: bool = False,
+        streams: bool | StreamConfig = False,
     ) -> None:  # fmt: skip
         """`encode_messages`: every message goes through the wire codec (slower; a message
-        that cannot be encoded is dropped, as a real agent would)."""
+        that cannot be encoded is dropped, as a real agent would). `streams`: carry everything
+        but failure detection on TCP-like streams, as real agents do (`NetworkModel.
+        set_streams`; it is applied to `network` when given); False leaves `network` as it is."""
         if n < 1:
             raise ValueError("n must be >= 1")
         self.seed = seed
         self.sim = Simulator(seed, network, encode_messages=encode_messages)
+        if streams:
+            self.sim.network.set_streams(streams)
         self.placement = placement
         self.swim = swim
         self.addrs = [f"sim://n{i}" for i in range(n)]

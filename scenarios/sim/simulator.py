@@ -9,6 +9,24 @@ Any object with this duck-typed interface can be a node (see DESIGN.md, "cores a
 Nodes are registered by their address string; an `Outgoing(addr, msg)` is delivered to the node
 registered at `addr` after a delay drawn by the `NetworkModel`.
 
+Routing: by default every message is a datagram, its fate (delay or drop) drawn on its own.
+With `NetworkModel.set_streams` on, a message whose body does not ride a datagram
+(`gossip.messages.rides_datagram`: everything but failure detection) goes on the (src, dst)
+stream instead, like a ZeroMQ TCP connection. It never arrives before one sent earlier on that
+stream. A transmission whose data or acknowledgement is lost is retransmitted after an RTO
+doubling from `rto_min` to `rto_max` (all of a message's retransmissions are drawn when it is
+sent: a partition starting meanwhile does not hold it back); later messages wait behind it, and
+a connection that had to retransmit sends nothing new until that is acknowledged (its
+congestion window collapsed), so under 40 % loss each way a stream falls seconds behind, as the
+agents' did when probes rode TCP. `StreamConfig(datagrams=False, resets=False)` is that old
+shell: every message on a stream and no resets. Across a partition the stream
+stalls: later messages queue behind (beyond `buffer` they are dropped, reason "queue") and it
+retries with the same backoff, so the first retry after the heal delivers the whole backlog at
+once, the stale burst real agents see. `reset_stream` drops what a stream has not delivered
+(reason "reset"), as the real shell closing a suspected peer's socket does. A crash or restart
+of a node resets every stream from and to it (reason "crashed"): a dead process retransmits
+nothing, and a process restarted at the same address never gets bytes sent to its predecessor.
+
 Determinism: events sit in one heap of tuples ordered by (time, insertion number), so ties are
 broken by the order in which they were scheduled. The simulator draws network randomness from
 `sim.rng` (a `random.Random(seed)`); cores must be given their own generators by the caller,
@@ -29,7 +47,8 @@ if it changed, a new tick event is pushed and the old one becomes stale (generat
 Failures: `crash` (forever silent; in-flight messages to it are dropped on arrival), `pause` /
 `resume` (a stopped process: its socket buffers incoming messages, and `call`s made meanwhile
 are deferred; at resume the buffer is processed in arrival order at the resume time, then the
-node gets one tick), `partition` / `heal`, global `set_loss`, per-link `set_link`.
+node gets one tick; its streams keep flowing, as the kernel's TCP does), `partition` / `heal`,
+global `set_loss`, per-link `set_link`, `reset_stream`.
 """
 
 from __future__ import annotations
@@ -44,12 +63,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossip import wire
-from scenarios.sim.network import DROP_LOSS, NetworkModel
+from gossip.messages import rides_datagram
+from scenarios.sim.network import DROP_LOSS, DROP_PARTITION, NetworkModel, StreamConfig
 
 # event kinds (third element of a heap tuple)
 _DELIVER = 0
 _TICK = 1
 _SCHEDULED = 2
+_STREAM = 3  # a delivery on a stream: payload (link, msg), void if the link was reset since
+_RETRY = 4  # a stalled stream's retransmission timer: payload the link
 
 # node states
 _LIVE = 0
@@ -62,7 +84,7 @@ _STATE_NAMES = {_LIVE: "live", _PAUSED: "paused", _CRASHED: "crashed"}
 # would spin forever in a real shell too); fail loudly instead of hanging.
 _MAX_SPIN = 10_000
 
-DROP_REASONS = ("loss", "partition", "crashed", "unknown_addr", "wire", "queue")
+DROP_REASONS = ("loss", "partition", "crashed", "unknown_addr", "wire", "queue", "reset")
 
 Fn = Callable[[Any, float], Any]
 
@@ -99,8 +121,8 @@ class SimMetrics:
 
 class _Node:
     __slots__ = (
-        "addr", "core", "on_message", "on_tick", "next_wakeup", "state", "gen", "wake",
-        "buffer", "sent", "received", "bytes_sent", "bytes_received", "ticks", "spin",
+        "addr", "core", "on_message", "on_tick", "next_wakeup", "take_resets", "state", "gen",
+        "wake", "buffer", "sent", "received", "bytes_sent", "bytes_received", "ticks", "spin",
     )  # fmt: skip
 
     def __init__(self, addr: str, core: Any) -> None:
@@ -109,6 +131,8 @@ class _Node:
         self.on_message = core.on_message
         self.on_tick = core.on_tick
         self.next_wakeup = core.next_wakeup
+        # the streams its core asks to be reset (a suspected peer's), as the agent's shell does
+        self.take_resets = getattr(core, "take_stream_resets", None)
         self.state = _LIVE
         self.gen = 0  # generation of the one live tick event
         self.wake = math.nan  # wakeup time the live tick event was scheduled for (nan = none)
@@ -120,6 +144,24 @@ class _Node:
         self.bytes_received = 0
         self.ticks = 0
         self.spin = 0
+
+
+class _Stream:
+    """One (src, dst) stream: the messages queued behind a partition, and the ones in flight.
+    A reset closes it (stale events then find `closed`); the next send opens another."""
+
+    __slots__ = ("src", "dst", "cfg", "queue", "rto", "last", "free", "inflight", "closed")
+
+    def __init__(self, src: str, dst: str, cfg: StreamConfig) -> None:
+        self.src = src
+        self.dst = dst
+        self.cfg = cfg
+        self.queue: list[Any] = []  # non-empty = stalled: one _RETRY event is pending
+        self.rto = cfg.rto_min
+        self.last = 0.0  # arrival time of the latest message scheduled: nothing may overtake it
+        self.free = 0.0  # after a retransmission: when it was acknowledged (nothing new before)
+        self.inflight = 0  # delivery events scheduled and not yet popped
+        self.closed = False
 
 
 class Simulator:
@@ -149,6 +191,7 @@ class Simulator:
         self._delivered = 0
         self._bytes_delivered = 0
         self._drop = dict.fromkeys(DROP_REASONS, 0)
+        self._streams: dict[tuple[str, str], _Stream] = {}
         self._delay_sum = 0.0  # cheap digest of every network draw, folded into fingerprint()
 
     # ------------------------------------------------------------------ nodes
@@ -162,6 +205,8 @@ class Simulator:
         old = self._nodes.get(addr)
         if old is not None and old.state != _CRASHED:
             raise SimulationError(f"address {addr!r} is already in use")
+        if old is not None:
+            self._close_streams(addr, "crashed")
         node = _Node(addr, core)
         self._nodes[addr] = node
         self.trace.append((self.now, "add" if old is None else "restart", addr, None))
@@ -252,6 +297,12 @@ class Simulator:
                 now, _, kind, addr, x = pop(heap)
                 self.now = now
                 events += 1
+                if kind == _STREAM:
+                    link, x = x
+                    if link.closed:
+                        continue  # reset after it was sent: counted then
+                    link.inflight -= 1
+                    kind = _DELIVER
                 if kind == _DELIVER:
                     node = nodes[addr]
                     if node.state:
@@ -279,6 +330,8 @@ class Simulator:
                     if x != node.gen or node.state:
                         continue  # stale: superseded by a newer wakeup, or node not running
                     self._tick(node, now)
+                elif kind == _RETRY:
+                    self._stream_retry(x, now)
                 else:
                     x(self)
         finally:
@@ -297,6 +350,7 @@ class Simulator:
         node.wake = math.nan
         self._drop["crashed"] += sum(1 for k, _ in node.buffer if k == _DELIVER)
         node.buffer.clear()
+        self._close_streams(addr, "crashed")
         self.trace.append((self.now, "crash", addr, None))
 
     def pause(self, addr: str) -> None:
@@ -366,6 +420,20 @@ class Simulator:
         self.network.set_link(a, b, latency=latency, loss=loss, jitter=jitter, symmetric=symmetric)
         self.trace.append((self.now, "set_link", a, (b, latency, loss, jitter, symmetric)))
 
+    def reset_stream(self, src: str, dst: str) -> int:
+        """Drop what the src->dst stream has not delivered yet (queued or in flight, reason
+        "reset") and start it afresh; returns how many. Stands for the real shell closing a
+        suspected peer's socket with linger 0: the stale backlog dies with the connection."""
+        link = self._streams.get((src, dst))
+        n = 0 if link is None else self._close_stream(link, "reset")
+        self.trace.append((self.now, "reset_stream", src, (dst, n)))
+        return n
+
+    def stream_backlog(self, src: str, dst: str) -> int:
+        """Messages on the src->dst stream not delivered yet: queued behind a stall or in flight."""
+        link = self._streams.get((src, dst))
+        return 0 if link is None else len(link.queue) + link.inflight
+
     # ------------------------------------------------------------------ internals
 
     def _tick(self, node: _Node, now: float) -> None:
@@ -411,6 +479,13 @@ class Simulator:
         seq = self._seq
         src = node.addr
         limit = self.network.burst_limit
+        streams = self.network.streams
+        encoding = self.encode_messages
+        if streams is not None and streams.resets and node.take_resets is not None:
+            # before what it sends now, like the agent's shell (applied when the node next
+            # sends, not at the instant its core decided: at most one gossip interval later)
+            for dst in node.take_resets():
+                self.reset_stream(src, dst)
         burst: dict[str, int] = {}
         n = 0
         for addr, msg in out:
@@ -423,22 +498,125 @@ class Simulator:
                 if k > limit:
                     self._drop["queue"] += 1
                     continue
+            if streams is not None and not (streams.datagrams and rides_datagram(msg.body)):
+                if encoding:
+                    msg = self._encode(node, msg, now)
+                    if msg is None:
+                        continue
+                self._stream_send(src, addr, msg, now, streams)
+                continue
             d = transit(src, addr)
             if d < 0.0:
                 self._drop["loss" if d == DROP_LOSS else "partition"] += 1
                 continue
-            if self.encode_messages:
-                try:
-                    data = wire.encode(msg)
-                except wire.WireError as e:
-                    self._drop["wire"] += 1
-                    self.trace.append((now, "wire_error", src, e.reason))
+            if encoding:
+                msg = self._encode(node, msg, now)
+                if msg is None:
                     continue
-                node.bytes_sent += len(data)
-                msg = data
             self._delay_sum += d
             push(heap, (now + d, next(seq), _DELIVER, addr, msg))
         node.sent += n
+
+    def _encode(self, node: _Node, msg: Any, now: float) -> bytes | None:
+        try:
+            data = wire.encode(msg)
+        except wire.WireError as e:
+            self._drop["wire"] += 1
+            self.trace.append((now, "wire_error", node.addr, e.reason))
+            return None
+        node.bytes_sent += len(data)
+        return data
+
+    def _stream_send(self, src: str, dst: str, msg: Any, now: float, cfg: StreamConfig) -> None:
+        link = self._streams.get((src, dst))
+        if link is None:
+            link = self._streams[(src, dst)] = _Stream(src, dst, cfg)
+        if link.queue:  # stalled: wait behind the head (head-of-line blocking)
+            if len(link.queue) >= link.cfg.buffer:
+                self._drop["queue"] += 1
+            else:
+                link.queue.append(msg)
+            return
+        self._transmit(link, msg, now)
+
+    def _transmit(self, link: _Stream, msg: Any, now: float) -> None:
+        """Send msg on a link that is not stalled. Across a partition the link stalls. A
+        transmission whose data or acknowledgement is lost is sent again after an RTO that
+        doubles per try (from `rto_min`); the receiver has it from the first data that
+        arrives. A connection that had to retransmit sends nothing new until that is
+        acknowledged (its congestion window collapsed to one segment), so under heavy loss
+        what is queued behind waits for seconds, as on real connections. All drawn now: later
+        messages overtake it on the wire but are delivered after it."""
+        transit = self.network.transit
+        cfg = link.cfg
+        src, dst = link.src, link.dst
+        d = transit(src, dst)
+        if d == DROP_PARTITION:
+            link.queue.append(msg)
+            self._stall(link, now, cfg.rto_min)
+            return
+        start = now if now > link.free else link.free
+        wait = 0.0
+        rto = cfg.rto_min
+        tries = 0
+        arrived = -1.0
+        while True:
+            if d >= 0.0:
+                if arrived < 0.0:
+                    arrived = wait + d
+                a = transit(dst, src)
+                if a >= 0.0:  # acknowledged
+                    if tries:
+                        link.free = start + wait + d + a
+                    break
+            if tries == cfg.retries:  # the connection timed out
+                link.free = start + wait
+                if arrived < 0.0:
+                    self._drop["loss"] += 1
+                    return
+                break
+            tries += 1
+            wait += rto
+            rto = min(2.0 * rto, cfg.rto_max)
+            d = transit(src, dst)
+        self._stream_deliver(link, msg, now, start - now + arrived)
+
+    def _stall(self, link: _Stream, now: float, rto: float) -> None:
+        link.rto = rto
+        heapq.heappush(self._heap, (now + rto, next(self._seq), _RETRY, "", link))
+
+    def _stream_retry(self, link: _Stream, now: float) -> None:
+        """A stalled link's retransmission timer: still cut off, back off; else send the whole
+        queue now, in order (after a partition: the stale burst at the first retry after it)."""
+        if link.closed:
+            return
+        if not self.network.reachable(link.src, link.dst):
+            self._stall(link, now, min(2.0 * link.rto, link.cfg.rto_max))
+            return
+        queue, link.queue = link.queue, []
+        for msg in queue:
+            self._transmit(link, msg, now)
+
+    def _stream_deliver(self, link: _Stream, msg: Any, now: float, d: float) -> None:
+        at = now + d
+        if at < link.last:
+            at = link.last  # in order: never before a message sent earlier on this link
+        link.last = at
+        link.inflight += 1
+        self._delay_sum += at - now
+        heapq.heappush(self._heap, (at, next(self._seq), _STREAM, link.dst, (link, msg)))
+
+    def _close_stream(self, link: _Stream, reason: str) -> int:
+        n = len(link.queue) + link.inflight
+        self._drop[reason] += n
+        link.closed = True
+        del self._streams[(link.src, link.dst)]
+        return n
+
+    def _close_streams(self, addr: str, reason: str) -> None:
+        """Reset every stream from or to addr (its process died, or a new one took its place)."""
+        for key in [k for k in self._streams if addr in k]:
+            self._close_stream(self._streams[key], reason)
 
     def _decode(self, node: _Node, data: bytes) -> Any:
         try:

@@ -316,6 +316,9 @@ class SimNode:
 
     # ------------------------------------------------------------------ simulator interface
 
+    def take_stream_resets(self) -> list[str]:
+        return self.core.take_stream_resets()
+
     def on_message(self, now: float, msg: Any) -> list[Outgoing]:
         out = list(self.core.on_message(now, msg) or ())
         self._settle(now, out)
