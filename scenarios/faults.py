@@ -95,7 +95,9 @@ class Disturbances:
 
     A failure declaration by O about P at time t is *justified* if P was crashed or paused, or
     separated from O by a partition, at some moment of ``[t - window, t]`` (the time the
-    detector may take to notice and spread it); otherwise it is a false failure.
+    detector may take to notice and spread it); otherwise it is a false failure. Loss never
+    justifies one — the nodes stay reachable — but `lossy` says when a node's links lost
+    messages, so false declarations can be told apart by whether loss was there to cause them.
     """
 
     def __init__(self, n: int, events: list[FaultEvent], end: float) -> None:
@@ -103,7 +105,9 @@ class Disturbances:
         self.end = end
         self._down: dict[int, list[tuple[float, float]]] = {i: [] for i in range(n)}
         self._cuts: list[tuple[float, float, dict[int, int]]] = []
+        self._loss: dict[int, list[tuple[float, float]]] = {i: [] for i in range(n)}
         down_since: dict[int, float] = {}
+        loss_since: dict[int, float] = {}
         cut: tuple[float, dict[int, int]] | None = None
         for e in sorted(events):
             if e.action in ("crash", "pause"):
@@ -121,9 +125,17 @@ class Disturbances:
             elif e.action == "heal" and cut is not None:
                 self._cuts.append((cut[0], e.t, cut[1]))
                 cut = None
+            elif e.action == "loss":
+                for i in e.nodes or range(n):  # no targets: every node's links
+                    if e.value > 0:
+                        loss_since.setdefault(i, e.t)
+                    elif i in loss_since:
+                        self._loss[i].append((loss_since.pop(i), e.t))
         # still in effect at the end: open-ended, so the sample at t = end sees them too
         for i, t in down_since.items():
             self._down[i].append((t, math.inf))
+        for i, t in loss_since.items():
+            self._loss[i].append((t, math.inf))
         if cut is not None:
             self._cuts.append((cut[0], math.inf, cut[1]))
 
@@ -138,6 +150,14 @@ class Disturbances:
             if s <= t1 and e >= t0 and group.get(a, -1) != group.get(b, -1):
                 return True
         return False
+
+    def lossy(self, i: int, t0: float, t1: float) -> bool:
+        """Whether node i's links lost messages at some moment of [t0, t1]."""
+        return any(a <= t1 and b >= t0 for a, b in self._loss[i])
+
+    def loss_ended_before(self, i: int, t: float) -> bool:
+        """Whether a loss on node i's links had ended by t (the aftermath of a loss)."""
+        return any(b <= t for _a, b in self._loss[i])
 
     def justified(self, observer: int, peer: int, t: float, window: float) -> bool:
         return self.down(peer, t - window, t) or self.separated(observer, peer, t - window, t)

@@ -10,7 +10,12 @@
   crash whose node restarted before that is counted as undetected);
 - recovery time: from a crash until each task that was running on the node runs again;
 - false failure declarations: a node declared failed by an observer although, during the
-  detection window before, it was neither crashed nor paused nor cut off from that observer;
+  detection window before, it was neither crashed nor paused nor cut off from that observer
+  (loss cuts nobody off); with loss in the run, split into those made while loss was on the
+  observer's or the peer's links (within the window) and those made after it had ended;
+- after each heal: the re-merge time, from the heal to the first moment every live node sees
+  every other live node alive by its own events, and the flapping: failure declarations after
+  the heal about a node the observer was never cut off from;
 - resident memory (local mode): each agent's RSS at its first and last sample, its peak, and its
   growth over its last process life (a restart starts a new process, and memory afresh), so
   "memory stays flat" is read from the agents that ran longest.
@@ -22,12 +27,12 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from scenarios.checkers import run_end
 from scenarios.faults import Disturbances
-from scenarios.observation import TERMINAL, Observation, RssSample
+from scenarios.observation import TERMINAL, MemberEvent, Observation, RssSample
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -148,23 +153,129 @@ def detection_and_recovery(obs: Observation) -> dict[str, float]:
     }
 
 
-def false_failures(obs: Observation) -> tuple[int, int]:
-    """(false declarations by undisturbed observers, those by disturbed observers)."""
+def _false_declarations(obs: Observation) -> list[tuple[MemberEvent, bool]]:
+    """Every false failure declaration, with whether its observer was disturbed (down) then."""
     dist = disturbances(obs)
     w = obs.detection_window
-    by_ok = by_disturbed = 0
     idx = {n: i for i, n in enumerate(obs.nodes)}
+    out = []
     for m in obs.members:
         if m.status != "failed" or m.peer not in idx or m.observer not in idx:
             continue
         o, p = idx[m.observer], idx[m.peer]
-        if dist.justified(o, p, m.t, w):
+        if not dist.justified(o, p, m.t, w):
+            out.append((m, dist.down(o, m.t - w, m.t)))
+    return out
+
+
+def false_failures(obs: Observation) -> tuple[int, int]:
+    """(false declarations by undisturbed observers, those by disturbed observers)."""
+    found = _false_declarations(obs)
+    by_disturbed = sum(1 for _m, disturbed in found if disturbed)
+    return len(found) - by_disturbed, by_disturbed
+
+
+def false_failures_by_loss(obs: Observation) -> tuple[int, int]:
+    """Undisturbed observers' false declarations (in loss, after loss): *in* when the observer's
+    or the peer's links lost messages at some moment of the detection window before it, *after*
+    when not but a loss on them had ended — the aftermath, which loss no longer explains."""
+    dist = disturbances(obs)
+    w = obs.detection_window
+    idx = {n: i for i, n in enumerate(obs.nodes)}
+    in_loss = after = 0
+    for m, disturbed in _false_declarations(obs):
+        if disturbed:
             continue
-        if dist.down(o, m.t - w, m.t):
-            by_disturbed += 1
-        else:
-            by_ok += 1
-    return by_ok, by_disturbed
+        o, p = idx[m.observer], idx[m.peer]
+        if dist.lossy(o, m.t - w, m.t) or dist.lossy(p, m.t - w, m.t):
+            in_loss += 1
+        elif dist.loss_ended_before(o, m.t) or dist.loss_ended_before(p, m.t):
+            after += 1
+    return in_loss, after
+
+
+def all_alive_from(members: Iterable[MemberEvent], nodes: Collection[str], t0: float,
+                   t1: float, *, for_good: bool = False) -> float:  # fmt: skip
+    """The first moment of [t0, t1] at which every node of `nodes` sees every other one alive,
+    by the observers' own events (a pair with no event yet counts as alive: a run starts
+    converged); inf if that never happens. With `for_good`, the moment from which that held
+    until t1 (inf if it did not hold at t1): when a disturbance's aftermath was over."""
+    want = set(nodes)
+    view: dict[tuple[str, str], str] = {}
+    later: list[MemberEvent] = []
+    for m in sorted(members, key=lambda m: m.t):
+        if m.observer not in want or m.peer not in want or m.observer == m.peer:
+            continue
+        if m.t <= t0:
+            view[(m.observer, m.peer)] = m.status
+        elif m.t <= t1:
+            later.append(m)
+    bad = {k for k, status in view.items() if status != "alive"}
+    if not bad and not for_good:
+        return t0
+    since = math.inf if bad else t0
+    k = 0
+    while k < len(later):
+        t = later[k].t
+        while k < len(later) and later[k].t == t:  # every change of one instant, then check
+            m = later[k]
+            if m.status == "alive":
+                bad.discard((m.observer, m.peer))
+            else:
+                bad.add((m.observer, m.peer))
+            k += 1
+        if bad:
+            since = math.inf
+        elif since == math.inf:
+            if not for_good:
+                return t
+            since = t
+    return since
+
+
+# a fault of these kinds ends the period in which a heal's re-merge is judged
+_HEAL_WINDOW_ENDS = ("crash", "restart", "pause", "resume", "partition")
+
+
+@dataclass(frozen=True)
+class HealOutcome:
+    """How the cluster came back together after one partition healed."""
+
+    t: float  # when the heal took effect
+    remerge: float  # seconds until every live node saw every other live node alive; inf: never
+    flaps: int  # failure declarations after it about a node the observer was never cut off from
+
+
+def heals(obs: Observation) -> list[HealOutcome]:
+    """Per heal: the re-merge time and the flapping after it, up to the next fault that changes
+    who is up or who can reach whom (or the end). Live nodes: those not down in that period."""
+    dist = disturbances(obs)
+    w = obs.detection_window
+    idx = {n: i for i, n in enumerate(obs.nodes)}
+    applied = sorted(obs.faults, key=lambda f: (f.t, f.event.order))
+    out = []
+    split_at: float | None = None  # scheduled start of the partition (or chain of them) in force
+    for k, f in enumerate(applied):
+        if f.event.action == "partition" and split_at is None:
+            split_at = f.event.t
+        if f.event.action != "heal" or split_at is None:
+            continue
+        th = f.t
+        end = next((g.t for g in applied[k + 1:] if g.event.action in _HEAL_WINDOW_ENDS),
+                   obs.end)  # fmt: skip
+        live = [n for i, n in enumerate(obs.nodes) if not dist.down(i, th, end)]
+        back = all_alive_from(obs.members, live, th, end)
+        flaps = 0
+        for m in obs.members:
+            if (m.status == "failed" and th <= m.t <= end and m.observer in live
+                    and m.peer in live and m.observer != m.peer):  # fmt: skip
+                o, p = idx[m.observer], idx[m.peer]
+                if not dist.separated(o, p, split_at, f.event.t) and not dist.justified(
+                        o, p, m.t, w):  # fmt: skip
+                    flaps += 1
+        out.append(HealOutcome(th, back - th, flaps))
+        split_at = None
+    return out
 
 
 @dataclass(frozen=True)
@@ -250,6 +361,16 @@ def compute(obs: Observation) -> dict[str, float | int | None]:
         "false_failures_by_disturbed": disturbed,
         "runs": len(obs.runs),
     }
+    if any(f.event.action == "loss" and f.event.value > 0 for f in obs.faults):
+        out["false_failures_in_loss"], out["false_failures_after_loss"] = (
+            false_failures_by_loss(obs))
+    found = heals(obs)
+    if found:
+        merged = [h.remerge for h in found if math.isfinite(h.remerge)]
+        out["remerge_time_mean"] = _mean(merged)
+        out["remerge_time_max"] = max(merged) if merged else math.nan
+        out["heals_unmerged"] = len(found) - len(merged)
+        out["heal_flaps"] = sum(h.flaps for h in found)
     out.update(detection_and_recovery(obs))
     out.update(memory_metrics(obs.rss))
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)

@@ -117,6 +117,12 @@ METRICS: tuple[Metric, ...] = (
 # Counts scenarios/metrics.py adds beyond the list above: shown after it, only when present.
 EXTRA_METRICS: tuple[Metric, ...] = (
     Metric("false_failures_by_disturbed", "false failures by disturbed observers", "count"),
+    Metric("false_failures_in_loss", "false failures while loss was on the link", "count"),
+    Metric("false_failures_after_loss", "false failures after the loss ended", "count"),
+    Metric("remerge_time_mean", "heal → all live nodes see each other alive, mean [s]", "s"),
+    Metric("remerge_time_max", "heal → all live nodes see each other alive, max [s]", "s"),
+    Metric("heals_unmerged", "heals not followed by a full re-merge", "count"),
+    Metric("heal_flaps", "declarations after a heal about nodes that stayed reachable", "count"),
     Metric("crashes_detected", "crashes detected", "count"),
     Metric("crashes_undetected", "crashes undetected", "count"),
     Metric("tasks_recovered", "tasks recovered after a crash", "count"),

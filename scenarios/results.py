@@ -97,7 +97,9 @@ def pooled(runs: list[tuple[dict[str, Any], dict[str, list[str]]]],
         return runs[0]
     summed = ("tasks", "accepted", "completed", "lost", "duplicates", "stuck", "runs",
               "false_failures", "false_failures_by_disturbed", "crashes_detected",
-              "crashes_undetected", "tasks_recovered", "tasks_unrecovered")  # fmt: skip
+              "crashes_undetected", "tasks_recovered", "tasks_unrecovered",
+              "false_failures_in_loss", "false_failures_after_loss", "heals_unmerged",
+              "heal_flaps")  # fmt: skip
     out: dict[str, Any] = {}
     for key in runs[0][0]:
         vals = [m[key] for m, _ in runs if m.get(key) is not None]

@@ -28,9 +28,12 @@ from scenarios.netns import (
 )
 
 _OK, _WHY = available()
-pytestmark = pytest.mark.skipif(
-    not _OK, reason=f"needs root + `ip` (iproute2) + `nft` (nftables) + network namespaces: {_WHY}"
-)
+pytestmark = [
+    pytest.mark.skipif(not _OK, reason="needs root + `ip` (iproute2) + `nft` (nftables) + "
+                       f"network namespaces: {_WHY}"),  # fmt: skip
+    # one namespaced network at a time on a machine: such tests take turns (tests/conftest.py)
+    pytest.mark.usefixtures("netns_turn"),
+]
 
 PORT = 7000
 BLOCKED_TIMEOUT = 0.5  # a connect that gets no answer in this long counts as blocked

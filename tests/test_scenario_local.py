@@ -21,7 +21,8 @@ from scenario_tables import FAST_TABLES
 
 from scenarios import netns
 
-pytestmark = pytest.mark.slow
+# one namespaced network at a time on a machine: such tests take turns (tests/conftest.py)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("netns_turn")]
 
 REPO = Path(__file__).resolve().parents[1]
 NETNS_OK, NETNS_WHY = netns.available()

@@ -146,6 +146,7 @@ def test_orphans_die_with_their_agent(cluster: LocalCluster, tmp_path) -> None:
     assert not os.path.exists(f"/proc/{pid}"), "the task outlived its agent"
 
 
+@pytest.mark.usefixtures("netns_turn")  # the demo makes a namespaced network (as root)
 def test_make_demo_runs_the_demo_scenario_with_real_agents(tmp_path) -> None:  # noqa: ANN001
     """`make demo` plays the shipped demo scenario (real agents, a crash and restart, a partition
     that heals) and ends with the report's path and its headline table."""

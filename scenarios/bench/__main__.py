@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from scenarios.bench.machine import describe
 
-SECTIONS = ("sim", "real", "placement", "policies", "scenarios", "ray", "forecast")
+SECTIONS = ("sim", "real", "placement", "policies", "scenarios", "ray", "forecast", "lossy")
 
 
 def _sim(quick: bool) -> str:
@@ -114,6 +114,13 @@ def _scenarios(quick: bool) -> str:
     return bench_scenarios.section(only)
 
 
+def _lossy(quick: bool) -> str:
+    """agora's membership beside memberlist on one lossy, partitioned namespaced network."""
+    from scenarios.bench import lossy as bench_lossy
+
+    return bench_lossy.run(quick)
+
+
 RUNNERS: dict[str, Callable[[bool], str]] = {
     "scenarios": _scenarios,
     "sim": _sim,
@@ -122,6 +129,7 @@ RUNNERS: dict[str, Callable[[bool], str]] = {
     "ray": _ray,
     "forecast": _forecast,
     "policies": _policies,
+    "lossy": _lossy,
 }
 
 
