@@ -267,11 +267,14 @@ def _measure_resources(cluster: LocalCluster, res: SizeResult, window: float,
     for b, a in zip(before, after, strict=True):
         if a is None or b is None:
             continue
-        res.sent_rate.append((a["transport"].get("sent", 0) - b["transport"].get("sent", 0)) / dt)
+
+        def grown(*keys: str, a: dict = a, b: dict = b) -> float:
+            """Stream and datagram counters together: probes ride datagrams."""
+            return sum(a["transport"].get(k, 0) - b["transport"].get(k, 0) for k in keys) / dt
+
+        res.sent_rate.append(grown("sent", "datagrams_sent"))
         res.recv_rate.append((a["agent"].get("messages", 0) - b["agent"].get("messages", 0)) / dt)
-        res.bytes_rate.append(
-            (a["transport"].get("bytes_sent", 0) - b["transport"].get("bytes_sent", 0)) / dt
-        )
+        res.bytes_rate.append(grown("bytes_sent", "datagram_bytes_sent"))
 
 
 # ---------------------------------------------------------------- report
