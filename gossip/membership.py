@@ -529,7 +529,7 @@ class Membership:
         self._last_heard[msg.sender] = now
         sender = self._members.get(msg.sender)
         if sender is not None and sender.status == Status.DEAD:
-            self._tell_it_is_dead(now, sender, msg.sender_addr, out)
+            self._tell_it_is_dead(now, sender, out)
         body = msg.body
         match body:
             case Ping(target, gossip):
@@ -587,16 +587,18 @@ class Membership:
                 self.stats["unexpected_kind"] += 1
         return out
 
-    def _tell_it_is_dead(self, now: float, m: _Member, addr: str, out: list[Outgoing]) -> None:
+    def _tell_it_is_dead(self, now: float, m: _Member, out: list[Outgoing]) -> None:
         """A member we hold failed speaks to us (a healed partition, a false declaration):
         tell it, at most once a probe interval, so that it refutes and the two views merge;
-        otherwise only it can learn that, from news that has mostly stopped spreading."""
+        otherwise only it can learn that, from news that has mostly stopped spreading. Told at
+        the address we know for it, not the one the message names: a forged sender cannot
+        aim these at a third party."""
         if now < self._told_dead.get(m.node, -math.inf) + self.config.probe_interval:
             return
         self._told_dead[m.node] = now
         while len(self._told_dead) > 4 * max(1, len(self._recently_dead)) + 64:
             del self._told_dead[next(iter(self._told_dead))]
-        out.append(self._send(addr, GossipOnly(Gossip((self._update_of(m),)))))
+        out.append(self._send(m.addr, GossipOnly(Gossip((self._update_of(m),)))))
         self.stats["told_dead"] += 1
 
     def _on_ack(self, now: float, seq: int, target: str, out: list[Outgoing]) -> None:
