@@ -205,3 +205,42 @@ def test_reset_peer_drops_what_waits_for_it() -> None:
             a.close()
 
     asyncio.run(main())
+
+
+def test_a_probe_too_big_for_a_datagram_goes_alone_and_its_gossip_on_the_stream() -> None:
+    """Only the probe's timing matters to failure detection: resource records that do not fit
+    one datagram must not hold it back (nor be lost)."""
+    from agent.agent import Agent, AgentOptions
+    from agent.resources import Capacity
+    from gossip.datagram import fits
+    from gossip.messages import Gossip, GossipOnly, Message, Outgoing, Ping, ResourceRecord
+    from gossip.wire import decode
+
+    class Fake:
+        endpoint, stats, peer_count = "tcp://127.0.0.1:1", {}, 0
+
+        def __init__(self) -> None:
+            self.datagrams: list[bytes] = []
+            self.sent: list[bytes] = []
+
+        def send_datagram(self, addr: str, payload: bytes) -> bool:
+            if not fits(payload):
+                return False
+            self.datagrams.append(payload)
+            return True
+
+        def send(self, addr: str, payload: bytes) -> None:
+            self.sent.append(payload)
+
+    fake = Fake()
+    agent = Agent(AgentOptions(node_id="me", bind=fake.endpoint, advertise=fake.endpoint,
+                               capacity=Capacity(cpus=1, memory=2**30)), fake)  # fmt: skip
+    records = tuple(ResourceRecord(f"n{i}", 1, labels={"k": "v" * 40}) for i in range(30))
+    small = Message("me", fake.endpoint, 7, Ping("n1"))
+    big = Message("me", fake.endpoint, 8, Ping("n1", Gossip((), records)))
+    agent._send([Outgoing("tcp://127.0.0.1:2", small), Outgoing("tcp://127.0.0.1:2", big)])
+    probes = [decode(d) for d in fake.datagrams]
+    assert [(m.seq, m.body.gossip) for m in probes] == [(7, Gossip()), (8, Gossip())]
+    [stream] = [decode(p) for p in fake.sent]
+    assert stream.body == GossipOnly(Gossip((), records))
+    assert agent.counters["gossip_split"] == 1
