@@ -2,8 +2,10 @@
 
 Why it is built this way:
 
-- asyncio subprocesses in the agent's own event loop: no threads, and the end of a run is just
-  one more event the shell hands to the core (`core.on_task_exit`) through `on_exit`.
+- Runs are started with `agent.spawn` (posix_spawn, no fork of the agent; exit seen through a
+  pidfd in the agent's own event loop, no thread per child), and the end of a run is just one
+  more event the shell hands to the core (`core.on_task_exit`) through `on_exit`. Where that is
+  not available (no setpriv or pidfd), asyncio's forking subprocesses do the same job.
 - Each run is the leader of its own session / process group (``start_new_session=True``), so
   stop, timeout and shutdown kill everything the task spawned, not only its first process. When
   the first process exits on its own, whatever it left behind in its group is killed too: the
@@ -15,7 +17,7 @@ Why it is built this way:
 - Nothing raises at the caller: a command that cannot start ends FAILED with a readable reason,
   reported through `on_exit` (asynchronously, never from inside `start()`) like any other end.
 - A run dies with its agent: on Linux the child gets SIGKILL when the agent process dies
-  (``PR_SET_PDEATHSIG``), because the task's owner will re-place a run whose node it declared
+  (``PR_SET_PDEATHSIG``, set by setpriv or the fork path's preexec function), because the task's owner will re-place a run whose node it declared
   failed, and an orphan would keep using resources no ledger accounts for.
 - No capacity checks: the placement core's ledger decides what runs here; the executor runs
   whatever it is handed.
@@ -32,6 +34,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent import spawn
 from agent.execution import StartTask, TaskExit
 from gossip.messages import TaskSpec, TaskState
 
@@ -102,7 +105,7 @@ class _Run:
     out: _Tail
     err: _Tail
     task: asyncio.Task[None] | None = None
-    proc: asyncio.subprocess.Process | None = None
+    pid: int | None = None  # also the run's process group id
     transports: list[asyncio.BaseTransport] = field(default_factory=list)
     ending: tuple[TaskState, str] | None = None  # why it is being killed; the first cause wins
     killing: bool = False  # SIGTERM sent, SIGKILL scheduled
@@ -227,7 +230,7 @@ class Executor:
 
     def pids(self) -> dict[tuple[str, int], int]:
         """Process (and process group) id of every live run that has started."""
-        return {k: r.proc.pid for k, r in self._live.items() if r.proc is not None}
+        return {k: r.pid for k, r in self._live.items() if r.pid is not None}
 
     @property
     def closed(self) -> bool:
@@ -265,10 +268,7 @@ class Executor:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *spec.argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=cwd,
-                env=_task_env(run), start_new_session=True, preexec_fn=_PREEXEC,
-            )  # fmt: skip
+            exited = await self._spawn(run, cwd, out_w, err_w)
         except (OSError, ValueError, TypeError) as e:
             os.close(out_r)
             os.close(err_r)
@@ -282,7 +282,6 @@ class Executor:
         finally:
             os.close(out_w)  # the child has its copies; EOF comes when the last holder exits
             os.close(err_w)
-        run.proc = proc
         files = [open(out_r, "rb", buffering=0), open(err_r, "rb", buffering=0)]
         try:
             for f, proto in zip(files, (run.out, run.err), strict=True):
@@ -292,7 +291,7 @@ class Executor:
             for f in files[len(run.transports) :]:
                 f.close()
             raise
-        log.info("task %s started (pid %d): %s", run.label, proc.pid, " ".join(spec.argv))
+        log.info("task %s started (pid %d): %s", run.label, run.pid, " ".join(spec.argv))
 
         if run.ending is not None:  # stop() or close() came while it was being spawned
             self._terminate(run, *run.ending)
@@ -300,7 +299,7 @@ class Executor:
         if spec.timeout > 0:
             timer = loop.call_later(spec.timeout, self._on_timeout, run)
         try:
-            rc = await proc.wait()
+            rc = await exited
         finally:
             if timer is not None:
                 timer.cancel()
@@ -310,6 +309,21 @@ class Executor:
         if len(done) < 2:
             log.debug("task %s: output still held open by an escaped process", run.label)
         return self._outcome(run, rc)
+
+    @staticmethod
+    async def _spawn(run: _Run, cwd: str | None, out_w: int, err_w: int) -> asyncio.Future[int]:
+        """Start the run (sets `run.pid`); returns its return code to come. The child is reaped
+        whatever happens to the caller afterwards."""
+        env = _task_env(run)
+        if spawn.available():
+            run.pid = spawn.spawn(run.spec.argv, env, cwd, out_w, err_w)
+            return asyncio.ensure_future(spawn.wait(run.pid))
+        proc = await asyncio.create_subprocess_exec(
+            *run.spec.argv, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=cwd,
+            env=env, start_new_session=True, preexec_fn=_PREEXEC,
+        )  # fmt: skip
+        run.pid = proc.pid
+        return asyncio.ensure_future(proc.wait())
 
     def _outcome(self, run: _Run, rc: int) -> tuple[TaskState, int, str]:
         if run.ending is not None:
@@ -329,7 +343,7 @@ class Executor:
             return  # it ended on its own; that is what gets reported
         if run.ending is None:
             run.ending = (state, reason)
-        if run.proc is None or run.killing:
+        if run.pid is None or run.killing:
             return  # not spawned yet (`_execute` calls back once it is), or already dying
         run.killing = True
         self._kill_group(run, signal.SIGTERM)
@@ -338,10 +352,10 @@ class Executor:
 
     @staticmethod
     def _kill_group(run: _Run, sig: signal.Signals) -> None:
-        if run.proc is None:
+        if run.pid is None:
             return
         try:
-            os.killpg(run.proc.pid, sig)  # the run leads its own group: pgid == pid
+            os.killpg(run.pid, sig)  # the run leads its own group: pgid == pid
         except ProcessLookupError:
             pass  # the whole group is already gone
         except OSError as e:

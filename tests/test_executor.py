@@ -318,3 +318,44 @@ def test_tails_show_the_latest_attempt_while_running() -> None:
         assert h.ex.tails("other") is None
 
     run(t)
+
+
+def test_the_forking_fallback_behaves_the_same(monkeypatch, tmp_path: Path) -> None:  # noqa: ANN001
+    """Where setpriv or pidfds are missing, runs are forked (asyncio subprocesses) instead."""
+    from agent import spawn
+
+    monkeypatch.setattr(spawn, "available", lambda: False)
+
+    async def t(h: Harness) -> None:
+        h.start("ok", "sh", "-c", "pwd; exit 3", cwd=str(tmp_path))
+        e = await h.exit_of("ok")
+        assert e.state == TaskState.FAILED and e.exit_code == 3
+        assert e.stdout == f"{os.path.realpath(tmp_path)}\n"
+        h.start("nf", "agora-no-such-cmd")
+        assert (await h.exit_of("nf")).reason == "command not found: agora-no-such-cmd"
+        h.start("long", "sleep", "30")
+        await asyncio.sleep(0.2)
+        h.ex.stop("long", 1)
+        assert (await h.exit_of("long")).state == TaskState.CANCELLED
+
+    run(t)
+
+
+def test_spawned_runs_are_not_forked_and_start_no_thread() -> None:
+    """posix_spawn + a pidfd: the agent's thread count does not grow with the runs in flight."""
+    import threading
+
+    from agent import spawn
+
+    assert spawn.available()  # Linux with util-linux: the path every agent here takes
+
+    async def t(h: Harness) -> None:
+        before = threading.active_count()
+        for i in range(5):
+            h.start(f"s{i}", "sleep", "0.3")
+        await asyncio.sleep(0.1)
+        assert len(h.ex.pids()) == 5 and threading.active_count() == before
+        for i in range(5):
+            assert (await h.exit_of(f"s{i}")).state == TaskState.SUCCEEDED
+
+    run(t)

@@ -146,6 +146,17 @@ def test_orphans_die_with_their_agent(cluster: LocalCluster, tmp_path) -> None:
     assert not os.path.exists(f"/proc/{pid}"), "the task outlived its agent"
 
 
+def test_a_task_inherits_none_of_its_agents_descriptors(cluster: LocalCluster) -> None:
+    """Tasks are spawned without closing descriptors (posix_spawn): this holds only because every
+    descriptor the agent opens (ZeroMQ's, UDP, pipes, logs) is close-on-exec."""
+    a = cluster.nodes[0].addr
+    query(a, "submit", 5, {"id": "fds", "spec": {"argv": ["ls", "/proc/self/fd"]}})
+    row = _wait(a, "fds", lambda r: r["state"] in TERMINAL)
+    assert row["state"] == "succeeded", row
+    fds = {int(x) for x in row["stdout"].split()}
+    assert fds <= {0, 1, 2, 3}, row["stdout"]  # 3: the directory `ls` itself is reading
+
+
 @pytest.mark.usefixtures("netns_turn")  # the demo makes a namespaced network (as root)
 def test_make_demo_runs_the_demo_scenario_with_real_agents(tmp_path) -> None:  # noqa: ANN001
     """`make demo` plays the shipped demo scenario (real agents, a crash and restart, a partition
