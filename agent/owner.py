@@ -18,6 +18,7 @@ import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from agent import task_states
 from agent.context import Context
 from agent.policies import Policy
 from agent.policies.base import Candidate
@@ -247,6 +248,8 @@ class Owner:
 
     def write(self, now: float, rec: TaskRecord, **changes) -> TaskRecord:
         """A new version of a record we own; pushed to the replicas at the next wake."""
+        if "state" in changes:
+            task_states.check(rec.id, rec.state, changes["state"])
         new = dataclasses.replace(rec, version=rec.version + 1, writer=self.ctx.node_id, **changes)
         self._put_in_store(now, new)
         d = self.drives.get(rec.id)
@@ -795,6 +798,11 @@ class Owner:
             # ack was lost. Before, a finished record's owner ignored it and a runner that had
             # been cut off re-sent its report forever.
             c.send(sender_addr, ReportAck(r.task_id, r.attempt, keep=False))
+            return
+        if not rec.state.terminal and not task_states.reportable(rec.state, r.state):
+            # a runner only says it started or how its run ended; anything else (a peer
+            # lying, or a bug) must not move the record, and is not taken as a sign of life
+            c.stats["reports_refused"] += 1
             return
         d.runner_heard = now
         if r.state == TaskState.RUNNING:

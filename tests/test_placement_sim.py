@@ -531,6 +531,42 @@ def test_bogus_bids_duplicate_awards_and_stale_messages_are_ignored_and_counted(
     assert_clean(c, tid)
 
 
+def test_a_runners_report_of_a_state_no_run_ends_in_is_refused():
+    """The runner of the current attempt (the one peer whose reports count) says its running task
+    is pending, placed or rejected: nothing of that is written and the record is not moved
+    (before, each was stored as given: the running task ended up recorded as rejected while it
+    still ran), and the real result is recorded once."""
+    c = make(18)
+    tid, spec = pinned(c, "g", expected=3.0)
+    c.submit(tid, spec, via=0)
+    wait_state(c, tid, TaskState.RUNNING)
+    rec = c.newest(tid)
+    owner, runner = owner_addr(c, tid), c.addr_of(rec.node)
+    before = c.stats()
+    for bogus in (TaskState.PENDING, TaskState.PLACED, TaskState.REJECTED):
+        c.inject(owner, runner, TaskReport(tid, rec.attempt, bogus, finished=1.0))
+    c.run_for(0.1)
+    assert c.stats()["reports_refused"] - before["reports_refused"] == 3
+    now = c.newest(tid)
+    assert (now.state, now.attempt) == (TaskState.RUNNING, rec.attempt)
+    settle(c)
+    assert len(c.runs_of(tid)) == 1
+    assert one_result(c, tid)[::2] == (rec.attempt, TaskState.SUCCEEDED)
+    assert_clean(c, tid)
+
+
+def test_the_owner_refuses_to_write_a_transition_the_life_cycle_forbids():
+    from agent import task_states
+
+    assert task_states.allowed(TaskState.RUNNING, TaskState.PENDING)  # runner lost: re-placed
+    for final in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED):
+        assert not any(task_states.allowed(final, s) for s in TaskState if s != final)
+    with pytest.raises(task_states.IllegalTransition, match="succeeded -> pending"):
+        task_states.check("t", TaskState.SUCCEEDED, TaskState.PENDING)
+    assert not task_states.reportable(TaskState.RUNNING, TaskState.PENDING)
+    assert task_states.reportable(TaskState.PLACED, TaskState.SUCCEEDED)  # a short task
+
+
 def test_lost_award_is_resent_under_the_winners_lease():
     c = make(17)
     tid, spec = pinned(c, "a", expected=2.0)
