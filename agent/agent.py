@@ -249,6 +249,7 @@ class Agent:
         self._submitters: dict[str, str] = {}  # task id -> submitter, of runs started here
         self._next_req = 1
         self.counters: collections.Counter[str] = collections.Counter()
+        self.sent_kinds: collections.Counter[str] = collections.Counter()  # messages, by kind
         self.dropped: collections.Counter[str] = collections.Counter()  # by WireError reason
         self._runs: dict[tuple[str, int], float] = {}  # runs started here -> their cpus
         if sampler is None and options.replay is not None:
@@ -294,6 +295,7 @@ class Agent:
                 self.counters["encode_errors"] += 1
                 log.debug("cannot encode %s to %s: %s", type(msg.body).__name__, addr, e)
                 continue
+            self.sent_kinds[type(msg.body).__name__] += 1
             if rides_datagram(msg.body):
                 self._send_datagram(addr, msg, payload)
             else:
@@ -571,6 +573,7 @@ class Agent:
             "running": len(self.executor.running()),
             "transport": dict(self.transport.stats),
             "agent": agent,
+            "sent_by_kind": dict(self.sent_kinds),
             "dropped": dict(self.dropped),
             "refused": dict(self.refused),
             "keys": self.verifier.ring.ids() if self.verifier is not None else [],

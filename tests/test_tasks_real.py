@@ -155,6 +155,12 @@ def test_a_task_inherits_none_of_its_agents_descriptors(cluster: LocalCluster) -
     assert row["state"] == "succeeded", row
     fds = {int(x) for x in row["stdout"].split()}
     assert fds <= {0, 1, 2, 3}, row["stdout"]  # 3: the directory `ls` itself is reading
+    # what the agents sent for it, by message kind (`stats`: read by the benchmarks)
+    kinds: dict[str, int] = {}
+    for n in cluster.nodes:
+        for k, v in query(n.addr, "stats", 5)["sent_by_kind"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    assert kinds["TaskPut"] >= 3 and kinds["Award"] >= 1 and kinds["TaskReport"] >= 1, kinds
 
 
 @pytest.mark.usefixtures("netns_turn")  # the demo makes a namespaced network (as root)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 
 from scenarios.bench.machine import describe
 
-SECTIONS = ("sim", "real", "placement", "policies", "scenarios", "ray", "forecast", "lossy")
+SECTIONS = ("sim", "real", "placement", "policies", "scenarios", "ray", "forecast", "lossy",
+            "vs-ray")  # fmt: skip
 
 
 def _sim(quick: bool) -> str:
@@ -121,6 +122,15 @@ def _lossy(quick: bool) -> str:
     return bench_lossy.run(quick)
 
 
+def _vs_ray(quick: bool) -> str:
+    """agora beside Ray for the same burst of tasks, alternating on this machine."""
+    from scenarios.bench import vs_ray as bench_vs_ray
+
+    if quick:
+        return bench_vs_ray.run(agents=5, n_burst=300, n_latency=30, rounds=1)
+    return bench_vs_ray.run()
+
+
 RUNNERS: dict[str, Callable[[bool], str]] = {
     "scenarios": _scenarios,
     "sim": _sim,
@@ -130,6 +140,7 @@ RUNNERS: dict[str, Callable[[bool], str]] = {
     "forecast": _forecast,
     "policies": _policies,
     "lossy": _lossy,
+    "vs-ray": _vs_ray,
 }
 
 
