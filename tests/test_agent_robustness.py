@@ -61,12 +61,12 @@ def sender(target: AgentThread) -> Iterator[zmq.Socket]:
 
 
 def _accounted(stats: dict[str, Any]) -> int:
-    """Frames the agent has fully dealt with: dropped by reason, queries, protocol messages,
-    and datagrams the transport refused."""
+    """Frames the agent has fully dealt with: dropped by reason, refused (say, a protocol
+    message from a client's name), queries, protocol messages, and datagrams the transport
+    refused."""
     refused = sum(stats["transport"].get(k, 0) for k in REFUSALS)
-    return stats["dropped_total"] + stats["agent"].get("queries", 0) + stats["agent"].get(
-        "messages", 0
-    ) + refused
+    return stats["dropped_total"] + sum(stats["refused"].values()) + stats["agent"].get(
+        "queries", 0) + stats["agent"].get("messages", 0) + refused
 
 
 def _received(stats: dict[str, Any]) -> int:
