@@ -195,12 +195,17 @@ def test_reset_peer_drops_what_waits_for_it() -> None:
         try:
             for i in range(5):
                 a.send(nobody, b"m%d" % i)
+            await asyncio.sleep(0)  # sends leave at the end of the loop turn: now they wait
             assert a.peer_count == 1
             a.reset_peer(nobody)
             assert a.peer_count == 0
             assert a.stats["peers_reset"] == 1 and a.stats["dropped_timeout"] == 5
             a.reset_peer(nobody)  # nothing to reset: no error, not counted
             assert a.stats["peers_reset"] == 1
+            a.send(nobody, b"late")  # not yet sent: dropped from the turn's outbox too
+            a.reset_peer(nobody)
+            await asyncio.sleep(0)
+            assert a.stats["dropped_timeout"] == 6 and a.peer_count == 0
         finally:
             a.close()
 

@@ -83,6 +83,7 @@ def test_invalid_peer_address_is_counted_not_raised() -> None:
         a = ZmqTransport.bind(_ep())
         try:
             a.send("not an address", b"x")
+            await asyncio.sleep(0)  # sends leave at the end of the loop turn
             assert a.stats["dropped_invalid_addr"] == 1
             assert a.peer_count == 0
         finally:
@@ -99,13 +100,13 @@ def test_client_request_reply_and_bad_frames() -> None:
         client.setsockopt(zmq.LINGER, 0)
         client.connect(t.endpoint)
         try:
-            client.send_multipart([b"a", b"b", b"c"])  # not a layout the agent accepts
+            # a coalesced message: one frame per payload; an empty frame is no payload
+            client.send_multipart([b"a", b"", b"c"])
             client.send(b"question")
-            ident, payload, _ = await _recv(t)
-            assert payload == b"question"
+            got = [await _recv(t) for _ in range(3)]
+            assert [m[1] for m in got] == [b"a", b"c", b"question"]
             assert t.stats["dropped_bad_frames"] == 1
-            t.reply(ident, b"answer")
-            await asyncio.sleep(0)  # let the reply's completion callback run
+            t.reply(got[2][0], b"answer")
             assert client.poll(2000, zmq.POLLIN)
             assert client.recv() == b"answer"
             assert t.stats["replies"] == 1
@@ -128,6 +129,40 @@ def test_client_request_reply_and_bad_frames() -> None:
     asyncio.run(main())
 
 
+def test_a_busy_agents_messages_to_one_peer_leave_as_one_and_arrive_in_order() -> None:
+    async def main() -> None:
+        a, b = ZmqTransport.bind(_ep()), ZmqTransport.bind(_ep())
+        try:
+            a.send(b.endpoint, b"hello")  # the first dials; wait until it is through
+            assert (await _recv(b))[1] == b"hello"
+            # idle (nothing received waits to be handled): each message leaves at once
+            before = dict(a.stats)
+            for i in range(3):
+                a.send(b.endpoint, b"i%d" % i)
+            assert a.stats["stream_messages"] - before["stream_messages"] == 3
+            assert [(await _recv(b))[1] for _ in range(3)] == [b"i0", b"i1", b"i2"]
+            # busy: `a` has taken one of three messages; while two wait, its sends are held
+            # to the end of the loop turn and leave together
+            for i in range(3):
+                b.send(a.endpoint, b"w%d" % i)
+            await asyncio.sleep(0.2)
+            assert (await _recv(a))[1] == b"w0"
+            before = dict(a.stats)
+            for i in range(100):
+                a.send(b.endpoint, b"m%d" % i)
+            assert a.stats["stream_messages"] == before["stream_messages"]  # not yet
+            got = [(await _recv(b))[1] for _ in range(100)]
+            assert got == [b"m%d" % i for i in range(100)]
+            assert a.stats["sent"] - before["sent"] == 100
+            # 64 payloads at most per ZeroMQ message (`coalesce_max`)
+            assert a.stats["stream_messages"] - before["stream_messages"] == 2
+        finally:
+            a.close()
+            b.close()
+
+    asyncio.run(main())
+
+
 def test_close_is_idempotent_and_sending_after_close_is_ignored() -> None:
     async def main() -> None:
         t = ZmqTransport.bind(_ep())
@@ -146,6 +181,7 @@ def test_lru_eviction_bounds_peer_sockets() -> None:
         try:
             for port in free_ports(5):
                 t.send(f"tcp://127.0.0.1:{port}", b"x")
+            await asyncio.sleep(0)  # sends leave at the end of the loop turn
             assert t.peer_count == 3
             assert t.stats["peers_evicted"] == 2
         finally:
