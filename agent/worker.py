@@ -36,6 +36,7 @@ class _Run:
     ended: TaskExit | None = None
     finished: float = 0.0
     abandoned: bool = False  # the owner does not want it any more: stopped, nothing to report
+    result_sent: bool = False  # the final report went out once (to the owner alone)
 
 
 class Worker:
@@ -190,8 +191,15 @@ class Worker:
                 e = run.ended
                 rep = TaskReport(tid, att, e.state, e.exit_code, e.reason, run.started,
                                  run.finished, e.stdout, e.stderr)  # fmt: skip
-                for n in c.report_targets(rec):
+                # The first time to the owner alone: the other replicas would only drop it
+                # (two messages per task, each with the output tails). Re-sends go to every
+                # replica: ownership may have moved meanwhile.
+                owner = c.owner_of(rec)
+                first = not run.result_sent and owner in rec.replicas
+                targets = [owner] if first else c.report_targets(rec)
+                for n in targets:
                     c.send_to(n, rep)
+                run.result_sent = True
                 run.next_report = now + c.config.report_retry
 
     def next_wakeup(self) -> float:

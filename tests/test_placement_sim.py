@@ -285,6 +285,47 @@ def test_owner_crash_mid_negotiation_next_replica_takes_over():
     assert_clean(c, tid)
 
 
+def test_a_final_report_goes_to_the_owner_alone_and_to_every_replica_only_when_resent():
+    c = make(19)
+    tid, spec = pinned(c, "f", expected=1.0)
+    got: list[str] = []
+
+    def final_reports(cl, addr, now, msg):
+        if msg is not None and isinstance(msg.body, TaskReport) and msg.body.state.terminal:
+            got.append(addr)
+        return False
+
+    c.watch(final_reports)
+    c.submit(tid, spec, via=2)
+    settle(c)
+    assert got == [owner_addr(c, tid)]  # the other replicas would only have dropped it
+    assert one_result(c, tid)[::2] == (1, TaskState.SUCCEEDED)
+    assert_clean(c, tid)
+
+
+def test_a_final_report_the_owner_never_got_is_resent_to_every_replica():
+    """The owner crashes as the run ends: its copy of the report is lost with it, and the
+    re-send reaches the next replica, which records the result (no second run)."""
+    c = make(20)
+    tid, spec = pinned(c, "h", expected=1.0)
+    got: list[str] = []
+
+    def crash_the_owner_at_the_report(cl, addr, now, msg):
+        if msg is not None and isinstance(msg.body, TaskReport) and msg.body.state.terminal:
+            got.append(addr)
+            if len(got) == 1:
+                cl.crash_soon(addr)
+        return False
+
+    c.watch(crash_the_owner_at_the_report)
+    c.submit(tid, spec, via=2)
+    settle(c)
+    assert len(got) > 1 and got[0] in c.crashed
+    assert one_result(c, tid)[::2] == (1, TaskState.SUCCEEDED)
+    assert len(c.runs_of(tid)) == 1
+    assert_clean(c, tid)
+
+
 def test_owner_crash_mid_run_next_replica_records_the_result_without_rerun():
     c = make(8)
     tid, spec = pinned(c, "m")
