@@ -17,8 +17,9 @@ Why it is built this way:
 - Nothing raises at the caller: a command that cannot start ends FAILED with a readable reason,
   reported through `on_exit` (asynchronously, never from inside `start()`) like any other end.
 - A run dies with its agent: on Linux the child gets SIGKILL when the agent process dies
-  (``PR_SET_PDEATHSIG``, set by setpriv or the fork path's preexec function), because the task's owner will re-place a run whose node it declared
-  failed, and an orphan would keep using resources no ledger accounts for.
+  (``PR_SET_PDEATHSIG``, set by setpriv or the fork path's preexec function), because the
+  task's owner will re-place a run whose node it declared failed, and an orphan would keep
+  using resources no ledger accounts for.
 - No capacity checks: the placement core's ledger decides what runs here; the executor runs
   whatever it is handed.
 """

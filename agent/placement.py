@@ -9,6 +9,7 @@ membership core it reads its view from.
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -71,6 +72,7 @@ class PlacementCore:
             if forecaster is not None else None
         )
         self._published: tuple[float, tuple[float, ...], float, float] | None = None
+        self._gossip_load: tuple[float, float] | None = None  # (smoothed load, when): `_smooth`
         self._next_publish = 0.0
 
     @property
@@ -178,6 +180,7 @@ class PlacementCore:
         cannot exceed 1, so load − reserved would understate the background.)"""
         load = min(1.0, max(0.0, float(load)))
         self.worker.load = load
+        self._smooth(now, load)
         if self.tracker is not None:
             if tasks_load is None:
                 tasks_load = self.ledger.committed().cpus / max(self.ledger.capacity.cpus, 1e-9)
@@ -196,14 +199,31 @@ class PlacementCore:
 
     # ------------------------------------------------------------------ gossip
 
+    def _smooth(self, now: float, load: float) -> None:
+        """The load others are told: an exponential average over `publish_smoothing` seconds.
+        Gossiping each raw sample republished the record every `publish_interval` on any busy
+        machine (its samples move by more than `publish_delta` from one to the next), most of
+        an idle agent's bytes; this node's own bids still use the latest sample."""
+        prev = self._gossip_load
+        if prev is None:
+            self._gossip_load = (load, now)
+            return
+        avg, then = prev
+        tau = self.config.publish_smoothing
+        w = 1.0 - math.exp(-max(0.0, now - then) / tau)
+        self._gossip_load = (avg + w * (load - avg), now)
+
     def _publish(self, now: float) -> None:
         """Put load, forecast and allocation in the gossiped record when they moved enough."""
         if now < self._next_publish:
             return
         cfg = self.config
         self._next_publish = now + cfg.publish_interval
-        load = self.worker.load
-        forecast = tuple(round(x, 3) for x in self.worker.forecast)
+        load = self._gossip_load[0] if self._gossip_load else self.worker.load
+        forecast = self.worker.forecast
+        if not all(math.isfinite(x) for x in forecast):
+            forecast = ()  # a broken forecast is not gossiped; peers fall back to the load
+        forecast = tuple(min(1.0, max(0.0, x)) for x in forecast)  # a share of this node
         alloc = self.ledger.committed()
         last = self._published
         if last is not None:

@@ -39,6 +39,7 @@ class PlacementConfig:
     publish_interval: float = 2.0  # publish allocation/forecast changes at most this often
     publish_delta: float = 0.05  # ...and only if load or forecast moved this much
     publish_heartbeat: float = 10.0  # or this long has passed
+    publish_smoothing: float = 10.0  # the gossiped load is averaged over about this long
     retention: float = 3600.0  # a finished task's record (and output) is kept this long
     tombstone_retention: float = 86_400.0  # then only its id and outcome, this long
     max_tombstones: int = 100_000  # the oldest are dropped beyond this

@@ -43,6 +43,7 @@ from gossip.messages import (
     Status,
     Sync,
     SyncReply,
+    quantized,
 )
 
 _EVENT_LOG_MAX = 10_000
@@ -300,7 +301,10 @@ class Membership:
         if "labels" in fields:
             fields["labels"] = dict(fields["labels"])  # type: ignore[call-overload]
         if "forecast" in fields:
-            fields["forecast"] = tuple(fields["forecast"])  # type: ignore[arg-type]
+            fields["forecast"] = tuple(map(quantized, fields["forecast"]))  # type: ignore[call-overload]
+        for k in ("load", "mem_load"):  # as the wire carries them: an echo is then no news
+            if k in fields:
+                fields[k] = quantized(fields[k])  # type: ignore[arg-type]
         new = dataclasses.replace(old, version=old.version + 1, **fields)  # type: ignore[arg-type]
         self._records[self.node_id] = new
         self._record_queue.put(self.node_id, new)

@@ -20,8 +20,9 @@ rides single datagrams (`send_datagram`, framed and sealed by `gossip.datagram`)
 behind a stream's lost segment. What rides them is decided above (`gossip.messages`).
 Sends are coalesced under load: while received messages wait to be handled, what is sent to
 one peer in one turn of the event loop leaves as one multipart ZeroMQ message (one frame per
-payload); the receiver drains its ROUTER without a future per message. Per message, that spares a pyzmq future, a socket call and an I/O-thread
-wake-up on each side: most of what a message cost under a burst of placements (issue 10).
+payload); the receiver drains its ROUTER without a future per message. Per message, that
+spares a pyzmq future, a socket call and an I/O-thread wake-up on each side: much of what a
+message cost under a burst of placements (issue 10).
 
 `reset_peer` closes a peer's DEALER and drops what is queued to it: when a peer is suspected,
 what waited for it (stale news, old state) is not delivered in a burst once it is reachable.

@@ -15,6 +15,7 @@ from typing import Any
 import msgpack
 
 from gossip.messages import (
+    LOAD_STEPS,
     PROTOCOL_VERSION,
     Ack,
     Award,
@@ -55,6 +56,7 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_ID_LEN = 256  # node ids, addresses, label keys and values
 MAX_LABELS = 64
 MAX_FORECAST = 256
+MAX_LOAD_STEPS = 10**9  # |load|, |forecast| up to 1e6, in thousandths (`LOAD_STEPS`)
 MAX_ITEMS = 100_000  # members or resource records in one message
 MAX_INT = 2**63 - 1
 
@@ -95,13 +97,17 @@ def _member(m: MemberUpdate) -> list:
 def _resource(r: ResourceRecord) -> list:
     return [
         r.node, r.version, float(r.cpus), int(r.memory), int(r.gpus), dict(r.labels),
-        float(r.alloc_cpus), int(r.alloc_memory), int(r.alloc_gpus), float(r.load),
-        float(r.mem_load), [float(x) for x in r.forecast],
+        float(r.alloc_cpus), int(r.alloc_memory), int(r.alloc_gpus), _steps(r.load),
+        _steps(r.mem_load), [_steps(x) for x in r.forecast],
     ]  # fmt: skip
 
 
 def _gossip(g: Gossip) -> list:
     return [[_member(m) for m in g.members], [_resource(r) for r in g.resources]]
+
+
+def _steps(x: float) -> int:
+    return round(float(x) * LOAD_STEPS)
 
 
 def _task_spec(s: TaskSpec) -> list:
@@ -260,9 +266,10 @@ def _decode_resource(v: Any) -> ResourceRecord:
         alloc_cpus=_num(f[6], "resource.alloc_cpus", 0.0, MAX_NODE_CPUS),
         alloc_memory=_int(f[7], "resource.alloc_memory"),
         alloc_gpus=_int(f[8], "resource.alloc_gpus"),
-        load=_num(f[9], "resource.load", 0.0, 1e6),
-        mem_load=_num(f[10], "resource.mem_load", 0.0, 1e6),
-        forecast=tuple(_num(x, "resource.forecast[]", -1e6, 1e6) for x in forecast),
+        load=_int(f[9], "resource.load", 0, MAX_LOAD_STEPS) / LOAD_STEPS,
+        mem_load=_int(f[10], "resource.mem_load", 0, MAX_LOAD_STEPS) / LOAD_STEPS,
+        forecast=tuple(_int(x, "resource.forecast[]", -MAX_LOAD_STEPS, MAX_LOAD_STEPS)
+                       / LOAD_STEPS for x in forecast),  # fmt: skip
     )
 
 

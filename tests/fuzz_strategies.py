@@ -48,6 +48,7 @@ from gossip.messages import (
     TaskReport,
     TaskSpec,
     TaskState,
+    quantized,
 )
 
 # ---------------------------------------------------------------- how many examples
@@ -93,6 +94,11 @@ def nums(lo: float, hi: float) -> st.SearchStrategy[float]:
     return st.sampled_from(edges) | st.floats(lo, hi, allow_nan=False, allow_infinity=False)
 
 
+def loads(lo: float, hi: float) -> st.SearchStrategy[float]:
+    """Loads and forecasts as resource records hold them: in thousandths (`quantized`)."""
+    return nums(lo, hi).map(quantized)
+
+
 def texts(most: int) -> st.SearchStrategy[str]:
     return st.sampled_from(["", "x" * most]) | st.text(max_size=16)
 
@@ -115,8 +121,8 @@ member_updates = st.builds(MemberUpdate, node=ids, addr=addrs, incarnation=incar
 resource_records = st.builds(
     ResourceRecord, node=ids, version=incarnations, cpus=nums(0.0, 1e18), memory=ints(),
     gpus=ints(), labels=labels, alloc_cpus=nums(0.0, 1e18), alloc_memory=ints(),
-    alloc_gpus=ints(), load=nums(0.0, 1e6), mem_load=nums(0.0, 1e6),
-    forecast=st.lists(nums(-1e6, 1e6), max_size=4).map(tuple)
+    alloc_gpus=ints(), load=loads(0.0, 1e6), mem_load=loads(0.0, 1e6),
+    forecast=st.lists(loads(-1e6, 1e6), max_size=4).map(tuple)
     | st.just((1.0,) * wire.MAX_FORECAST),
 )  # fmt: skip
 gossips = st.builds(Gossip, members=st.lists(member_updates, max_size=6).map(tuple),
