@@ -18,7 +18,7 @@ from collections.abc import Callable
 from scenarios.bench.machine import describe
 
 SECTIONS = ("sim", "real", "placement", "policies", "scenarios", "ray", "forecast", "lossy",
-            "vs-ray")  # fmt: skip
+            "vs-ray", "idle-vs-memberlist")  # fmt: skip
 
 
 def _sim(quick: bool) -> str:
@@ -131,6 +131,15 @@ def _vs_ray(quick: bool) -> str:
     return bench_vs_ray.run()
 
 
+def _idle_vs_memberlist(quick: bool) -> str:
+    """The idle cost of membership per node, agora beside memberlist, one after the other."""
+    from scenarios.bench import idle_membership as bench_idle
+
+    if quick:
+        return bench_idle.run(n=10, warmup=10.0, window=10.0)
+    return bench_idle.run()
+
+
 RUNNERS: dict[str, Callable[[bool], str]] = {
     "scenarios": _scenarios,
     "sim": _sim,
@@ -141,6 +150,7 @@ RUNNERS: dict[str, Callable[[bool], str]] = {
     "policies": _policies,
     "lossy": _lossy,
     "vs-ray": _vs_ray,
+    "idle-vs-memberlist": _idle_vs_memberlist,
 }
 
 
