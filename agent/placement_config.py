@@ -38,7 +38,9 @@ class PlacementConfig:
     readapt_every: int = 12  # re-adapt the forecaster after this many new samples
     publish_interval: float = 2.0  # publish allocation/forecast changes at most this often
     publish_delta: float = 0.05  # ...and only if load or forecast moved this much
-    publish_heartbeat: float = 10.0  # or this long has passed
+    # or this long has passed (push-pull repairs a lost update well before; a republish every
+    # 10 s was, at 50 nodes, most of the bytes an idle agent sent)
+    publish_heartbeat: float = 300.0
     publish_smoothing: float = 10.0  # the gossiped load is averaged over about this long
     retention: float = 3600.0  # a finished task's record (and output) is kept this long
     tombstone_retention: float = 86_400.0  # then only its id and outcome, this long
