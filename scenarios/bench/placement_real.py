@@ -125,6 +125,25 @@ async def _records(client: _Client, addrs: list[str], ids: list[str]) -> dict[st
     return out
 
 
+async def submit_all(client: _Client, addrs: list[str], ids: list[str],
+                     rng: random.Random) -> int:  # fmt: skip
+    """Submit every id to random agents, IN_FLIGHT at a time; how many were not confirmed in
+    time (their records may still exist)."""
+    sem = asyncio.Semaphore(IN_FLIGHT)
+    errors = 0
+
+    async def one(task_id: str) -> None:
+        nonlocal errors
+        async with sem:
+            try:
+                await client.ask(rng.choice(addrs), "submit", {"id": task_id, "spec": TASK})
+            except (RuntimeError, TimeoutError):
+                errors += 1
+
+    await asyncio.gather(*(one(t) for t in ids))
+    return errors
+
+
 def _sent(addrs: list[str], credential: Credential | None) -> int:
     return sum(query(a, "stats", 5.0, credential=credential)["transport"].get("sent", 0)
                for a in addrs)  # fmt: skip
@@ -159,21 +178,11 @@ async def _measure(
         idle_rate = (_sent(addrs, credential) - s0) / idle_window
 
         # 2. throughput: a burst with IN_FLIGHT submits outstanding
-        sem = asyncio.Semaphore(IN_FLIGHT)
         bids = [f"burst-{i}" for i in range(n_burst)]
-        errors = 0
-
-        async def submit(tid: str) -> None:
-            nonlocal errors
-            async with sem:
-                try:
-                    await client.ask(rng.choice(addrs), "submit", {"id": tid, "spec": TASK})
-                except (RuntimeError, TimeoutError):
-                    errors += 1
 
         s0 = _sent(addrs, credential)
         t0 = time.perf_counter()
-        await asyncio.gather(*(submit(t) for t in bids))
+        errors = await submit_all(client, addrs, bids, rng)
         submit_s = time.perf_counter() - t0
         recs = await _records(client, addrs, bids)
         s1 = _sent(addrs, credential)

@@ -60,7 +60,7 @@ from deploy.client import query
 from deploy.local_cluster import LocalCluster
 from gossip.messages import TaskState
 from scenarios.bench.machine import describe
-from scenarios.bench.placement_real import IN_FLIGHT, TASK, _Client, _pct, _records
+from scenarios.bench.placement_real import IN_FLIGHT, TASK, _Client, _pct, _records, submit_all
 
 TERMINAL = frozenset(s.label for s in TaskState if s.terminal)
 WARMUP = 5  # tasks run one after another before measuring
@@ -229,21 +229,10 @@ async def _measure_agora(addrs: list[str], n_burst: int, n_latency: int,
             await asyncio.sleep(IDLE_WINDOW)
             idle1 = time.time()
             suspicions0, declarations0 = _membership_counters(addrs)
-            sem = asyncio.Semaphore(IN_FLIGHT)
             ids = [f"burst-{i}" for i in range(n_burst)]
-            submit_errors = 0
-
-            async def submit(task_id: str) -> None:
-                nonlocal submit_errors
-                async with sem:
-                    try:
-                        await client.ask(rng.choice(addrs), "submit", {"id": task_id, "spec": TASK})
-                    except (RuntimeError, TimeoutError):
-                        submit_errors += 1  # not confirmed in time; its record may still exist
-
             recorded0 = _results_recorded(addrs)
             first_submit = time.time()
-            await asyncio.gather(*(submit(t) for t in ids))
+            submit_errors = await submit_all(client, addrs, ids, rng)
             await _quietly_until_recorded(addrs, recorded0, n_burst)
             recs = await _records(client, addrs, ids)
             suspicions1, declarations1 = _membership_counters(addrs)
