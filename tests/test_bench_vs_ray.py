@@ -7,8 +7,6 @@ import math
 
 import pytest
 
-pytest.importorskip("ray")
-
 MEASURED = (
     "completed tasks/s",
     "CPU per task (ms)",
