@@ -230,14 +230,20 @@ def test_forged_award_from_a_process_that_is_no_agent_runs_nothing(tmp_path: Pat
         a.stop()
 
 
-def test_keyed_agent_refuses_forged_senders(keyed: Any, tmp_path: Path) -> None:
-    """A client key cannot send protocol messages; a node key cannot claim another node's id."""
+def _two_keyed_agents(keyed: Any) -> tuple[Any, AgentThread, AgentThread, Credential]:
+    """(ring, n1, n2 joined through n1, an admin credential), once both see each other alive."""
     path, ring, agents = keyed
     a = AgentThread("n1", str(path))
     b = AgentThread("n2", str(path), seeds=[a.addr])
     agents += [a, b]
     admin = Credential.load(path)
     _wait(lambda: _alive(a, admin) == {"n1", "n2"})
+    return ring, a, b, admin
+
+
+def test_keyed_agent_refuses_forged_senders(keyed: Any, tmp_path: Path) -> None:
+    """A client key cannot send protocol messages; a node key cannot claim another node's id."""
+    ring, a, b, admin = _two_keyed_agents(keyed)
     server = server_keypair(ring.primary).public
     marker = tmp_path / "pwned"
     rec = TaskRecord("evil", TaskSpec(("touch", str(marker)), cpus=0.1),
@@ -262,12 +268,7 @@ def test_keyed_agent_refuses_forged_senders(keyed: Any, tmp_path: Path) -> None:
 def test_keyed_agent_refuses_forged_datagrams(keyed: Any, tmp_path: Path) -> None:
     """The UDP port holds to the same rules as the stream: sealed with a member's own key,
     speaking only for that member, and only what rides datagrams (never an award or a query)."""
-    path, ring, agents = keyed
-    a = AgentThread("n1", str(path))
-    b = AgentThread("n2", str(path), seeds=[a.addr])
-    agents += [a, b]
-    admin = Credential.load(path)
-    _wait(lambda: _alive(a, admin) == {"n1", "n2"})
+    ring, a, b, admin = _two_keyed_agents(keyed)
     server = server_keypair(ring.primary)
     n3 = node_keypair(ring.primary, "n3")
     as_n3 = DatagramCodec(DatagramKeys(n3.public, n3.secret, server.public,

@@ -285,17 +285,25 @@ def test_owner_crash_mid_negotiation_next_replica_takes_over():
     assert_clean(c, tid)
 
 
+def _final_reports(c, crash_the_first_receiver: bool = False) -> list[str]:  # noqa: ANN001
+    """The addresses final reports are delivered to, in order, as the run goes on."""
+    got: list[str] = []
+
+    def watch(cl, addr, now, msg):  # noqa: ANN001, ANN202
+        if msg is not None and isinstance(msg.body, TaskReport) and msg.body.state.terminal:
+            got.append(addr)
+            if crash_the_first_receiver and len(got) == 1:
+                cl.crash_soon(addr)
+        return False
+
+    c.watch(watch)
+    return got
+
+
 def test_a_final_report_goes_to_the_owner_alone_and_to_every_replica_only_when_resent():
     c = make(19)
     tid, spec = pinned(c, "f", expected=1.0)
-    got: list[str] = []
-
-    def final_reports(cl, addr, now, msg):
-        if msg is not None and isinstance(msg.body, TaskReport) and msg.body.state.terminal:
-            got.append(addr)
-        return False
-
-    c.watch(final_reports)
+    got = _final_reports(c)
     c.submit(tid, spec, via=2)
     settle(c)
     assert got == [owner_addr(c, tid)]  # the other replicas would only have dropped it
@@ -308,16 +316,7 @@ def test_a_final_report_the_owner_never_got_is_resent_to_every_replica():
     re-send reaches the next replica, which records the result (no second run)."""
     c = make(20)
     tid, spec = pinned(c, "h", expected=1.0)
-    got: list[str] = []
-
-    def crash_the_owner_at_the_report(cl, addr, now, msg):
-        if msg is not None and isinstance(msg.body, TaskReport) and msg.body.state.terminal:
-            got.append(addr)
-            if len(got) == 1:
-                cl.crash_soon(addr)
-        return False
-
-    c.watch(crash_the_owner_at_the_report)
+    got = _final_reports(c, crash_the_first_receiver=True)
     c.submit(tid, spec, via=2)
     settle(c)
     assert len(got) > 1 and got[0] in c.crashed
