@@ -1,101 +1,144 @@
-"""A node's load forecast, kept up to date from its own samples (pure: time is passed in).
+"""A node's background-load forecast, kept up to date from its own samples (pure: time is
+passed in).
 
 The agent core feeds one load sample at a time (a fraction 0..1, at any rate) with the time it
 was taken; the tracker keeps one value per ``step`` seconds — the mean of the samples taken in
-that step — in a bounded history, periodically re-adapts the forecaster to that history, and
-answers "what load do we expect over the next N seconds"::
+that step — in a bounded history, re-adapts the peak forecaster to that history every
+``readapt_every`` steps, and answers "how high will the background go over the next N
+seconds"::
 
-    fc = NumpyForecaster.load()                    # once per process, shared by every tracker
+    fc = make_forecaster("meta")                   # once per process, shared by every tracker
     tr = ForecastTracker(fc, step=300.0)           # the traces' step: 5 minutes
     tr.observe(now, load)                          # whenever the agent samples its load
-    tr.forecast()                                  # horizon predicted fractions, 0..1
-    tr.predicted_peak(900.0)                       # max predicted load over the next 15 min
+    tr.peak(3600.0)                                # 0.9-quantile of the peak over the next hour
+    tr.published()                                 # that peak per horizon: what is gossiped
+
+Forecasters (:data:`KINDS`) have the interface of :mod:`metalearn.peak_runtime`: ``spec``
+(a :class:`~metalearn.peaks.PeakSpec`), ``adapt(history) -> node`` and
+``node.forecast(history) -> PeakForecast``, ``node.shots``, ``node.fell_back``. Peak forecasters
+are scale-free, so the tracker gives them its fractions as they are.
 
 Steps are counted from the first sample's time. Samples in the same step are averaged; when a
 sample arrives after one or more steps without any, those steps repeat the last step's value;
 a sample timed before the current step (clock stepped back) counts toward the current step.
 The value of the step in progress is not used until the step is over.
 
-The forecaster works in the traces' units, CPU % (0..100, see docs/forecasting.md): the
-tracker multiplies its fractions by 100 before adapting/forecasting and divides the forecast
-by 100, clamped to 0..1. Any object with ``window``, ``horizon`` and
-``adapt(history) -> node`` where ``node.forecast(recent)`` returns ``horizon`` values is
-accepted: :class:`~metalearn.numpy_runtime.NumpyForecaster` (torch-free, the one for agents),
-:class:`metalearn.runtime.Forecaster`, or :class:`LastValueForecaster` (ablation).
+A forecaster never takes the agent down: an adaptation or a forecast that raises, or a
+forecast that is not finite, is counted (``failures``) and the node uses its last value (the
+previous adaptation is kept for the next try). Adaptations the forecaster itself discarded
+(``node.fell_back``: it kept the meta-initialization) are counted as ``fallbacks``.
 
-Nothing here reads a clock or does I/O; adaptation (~0.1 ms with the numpy forecaster) runs
-inside :meth:`ForecastTracker.observe` when due.
+Nothing here reads a clock or does I/O; adaptation runs inside :meth:`observe` when due.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from metalearn.numpy_runtime import LastValueForecaster
+from agent.policies.base import covering
+from metalearn.peaks import PeakForecast, PeakSpec
 
-__all__ = ["PERCENT", "ForecastTracker", "LastValueForecaster"]
+__all__ = ["KINDS", "ForecastTracker", "check_forecaster", "make_forecaster"]
 
-PERCENT = 100.0  # forecaster units (CPU %) per load fraction
+log = logging.getLogger(__name__)
+
+# forecaster kinds an agent (or a simulated node) can run
+KINDS = ("meta", "meta-init", "last-value", "none")
+
+
+def make_forecaster(kind: str) -> Any:
+    """The forecaster of a kind: ``meta`` (the shipped meta-initialization, adapted on each
+    node), ``meta-init`` (the same, never adapted: ablation), ``last-value`` (ablation) or
+    ``none`` (None: bids and gossip use the current load). ValueError for an unknown kind;
+    :class:`~metalearn.errors.ForecastError` if the shipped file cannot be read."""
+    if kind == "none":
+        return None
+    if kind == "last-value":
+        from metalearn.peak_runtime import LastValuePeak
+
+        return LastValuePeak()
+    if kind in ("meta", "meta-init"):
+        from metalearn.peak_runtime import PeakForecaster
+
+        return PeakForecaster.load(adapt=kind == "meta")
+    raise ValueError(f"unknown forecaster {kind!r} (known: {', '.join(KINDS)})")
+
+
+def check_forecaster(forecaster: Any, horizons: Sequence[int], quantile: float) -> None:
+    """ValueError (one line) unless the forecaster predicts every horizon and the quantile."""
+    spec = getattr(forecaster, "spec", None)
+    if not isinstance(spec, PeakSpec):
+        raise ValueError(f"forecaster {type(forecaster).__name__} has no peak spec")
+    missing = [h for h in horizons if h not in spec.horizons]
+    if missing:
+        raise ValueError(f"the forecaster predicts horizons {list(spec.horizons)} (steps), "
+                         f"not {missing}: set placement.forecast_horizons to some of those")
+    if quantile not in spec.quantiles:
+        raise ValueError(f"the forecaster predicts peak quantiles {list(spec.quantiles)}, not "
+                         f"{quantile}: set placement.forecast_quantile to one of those")
 
 
 class _Node(Protocol):
-    def forecast(self, recent: Sequence[float] | np.ndarray) -> Sequence[float] | np.ndarray: ...
+    shots: int
+    fell_back: bool
+
+    def forecast(self, history: np.ndarray) -> PeakForecast: ...
 
 
 class _Forecaster(Protocol):
-    window: int
-    horizon: int
+    spec: PeakSpec
 
-    def adapt(self, history: Sequence[float] | np.ndarray) -> _Node: ...
+    def adapt(self, history: np.ndarray) -> _Node: ...
 
 
 class ForecastTracker:
-    """One node's load history, adapted forecaster and forecast."""
+    """One node's background history, adapted forecaster and peak forecast."""
 
     def __init__(
         self,
         forecaster: _Forecaster,
         step: float,
-        history: int = 288,
+        history: int = 672,
         readapt_every: int = 12,
-        min_history: int | None = None,
+        horizons: Sequence[int] | None = None,
+        quantile: float = 0.9,
     ) -> None:
-        """``history``: samples kept (one per ``step``); ``readapt_every``: new samples between
-        adaptations; ``min_history``: samples needed before the first adaptation (default
-        ``window + horizon``, one complete support window)."""
+        """``history``: steps kept (the default, 2 days + 8 h of 5-minute steps, holds two
+        daily cycles and the longest default horizon); ``readapt_every``: new steps between
+        adaptations; ``horizons`` (steps, default the forecaster's) and ``quantile``: what
+        :meth:`published` and :meth:`peak` answer from."""
         self.forecaster = forecaster
-        self.window = int(forecaster.window)
-        self.horizon = int(forecaster.horizon)
+        self.spec: PeakSpec = forecaster.spec
+        self.horizons = tuple(int(h) for h in (horizons or self.spec.horizons))
+        self.quantile = float(quantile)
+        check_forecaster(forecaster, self.horizons, self.quantile)
         if not (math.isfinite(step) and step > 0):
             raise ValueError(f"step must be a positive number of seconds, got {step}")
-        if min_history is None:
-            min_history = self.window + self.horizon
-        if not 1 <= min_history <= history:
-            raise ValueError(
-                f"need 1 <= min_history <= history, got min_history={min_history}, "
-                f"history={history}"
-            )
+        self.window = int(self.spec.window)
         if history < self.window:
             raise ValueError(f"history ({history}) must hold at least one window ({self.window})")
         if readapt_every < 1:
             raise ValueError(f"readapt_every must be >= 1, got {readapt_every}")
         self.step = float(step)
-        self.min_history = int(min_history)
         self.readapt_every = int(readapt_every)
+        self._cols = [self.spec.horizons.index(h) for h in self.horizons]
         self._hist: deque[float] = deque(maxlen=int(history))
         self._t0: float | None = None  # time of the first sample: step 0 starts there
         self._cur = 0  # index of the step in progress
         self._sum = 0.0  # samples of the step in progress
         self._n = 0
         self._since_adapt = 0  # closed steps since the last adaptation
+        self._node: _Node | None = None  # None until `window` steps are closed
+        self._cached: dict[float, tuple[float, ...]] | None = None  # quantile -> peaks
         self.adaptations = 0
-        self._node = forecaster.adapt(np.empty(0))  # meta-initialization, unadapted
-        self._cached: tuple[float, ...] | None = None
+        self.fallbacks = 0  # adaptations the forecaster discarded (node.fell_back)
+        self.failures = 0  # adaptations or forecasts that raised or were not finite
 
     # --- input ------------------------------------------------------------------------------
 
@@ -122,12 +165,28 @@ class ForecastTracker:
         self._hist.extend([value] * count)
         self._since_adapt += count
         self._cached = None
-        if len(self._hist) >= self.min_history and (
-            self.adaptations == 0 or self._since_adapt >= self.readapt_every
+        if len(self._hist) >= self.window and (
+            self._node is None or self._since_adapt >= self.readapt_every
         ):
-            self._node = self.forecaster.adapt(np.asarray(self._hist) * PERCENT)
             self._since_adapt = 0
-            self.adaptations += 1
+            self._adapt()
+
+    def _adapt(self) -> None:
+        try:
+            node = self.forecaster.adapt(np.asarray(self._hist, dtype=np.float64))
+        except Exception as e:  # noqa: BLE001 - a forecaster must never take the agent down
+            self._fail("forecaster adaptation", e)
+            return
+        self._node = node
+        self.adaptations += 1
+        if getattr(node, "fell_back", False):
+            self.fallbacks += 1
+
+    def _fail(self, what: str, e: BaseException | str) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 1000 == 0:
+            log.warning("%s failed (%d so far), using the last value: %s",
+                        what, self.failures, e)  # fmt: skip
 
     # --- output -----------------------------------------------------------------------------
 
@@ -143,35 +202,55 @@ class ForecastTracker:
 
     @property
     def shots(self) -> int:
-        """Support windows used by the current adaptation (0: meta-initialization as is)."""
-        return int(getattr(self._node, "shots", 0))
+        """Support examples used by the current adaptation (0: none yet, or nothing adapted)."""
+        return int(getattr(self._node, "shots", 0) or 0)
 
-    def forecast(self) -> tuple[float, ...]:
-        """Predicted load fractions (0..1) for the ``horizon`` steps after the last complete one.
+    def last(self) -> float:
+        """The last complete step's value (before any: the mean so far of the step in
+        progress; before any sample: 0.0)."""
+        if self._hist:
+            return self._hist[-1]
+        return self._sum / self._n if self._n else 0.0
 
-        Before ``window`` steps are complete: the last complete step's value repeated (before
-        the first step is complete, the mean so far of the step in progress), or 0.0 before
-        any sample.
-        """
+    def _peaks(self) -> dict[float, tuple[float, ...]] | None:
+        """quantile -> peak per tracked horizon, fractions clamped to 0..1 and non-decreasing;
+        None when the last value stands in (too little history, or a failed forecast)."""
+        if self._node is None:
+            return None
         if self._cached is None:
-            if len(self._hist) < self.window:
-                last = (
-                    self._hist[-1] if self._hist
-                    else self._sum / self._n if self._n else 0.0
-                )
-                return (last,) * self.horizon  # not cached: the step in progress may change
-            recent = np.fromiter(self._hist, dtype=np.float64)[-self.window:] * PERCENT
-            pred = np.asarray(self._node.forecast(recent), dtype=np.float64) / PERCENT
-            self._cached = tuple(float(v) for v in np.clip(pred, 0.0, 1.0))
-        return self._cached
+            try:
+                fc = self._node.forecast(np.asarray(self._hist, dtype=np.float64))
+                out = {}
+                for q in self.spec.quantiles:
+                    row = np.asarray(fc.peaks[q], dtype=np.float64)[self._cols]
+                    if not np.all(np.isfinite(row)):
+                        raise ValueError(f"non-finite peak forecast {row.tolist()}")
+                    row = np.maximum.accumulate(np.clip(row, 0.0, 1.0))
+                    out[q] = tuple(float(x) for x in row)
+            except Exception as e:  # noqa: BLE001 - never take the agent down
+                self._fail("forecast", e)
+                out = {}
+            self._cached = out
+        return self._cached or None
 
-    def predicted_peak(self, seconds: float) -> float:
-        """Max predicted load over the steps covering the next ``seconds`` (at least one step;
-        beyond the horizon, the horizon's max)."""
+    def published(self) -> tuple[float, ...]:
+        """The ``quantile`` of the peak over each of ``horizons``, fractions 0..1,
+        non-decreasing: what the node gossips (element i covers the next horizons[i] steps)."""
+        peaks = self._peaks()
+        if peaks is None:
+            return (min(1.0, max(0.0, self.last())),) * len(self.horizons)
+        return peaks[self.quantile]
+
+    def peak(self, seconds: float, quantile: float | None = None) -> float:
+        """The ``quantile`` (default the tracker's) of the peak background over the next
+        ``seconds``, from the shortest tracked horizon that covers them (the longest if none
+        does), a fraction 0..1."""
         if math.isnan(seconds):
-            raise ValueError("predicted_peak: seconds is NaN")
-        if seconds >= self.horizon * self.step:
-            n = self.horizon
-        else:
-            n = math.ceil(seconds / self.step) if seconds > 0 else 1
-        return max(self.forecast()[:n])
+            raise ValueError("peak: seconds is NaN")
+        q = self.quantile if quantile is None else float(quantile)
+        if q not in self.spec.quantiles:
+            raise ValueError(f"peak: the forecaster has no quantile {q}")
+        peaks = self._peaks()
+        if peaks is None:
+            return min(1.0, max(0.0, self.last()))
+        return peaks[q][covering(self.horizons, self.step, seconds)]

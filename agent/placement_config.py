@@ -7,6 +7,9 @@ from typing import Any
 
 from agent.policies import NAMES as POLICY_NAMES
 from gossip.config import check_positive, from_table
+from gossip.wire import MAX_FORECAST
+
+MAX_HORIZON = 100_000  # forecast steps (a year of 5-minute steps); more is a typo
 
 
 @dataclass(frozen=True)
@@ -34,8 +37,13 @@ class PlacementConfig:
     # heal) to show in the membership view, so that two sides never both move a task on
     partition_grace: float = 2.0
     forecast_step: float = 300.0  # seconds per load sample the forecaster works on
-    forecast_history: int = 288  # samples kept for adaptation
+    # steps kept for adaptation: two days (two daily cycles) + the longest horizon (8 h)
+    forecast_history: int = 672
     readapt_every: int = 12  # re-adapt the forecaster after this many new samples
+    # gossiped: the peak background over each of these horizons (in forecast steps; the
+    # forecaster must predict each), at this quantile of the peak (one the forecaster has)
+    forecast_horizons: tuple[int, ...] = (1, 6, 24, 96)
+    forecast_quantile: float = 0.9
     publish_interval: float = 2.0  # publish allocation/forecast changes at most this often
     publish_delta: float = 0.05  # ...and only if load or forecast moved this much
     # or this long has passed (push-pull repairs a lost update well before; a republish every
@@ -62,7 +70,27 @@ class PlacementConfig:
             raise ValueError(
                 f"placement.minority_decides must be true or false, got {self.minority_decides!r}"
             )
-        check_positive(self, "placement", skip=("policy", "minority_decides"))
+        self._check_forecast_fields()
+        check_positive(self, "placement", skip=("policy", "minority_decides",
+                                                "forecast_horizons", "forecast_quantile"))
+
+    def _check_forecast_fields(self) -> None:
+        hs = self.forecast_horizons
+        ok = isinstance(hs, list | tuple) and 0 < len(hs) <= MAX_FORECAST and all(
+            isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_HORIZON for h in hs
+        ) and all(a < b for a, b in zip(hs, hs[1:], strict=False))
+        if not ok:
+            raise ValueError(
+                "placement.forecast_horizons must be 1 to "
+                f"{MAX_FORECAST} increasing whole numbers of steps in 1..{MAX_HORIZON}, got {hs!r}"
+            )
+        object.__setattr__(self, "forecast_horizons", tuple(hs))
+        q = self.forecast_quantile
+        if isinstance(q, bool) or not isinstance(q, int | float) or not 0.0 < q < 1.0:
+            raise ValueError(
+                f"placement.forecast_quantile must be a number strictly between 0 and 1, got {q!r}"
+            )
+        object.__setattr__(self, "forecast_quantile", float(q))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PlacementConfig:
