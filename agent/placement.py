@@ -51,24 +51,40 @@ PLACEMENT_BODIES = (
 )  # fmt: skip
 
 
+def gossipable(forecast: tuple[float, ...], n: int) -> tuple[float, ...]:
+    """The forecast as it may be gossiped: `n` peaks, each a share of this node (clamped to
+    0..1), non-decreasing with the horizon; () — peers then use the load — if it has another
+    length or any value is not finite. Peers treat any other forecast as absent."""
+    if len(forecast) != n or not all(math.isfinite(x) for x in forecast):
+        return ()
+    out, top = [], 0.0
+    for x in forecast:
+        top = max(top, min(1.0, max(0.0, x)))
+        out.append(top)
+    return tuple(out)
+
+
 class PlacementCore:
     def __init__(
         self, view: Membership, config: PlacementConfig | None = None,
         rng: random.Random | None = None, forecaster: Any = None,
     ) -> None:  # fmt: skip
-        """`forecaster`: a shared meta-initialized forecaster (NumpyForecaster, or the
-        last-value ablation); None = no forecast, bids and gossip use the current load."""
+        """`forecaster`: a shared peak forecaster (`agent.forecast_tracker.make_forecaster`:
+        the meta-initialization, or an ablation); None = no forecast, bids and gossip use the
+        current load. ValueError if it lacks the configured horizons or quantile."""
         self.config = config or PlacementConfig()
         rec = view.resources
         self.ctx = Context(view.node_id, view.addr, view, self.config, rng or random.Random())
         self.ledger = Ledger(rec.cpus, rec.memory, rec.gpus)
         self.worker = Worker(self.ctx, self.ledger)
-        policy = make_policy(self.config.policy, self.config.forecast_step)
+        cfg = self.config
+        policy = make_policy(cfg.policy, cfg.forecast_step, cfg.forecast_horizons)
         self.owner = Owner(self.ctx, policy)
         self.requests = Requests(self.ctx, self.owner)
         self.tracker = (
-            ForecastTracker(forecaster, self.config.forecast_step, self.config.forecast_history,
-                            self.config.readapt_every)  # fmt: skip
+            ForecastTracker(forecaster, cfg.forecast_step, cfg.forecast_history,
+                            cfg.readapt_every, cfg.forecast_horizons,
+                            cfg.forecast_quantile)  # fmt: skip
             if forecaster is not None else None
         )
         self._published: tuple[float, tuple[float, ...], float, float] | None = None
@@ -184,8 +200,12 @@ class PlacementCore:
         if self.tracker is not None:
             if tasks_load is None:
                 tasks_load = self.ledger.committed().cpus / max(self.ledger.capacity.cpus, 1e-9)
-            self.tracker.observe(now, max(0.0, load - tasks_load))
-            self.worker.forecast = tuple(self.tracker.forecast())
+            tr = self.tracker
+            tr.observe(now, max(0.0, load - tasks_load))
+            self.worker.forecast = tr.published()
+            st = self.ctx.stats
+            if tr.fallbacks != st["forecast_fallbacks"] or tr.failures != st["forecast_failures"]:
+                st["forecast_fallbacks"], st["forecast_failures"] = tr.fallbacks, tr.failures
 
     def stop_accepting(self) -> None:
         self.worker.accepting = False
@@ -220,10 +240,7 @@ class PlacementCore:
         cfg = self.config
         self._next_publish = now + cfg.publish_interval
         load = self._gossip_load[0] if self._gossip_load else self.worker.load
-        forecast = self.worker.forecast
-        if not all(math.isfinite(x) for x in forecast):
-            forecast = ()  # a broken forecast is not gossiped; peers fall back to the load
-        forecast = tuple(min(1.0, max(0.0, x)) for x in forecast)  # a share of this node
+        forecast = gossipable(self.worker.forecast, len(cfg.forecast_horizons))
         alloc = self.ledger.committed()
         last = self._published
         if last is not None:

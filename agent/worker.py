@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from agent.context import Context
 from agent.execution import Action, StartTask, StopTask, TaskExit
 from agent.ledger import Demand, Ledger
-from agent.policies.base import peak
+from agent.policies.base import peak, usable_forecast
 from agent.records import demand_of, labels_match
 from gossip.messages import (
     Award,
@@ -46,7 +46,9 @@ class Worker:
         self.runs: dict[tuple[str, int], _Run] = {}
         self.actions: list[Action] = []
         self.load = 0.0  # latest observed load, 0..1
-        self.forecast: tuple[float, ...] = ()  # predicted background load per forecast step
+        # the forecast peak background (fraction of this node) over each of the configured
+        # horizons, at the configured quantile; () = no forecaster
+        self.forecast: tuple[float, ...] = ()
         self.accepting = True  # False once leaving
 
     # ------------------------------------------------------------------ bidding
@@ -83,10 +85,13 @@ class Worker:
                                 queued=self.ledger.queued))  # fmt: skip
 
     def headroom(self, seconds: float) -> float:
-        """CPUs expected free over the next `seconds` with everything held here (leases too)."""
+        """CPUs expected free over the next `seconds` with everything held here (leases too):
+        the forecast peak background over the horizon covering them, else the current load."""
         cap = self.ledger.capacity.cpus
-        background = peak(self.forecast, seconds, self.ctx.config.forecast_step) \
-            if self.forecast else self.load  # fmt: skip
+        cfg = self.ctx.config
+        hs = cfg.forecast_horizons
+        background = peak(self.forecast, seconds, cfg.forecast_step, hs) \
+            if usable_forecast(self.forecast, hs) else self.load  # fmt: skip
         return cap * (1.0 - background) - self.ledger.used().cpus
 
     def on_release(self, sender_addr: str, r: Release) -> None:

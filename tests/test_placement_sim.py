@@ -739,14 +739,17 @@ def test_runs_are_reproduced_across_processes_whatever_the_hash_seed():
 
 
 def test_forecaster_and_background_traces_pass_through():
-    from metalearn.numpy_runtime import NumpyForecaster
+    from metalearn.peak_runtime import LastValuePeak
+    from metalearn.peaks import PeakSpec
 
     rng = random.Random(20)
     traces = [BackgroundTrace([rng.uniform(0.1, 0.7) for _ in range(24)], step=2.0,
                               offset=rng.uniform(0, 48)) for _ in range(8)]  # fmt: skip
-    cfg = dataclasses.replace(FAST_PLACEMENT, forecast_step=2.0, readapt_every=4)
-    c = PlacementCluster(8, 20, background=traces, placement=cfg,
-                         forecaster=NumpyForecaster.load(), sample_step=1.0)  # fmt: skip
+    cfg = dataclasses.replace(FAST_PLACEMENT, forecast_step=2.0, readapt_every=4,
+                              forecast_horizons=(1, 2, 4))  # fmt: skip
+    fc = LastValuePeak(PeakSpec(window=4, horizons=(1, 2, 4), day=8, context=8))
+    c = PlacementCluster(8, 20, background=traces, placement=cfg, forecaster=fc,
+                         sample_step=1.0)  # fmt: skip
     c.run_for(60.0)  # enough samples to adapt the forecaster on each node
     for i in range(40):
         c.submit(f"t{i}", task_spec(cpus=1, expected=rng.uniform(1, 4)), via=i % 8,
@@ -756,7 +759,7 @@ def test_forecaster_and_background_traces_pass_through():
     assert_clean(c)
     view = c.core(c.addrs[0]).membership
     forecasts = [view.record_of(n).forecast for n in c.ids]
-    assert all(len(f) > 0 for f in forecasts) and len(set(forecasts)) > 1
+    assert all(len(f) == 3 for f in forecasts) and len(set(forecasts)) > 1
 
 
 # ---------------------------------------------------------------------- property-based

@@ -14,6 +14,7 @@ from gossip import wire
 from gossip.config import SwimConfig
 from gossip.membership import Membership
 from gossip.messages import Gossip, GossipOnly, Message, ResourceRecord, quantized
+from metalearn.peak_runtime import LastValuePeak
 
 
 def _node(**cfg: float) -> tuple[Membership, PlacementCore]:
@@ -45,12 +46,33 @@ def test_the_gossiped_load_is_averaged_so_noise_does_not_republish_the_record() 
 
 def test_a_forecast_is_gossiped_bounded_to_the_node_and_not_at_all_when_broken() -> None:
     view, core = _node(publish_interval=1.0)
-    core.worker.forecast = (0.5, 1e35, -3.0)
+    core.worker.forecast = (0.5, 1e35, -3.0, 0.2)  # one peak per horizon (1, 6, 24, 96)
     core.on_tick(1.0)
-    assert view.resources.forecast == (0.5, 1.0, 0.0)
-    core.worker.forecast = (0.2, float("nan"))
+    assert view.resources.forecast == (0.5, 1.0, 1.0, 1.0)  # a share of the node, never falling
+    core.worker.forecast = (0.2, 0.1, 0.4, 0.3)
     core.on_tick(20.0)
+    assert view.resources.forecast == (0.2, 0.2, 0.4, 0.4)
+    core.worker.forecast = (0.2, float("nan"), 0.3, 0.4)
+    core.on_tick(40.0)
     assert view.resources.forecast == ()
+    core.worker.forecast = (0.2, 0.3)  # not one per configured horizon
+    core.on_tick(60.0)
+    assert view.resources.forecast == ()
+
+
+def test_the_gossiped_forecast_is_the_trackers_quantile_peak_per_horizon() -> None:
+    view = Membership("me", "sim://me", random.Random(0), SwimConfig(),
+                      ResourceRecord("me", 0, cpus=4.0))  # fmt: skip
+    view.join(0.0, [])
+    cfg = PlacementConfig(forecast_step=10.0, forecast_horizons=(1, 24), publish_interval=1.0)
+    core = PlacementCore(view, cfg, forecaster=LastValuePeak())
+    for t in range(0, 300):  # 30 steps of 10 s: more than the window (24)
+        core.observe_load(float(t), 0.25 if t < 290 else 0.9)
+        core.on_tick(float(t))
+    assert core.tracker is not None and core.tracker.horizons == (1, 24)
+    assert view.resources.forecast == (0.25, 0.25)  # the last closed step, at both horizons
+    assert core.worker.headroom(60.0) == pytest.approx(4.0 * 0.75)
+    assert core.stats["forecast_failures"] == 0
 
 
 def test_loads_travel_in_thousandths_and_an_own_record_echoed_back_is_no_news() -> None:

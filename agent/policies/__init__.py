@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from agent.policies.base import Candidate, Policy
 from agent.policies.least_loaded import LeastLoaded
 from agent.policies.predictive import Predictive
@@ -12,11 +14,13 @@ from agent.policies.sparrow import Sparrow
 NAMES = ("predictive", "least-loaded", "sparrow", "random", "round-robin")
 
 
-def make_policy(name: str, forecast_step: float) -> Policy:
-    """Build a policy by name; ValueError names the known ones."""
+def make_policy(name: str, forecast_step: float,
+                horizons: Sequence[int] = (1, 6, 24, 96)) -> Policy:  # fmt: skip
+    """Build a policy by name; ValueError names the known ones. `horizons` (in steps of
+    `forecast_step` seconds): what element i of a gossiped forecast covers."""
     match name:
         case "predictive":
-            return Predictive(forecast_step)
+            return Predictive(forecast_step, horizons)
         case "least-loaded":
             return LeastLoaded()
         case "sparrow":

@@ -8,8 +8,8 @@ guarantees (leases, no over-commit, retries).
 
 from __future__ import annotations
 
-import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,17 +33,40 @@ class Policy(Protocol):
     def pick(self, spec: TaskSpec, bids: list[Bid], rng: random.Random) -> Bid: ...
 
 
-def peak(forecast: tuple[float, ...] | list[float], seconds: float, step: float) -> float:
-    """Highest forecast value over the steps that cover `seconds` (at least one step)."""
-    if not forecast:
-        return 0.0
-    n = max(1, min(len(forecast), math.ceil(seconds / step) if step > 0 else 1))
-    return max(forecast[:n])
+def covering(horizons: Sequence[int], step: float, seconds: float) -> int:
+    """Index of the shortest horizon (in steps of `step` seconds) that covers `seconds`; the
+    longest if none does."""
+    for i, h in enumerate(horizons):
+        if h * step >= seconds:
+            return i
+    return len(horizons) - 1
 
 
-def gossiped_headroom(rec: ResourceRecord, spec: TaskSpec, step: float) -> float:
-    """CPUs a node should have free over the task's run, judged from its gossiped record."""
-    background = peak(rec.forecast, spec.expected, step) if rec.forecast else rec.load
+def usable_forecast(forecast: Sequence[float], horizons: Sequence[int]) -> bool:
+    """A forecast as nodes gossip it: one peak per horizon, fractions 0..1 of the node,
+    non-decreasing. Anything else (another length, out of range, decreasing, NaN: an old,
+    buggy or lying peer) is treated as no forecast at all."""
+    return (
+        len(forecast) == len(horizons)
+        and all(0.0 <= x <= 1.0 for x in forecast)
+        and all(a <= b for a, b in zip(forecast, forecast[1:], strict=False))
+    )
+
+
+def peak(forecast: Sequence[float], seconds: float, step: float,
+         horizons: Sequence[int]) -> float:  # fmt: skip
+    """The forecast peak background over the next `seconds`: the covering horizon's value."""
+    return forecast[covering(horizons, step, seconds)]
+
+
+def gossiped_headroom(rec: ResourceRecord, spec: TaskSpec, step: float,
+                      horizons: Sequence[int]) -> float:  # fmt: skip
+    """CPUs a node should have free over the task's run, judged from its gossiped record:
+    its forecast peak over the task's expected run if it gossips a usable forecast, else its
+    current load."""
+    f = rec.forecast
+    background = peak(f, spec.expected, step, horizons) if usable_forecast(f, horizons) \
+        else rec.load  # fmt: skip
     return rec.cpus * (1.0 - background) - rec.alloc_cpus
 
 
