@@ -55,6 +55,7 @@ from agent.access import ANYONE, owns, refusal, visible_row
 from agent.event_log import EventLog
 from agent.execution import StartTask, TaskExit
 from agent.executor import HISTORY, Executor
+from agent.forecast_tracker import check_forecaster, make_forecaster
 from agent.node import NodeCore
 from agent.placement_config import PlacementConfig
 from agent.records import spec_from_args
@@ -102,24 +103,36 @@ _FORECASTERS: dict[str, Any] = {}  # loaded once per process, shared by every ag
 
 
 def load_forecaster(kind: str) -> Any:
-    """The forecaster placement uses: the shipped meta-learned one (numpy, no torch), the
-    last-value ablation, or none. Raises AgentError if the shipped file cannot be read."""
+    """The forecaster placement uses (`agent.forecast_tracker.KINDS`): the shipped
+    meta-learned peak forecaster (numpy, no torch) adapted on this node (`meta`), its
+    unadapted meta-initialization (`meta-init`), the last-value ablation, or none. Raises
+    AgentError for an unknown kind or if the shipped file cannot be read."""
     if kind == "none":
         return None
     if kind not in _FORECASTERS:
         from metalearn.errors import ForecastError
-        from metalearn.numpy_runtime import LastValueForecaster, NumpyForecaster
 
-        if kind == "last-value":
-            _FORECASTERS[kind] = LastValueForecaster()
-        elif kind == "meta":
-            try:
-                _FORECASTERS[kind] = NumpyForecaster.load()
-            except ForecastError as e:
-                raise AgentError(f"cannot load the forecaster: {e}") from None
-        else:
-            raise AgentError(f"unknown forecaster {kind!r} (known: meta, last-value, none)")
+        try:
+            _FORECASTERS[kind] = make_forecaster(kind)
+        except ForecastError as e:
+            raise AgentError(f"cannot load the forecaster: {e}") from None
+        except ValueError as e:
+            raise AgentError(str(e)) from None
     return _FORECASTERS[kind]
+
+
+def check_forecast_config(forecaster: Any, placement: PlacementConfig) -> None:
+    """AgentError (one line) unless the forecaster predicts what placement gossips."""
+    if forecaster is None:
+        return
+    try:
+        check_forecaster(forecaster, placement.forecast_horizons, placement.forecast_quantile)
+    except ValueError as e:
+        raise AgentError(f"placement: {e}") from None
+    window = forecaster.spec.window
+    if placement.forecast_history < window:
+        raise AgentError(f"placement.forecast_history ({placement.forecast_history}) must hold "
+                         f"at least the forecaster's window ({window} steps)")
 
 
 GENERATION_EPOCH = 1_577_836_800.0  # 2020-01-01 UTC
@@ -175,7 +188,7 @@ class AgentOptions:
     join_timeout: float = 10.0
     load_interval: float = 1.0
     placement: PlacementConfig = field(default_factory=PlacementConfig)
-    forecaster: str = "meta"  # meta (the shipped meta-learned one) | last-value | none
+    forecaster: str = "meta"  # meta (shipped, adapted) | meta-init | last-value | none
     transport: TransportConfig = field(default_factory=TransportConfig)
     event_log: str = ""  # path of a JSON-lines event log to append to; "" = none
     fault_rules: str = ""  # path of a fault rules JSON file (testing only); "" = no faults
@@ -235,9 +248,11 @@ class Agent:
         )  # fmt: skip
         self.generation = options.generation if options.generation is not None else (
             start_generation())
+        forecaster = load_forecaster(options.forecaster)
+        check_forecast_config(forecaster, options.placement)
         self.node = NodeCore(
             options.node_id, options.advertise, rng or random.Random(), options.swim, resources,
-            options.placement, load_forecaster(options.forecaster), self.generation,
+            options.placement, forecaster, self.generation,
         )  # fmt: skip
         self.core = self.node.membership
         self.executor = Executor(self._on_task_exit)

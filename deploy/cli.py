@@ -151,8 +151,8 @@ def add_agent_parser(sub: Any) -> None:
     p.add_argument("--policy", choices=POLICY_NAMES,
                    help="placement policy for the tasks this agent owns (default predictive)")
     p.add_argument("--forecaster", choices=FORECASTERS,
-                   help="meta (default: the shipped meta-learned forecaster), last-value "
-                   "(ablation) or none")  # fmt: skip
+                   help="meta (default: the shipped meta-learned peak forecaster, adapted on "
+                   "this node), meta-init (unadapted) or last-value (ablations), or none")
     p.add_argument("--cpus", type=float, help="CPUs offered (default: detected)")
     p.add_argument("--memory", metavar="SIZE", help="memory offered, e.g. 8GiB (default: detected)")
     p.add_argument("--gpus", type=int, help="GPUs offered (default: /dev/nvidiaN count)")

@@ -8,7 +8,7 @@ Example (every key is optional)::
     join = ["tcp://10.0.0.1:7946"]       # seeds; empty = start a new cluster
     join_timeout = 10.0                  # seconds to reach a seed before giving up
     load_interval = 1.0                  # seconds between load samples
-    forecaster = "meta"                  # meta | last-value (ablation) | none
+    forecaster = "meta"                  # meta | meta-init, last-value (ablations) | none
     log_level = "INFO"
     event_log = "events.jsonl"           # JSON-lines event log for checkers; "" = none
     fault_rules = "faults.json"          # fault injection rules, polled (testing only); "" = none
@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.agent import AgentOptions
+from agent.forecast_tracker import KINDS
 from agent.placement_config import PlacementConfig
 from agent.resources import CapacityOverrides, ReplayTrace, detect_capacity, parse_size
 from gossip.config import SwimConfig
@@ -61,7 +62,7 @@ from gossip.wire import MAX_ID_LEN, MAX_INT, MAX_LABELS, MAX_NODE_CPUS
 
 DEFAULT_BIND = "tcp://0.0.0.0:7946"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-FORECASTERS = ("meta", "last-value", "none")
+FORECASTERS = KINDS  # meta, meta-init, last-value, none
 MAX_INTERVAL = 86_400.0  # join_timeout, load_interval: a day; longer is a typo
 CLIENT_PREFIX = "@"  # node ids starting with it are reserved for client principals
 _ENDPOINT_RE = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.*-]+):([0-9]{1,5})$")

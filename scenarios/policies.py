@@ -1,7 +1,8 @@
 """The placement policies a scenario or benchmark can compare, by name.
 
 Each name is a `PlacementConfig.policy` plus the forecaster its nodes use, so that the
-meta-learned forecast and its last-value ablation are compared with everything else held equal.
+meta-learned forecast and its two ablations (the unadapted meta-initialization, the last value)
+are compared with everything else held equal.
 `omniscient` is not a protocol policy: a central scheduler that sees every node's true present
 and future background (`scenarios.omniscient`), the ideal to measure against (simulator only).
 """
@@ -12,9 +13,10 @@ from typing import Any
 
 OMNISCIENT = "omniscient"
 
-# name -> (PlacementConfig.policy, forecaster kind: meta | last-value | none)
+# name -> (PlacementConfig.policy, forecaster kind: agent.forecast_tracker.KINDS)
 POLICIES: dict[str, tuple[str, str]] = {
     "predictive": ("predictive", "meta"),
+    "predictive-unadapted": ("predictive", "meta-init"),
     "predictive-lastvalue": ("predictive", "last-value"),
     "least-loaded": ("least-loaded", "none"),
     "sparrow": ("sparrow", "none"),
@@ -22,7 +24,8 @@ POLICIES: dict[str, tuple[str, str]] = {
     "round-robin": ("round-robin", "none"),
 }
 LABELS = {
-    "predictive": "predictive (meta-learned forecast)",
+    "predictive": "predictive (meta-learned peak forecast, adapted per node)",
+    "predictive-unadapted": "predictive, unadapted meta-initialization (ablation)",
     "predictive-lastvalue": "predictive, last-value forecast (ablation)",
     OMNISCIENT: "omniscient (ideal baseline, sim only)",
 }
@@ -34,12 +37,6 @@ def label(name: str) -> str:
 
 def forecaster(kind: str) -> Any:
     """The forecaster object for the simulator's nodes (the agent loads its own by kind)."""
-    if kind == "meta":
-        from metalearn.numpy_runtime import NumpyForecaster
+    from agent.forecast_tracker import make_forecaster
 
-        return NumpyForecaster.load()
-    if kind == "last-value":
-        from metalearn.numpy_runtime import LastValueForecaster
-
-        return LastValueForecaster()
-    return None
+    return make_forecaster(kind)

@@ -70,6 +70,7 @@ def test_same_seed_same_numbers_and_ablation_differs_only_in_forecaster():
     assert [x.spec for x in sc7.arrivals[:5]] == [x.spec for x in sc.arrivals[:5]]
     assert sc7.rate == pytest.approx(sc.rate * 0.7 / 0.9)
     assert bp.POLICIES["predictive-lastvalue"] == ("predictive", "last-value")
+    assert bp.POLICIES["predictive-unadapted"] == ("predictive", "meta-init")
 
 
 def test_cli_rejects_bad_arguments_and_bench_knows_the_section(capsys):

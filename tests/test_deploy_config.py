@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from agent.placement_config import PlacementConfig
 from agent.resources import CapacityOverrides, detect_capacity, parse_size
 from deploy.config import (
     ConfigError,
@@ -80,7 +81,16 @@ def test_defaults_without_a_file() -> None:
         ("[placement]\nbids = 0", "placement.bids must be a positive int"),
         ("[placement]\nlease = \"long\"", "placement.lease"),
         ("[placement]\nreplica = 3", "unknown placement option(s): replica"),
-        ("forecaster = \"oracle\"", "forecaster: expected one of meta, last-value, none"),
+        ("[placement]\nforecast_horizons = [6, 1]", "placement.forecast_horizons must be 1 to"),
+        ("[placement]\nforecast_horizons = []", "placement.forecast_horizons must be 1 to"),
+        ("[placement]\nforecast_horizons = [1, 2.5]", "placement.forecast_horizons"),
+        ("[placement]\nforecast_horizons = 6", "placement.forecast_horizons"),
+        ("[placement]\nforecast_quantile = 1.0", "placement.forecast_quantile must be a number "
+         "strictly between 0 and 1, got 1.0"),
+        ("[placement]\nforecast_quantile = \"p90\"", "placement.forecast_quantile"),
+        ("[placement]\nforecast_history = 0", "placement.forecast_history must be a positive"),
+        ("forecaster = \"oracle\"",
+         "forecaster: expected one of meta, meta-init, last-value, none"),
         ("node_id = ", "TOML syntax error"),
     ],
 )
@@ -126,6 +136,17 @@ def test_placement_table_and_flags(tmp_path: Path) -> None:
     opts = apply_overrides(cfg, policy="round-robin").to_options()
     assert opts.placement.policy == "round-robin" and opts.placement.bids == 3
     assert opts.forecaster == "last-value"
+
+
+def test_forecast_fields_from_toml(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, 'forecaster = "meta-init"\n[placement]\n'
+                                       "forecast_horizons = [6, 24]\nforecast_quantile = 0.5\n"))
+    assert cfg.forecaster == "meta-init"
+    assert cfg.placement.forecast_horizons == (6, 24)  # a tuple, as the default
+    assert cfg.placement.forecast_quantile == 0.5
+    d = PlacementConfig()
+    assert (d.forecast_horizons, d.forecast_quantile, d.forecast_history) == ((1, 6, 24, 96),
+                                                                              0.9, 672)
 
 
 def test_sizes_and_endpoints() -> None:

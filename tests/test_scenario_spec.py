@@ -211,6 +211,25 @@ def test_unknown_policy(tmp_path: Path) -> None:
                  "unknown policy 'magic' (known: predictive,")  # fmt: skip
 
 
+def test_policy_table_keeps_both_forecast_ablations() -> None:
+    from agent.forecast_tracker import KINDS
+    from agent.policies import NAMES
+    from scenarios.policies import POLICIES, label
+
+    assert POLICIES["predictive"] == ("predictive", "meta")
+    assert POLICIES["predictive-unadapted"] == ("predictive", "meta-init")
+    assert POLICIES["predictive-lastvalue"] == ("predictive", "last-value")
+    assert all(p in NAMES and k in KINDS for p, k in POLICIES.values())
+    assert "ablation" in label("predictive-unadapted") and "ablation" in label(
+        "predictive-lastvalue")
+
+
+def test_scenario_forecast_fields_are_checked(tmp_path: Path) -> None:
+    text = BASE + "\n[cluster.placement]\nforecast_quantile = 1.5\n"
+    msg = error_of(tmp_path, text)
+    assert "placement.forecast_quantile must be a number strictly between 0 and 1" in msg
+
+
 def test_duplicate_seed(tmp_path: Path) -> None:
     text = BASE.replace("seeds = [1, 2]", "seeds = [1, 2, 1]")
     msg = error_of(tmp_path, text)
