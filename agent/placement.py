@@ -87,6 +87,7 @@ class PlacementCore:
                             cfg.forecast_quantile)  # fmt: skip
             if forecaster is not None else None
         )
+        self._forecast_stale = False  # a sample came in since worker.forecast was set
         self._published: tuple[float, tuple[float, ...], float, float] | None = None
         self._gossip_load: tuple[float, float] | None = None  # (smoothed load, when): `_smooth`
         self._next_publish = 0.0
@@ -107,6 +108,7 @@ class PlacementCore:
         w, o, r = self.worker, self.owner, self.requests
         match b:
             case BidRequest():
+                self._refresh_forecast()
                 w.on_bid_request(now, a, b)
             case Bid():
                 o.on_bid(now, s, a, b)
@@ -200,12 +202,22 @@ class PlacementCore:
         if self.tracker is not None:
             if tasks_load is None:
                 tasks_load = self.ledger.committed().cpus / max(self.ledger.capacity.cpus, 1e-9)
-            tr = self.tracker
-            tr.observe(now, max(0.0, load - tasks_load))
-            self.worker.forecast = tr.published()
-            st = self.ctx.stats
-            if tr.fallbacks != st["forecast_fallbacks"] or tr.failures != st["forecast_failures"]:
-                st["forecast_fallbacks"], st["forecast_failures"] = tr.fallbacks, tr.failures
+            self.tracker.observe(now, max(0.0, load - tasks_load))
+            self._forecast_stale = True  # forecast when asked for: a bid or a publish
+            self._tracker_stats()
+
+    def _refresh_forecast(self) -> None:
+        """The worker's forecast from the tracker, if a sample came in since it was taken (a
+        node fed a long history at once forecasts once, not once per step)."""
+        if self._forecast_stale and self.tracker is not None:
+            self._forecast_stale = False
+            self.worker.forecast = self.tracker.published()
+            self._tracker_stats()
+
+    def _tracker_stats(self) -> None:
+        tr, st = self.tracker, self.ctx.stats
+        if tr.fallbacks != st["forecast_fallbacks"] or tr.failures != st["forecast_failures"]:
+            st["forecast_fallbacks"], st["forecast_failures"] = tr.fallbacks, tr.failures
 
     def stop_accepting(self) -> None:
         self.worker.accepting = False
@@ -239,6 +251,7 @@ class PlacementCore:
             return
         cfg = self.config
         self._next_publish = now + cfg.publish_interval
+        self._refresh_forecast()
         load = self._gossip_load[0] if self._gossip_load else self.worker.load
         forecast = gossipable(self.worker.forecast, len(cfg.forecast_horizons))
         alloc = self.ledger.committed()

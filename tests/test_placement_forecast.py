@@ -168,3 +168,24 @@ def test_the_agent_refuses_at_start_a_forecaster_that_lacks_the_configured_forec
         assert needle in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(AgentError, match="unknown forecaster 'oracle'"):
         load_forecaster("oracle")
+
+
+def test_a_node_fed_a_long_history_forecasts_once_when_asked() -> None:
+    calls = []
+
+    class Counting(LastValuePeak):
+        def forecast(self, history):  # noqa: ANN001, ANN202
+            calls.append(len(history))
+            return super().forecast(history)
+
+    view = Membership("me", "sim://me", random.Random(0), SwimConfig(),
+                      ResourceRecord("me", 0, cpus=8.0))  # fmt: skip
+    view.join(0.0, [])
+    core = PlacementCore(view, PlacementConfig(publish_interval=1.0), forecaster=Counting())
+    for j in range(200, 0, -1):  # a warm-up: 200 past steps fed at once
+        core.observe_load(-j * STEP, 0.25)
+    assert calls == [] and core.tracker is not None and core.tracker.adaptations > 0
+    core.on_tick(0.0)  # the publish asks for it
+    assert len(calls) == 1 and view.resources.forecast == (0.25,) * 4
+    core.on_tick(5.0)
+    assert len(calls) == 1  # nothing new observed
