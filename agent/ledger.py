@@ -30,6 +30,7 @@ class Ledger:
         self.capacity = Demand(cpus, memory, gpus)
         self._leases: dict[tuple, _Lease] = {}
         self._commits: dict[tuple, Demand] = {}
+        self.changes = 0  # leases and commitments taken, given back or expired so far
 
     # --------------------------------------------------------------- queries
 
@@ -87,10 +88,14 @@ class Ledger:
         if not self.fits(d):
             return False
         self._leases[key] = _Lease(d, expires)
+        self.changes += 1
         return True
 
     def release(self, key: tuple) -> bool:
-        return self._leases.pop(key, None) is not None
+        if self._leases.pop(key, None) is None:
+            return False
+        self.changes += 1
+        return True
 
     def commit(self, key: tuple, d: Demand, lease_key: tuple | None = None) -> bool:
         """Turn a lease into a commitment (or commit afresh if it still fits)."""
@@ -104,15 +109,20 @@ class Ledger:
         if lease_key is not None:
             self._leases.pop(lease_key, None)
         self._commits[key] = d
+        self.changes += 1
         return True
 
     def uncommit(self, key: tuple) -> bool:
-        return self._commits.pop(key, None) is not None
+        if self._commits.pop(key, None) is None:
+            return False
+        self.changes += 1
+        return True
 
     def expire(self, now: float) -> int:
         gone = [k for k, le in self._leases.items() if le.expires <= now]
         for k in gone:
             del self._leases[k]
+        self.changes += len(gone)
         return len(gone)
 
     def next_expiry(self) -> float:

@@ -198,6 +198,7 @@ class CheckedNode(SimNode):
         super().__init__(core, executor, sample_step, first_sample)
         self.cluster = cluster
         self.addr = addr
+        self.checked_state: tuple[int, int, int] | None = None  # see `_check_node`
 
     def on_message(self, now: float, msg: Any) -> list[Outgoing]:
         out = super().on_message(now, msg)
@@ -560,6 +561,12 @@ class PlacementCluster:
     def _check_node(self, node: CheckedNode, now: float) -> None:
         led = node.core.placement.ledger
         ex = node.executor
+        # what the checks read changes only when a lease or commitment is taken, given back
+        # or expires, or a run starts or ends: after most events (gossip, probes) nothing did
+        state = (led.changes, ex.started_count, ex.ended_count)
+        if state == node.checked_state:
+            return
+        node.checked_state = state
         cap = led.capacity
         if led.over_committed():
             self.violations.append(Violation(now, node.addr, f"ledger uses {led.used()} of {cap}"))

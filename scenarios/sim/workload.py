@@ -175,6 +175,15 @@ class SimExecutor:
         self._run_to(now)
         return min(1.0, self._demand * self._speed / self.cpus)
 
+    @property
+    def started_count(self) -> int:
+        """Runs started so far (a start of a run still going is not counted)."""
+        return self._seq
+
+    @property
+    def ended_count(self) -> int:
+        return len(self.ended)
+
     def running(self) -> list[tuple[str, int]]:
         """(task_id, attempt) of the runs going as of the last call, in start order."""
         return list(self._runs)
