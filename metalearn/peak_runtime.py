@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from metalearn.errors import CheckpointError, ForecastError
-from metalearn.peaks import PeakForecast, PeakSpec, SeriesView, decode
+from metalearn.peaks import PeakForecast, PeakSpec, SeriesView, decode, to_forecast
 
 Params = list[np.ndarray]
 
@@ -76,39 +76,52 @@ PARAM_NAMES = (
 )
 
 
+def _tr(a: np.ndarray) -> np.ndarray:
+    return np.swapaxes(a, -1, -2)
+
+
+def _bias(b: np.ndarray) -> np.ndarray:
+    return b if b.ndim == 1 else b[:, None, :]
+
+
 def forward(params: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
-    """``skip(x) + out(tanh(hidden(x)))`` for a batch ``x`` of shape (n, n_features)."""
+    """``skip(x) + out(tanh(hidden(x)))`` for ``x`` of shape (n, n_features); or for B
+    problems at once, ``x`` (B, n, n_features) with one parameter set shared or one per
+    problem (a leading B axis on every parameter)."""
     hw, hb, ow, ob, sw, sb = params
-    return x @ sw.T + sb + np.tanh(x @ hw.T + hb) @ ow.T + ob
+    h = np.tanh(x @ _tr(hw) + _bias(hb))
+    return x @ _tr(sw) + _bias(sb) + h @ _tr(ow) + _bias(ob)
 
 
 def loss_and_grads(
     params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, mask: np.ndarray,
     levels: np.ndarray,
-) -> tuple[float, Params]:
-    """The masked training loss and its gradient w.r.t. ``params``.
+) -> tuple[np.ndarray, Params]:
+    """The masked training loss and its gradient w.r.t. ``params`` (shapes as in
+    :func:`forward`; with a batch of problems, one loss and one gradient each).
 
     Per output: squared error where ``levels`` is 0 (point and mean), pinball loss at that
     level where it is a quantile; averaged over the unmasked outputs."""
     hw, hb, ow, ob, sw, sb = params
-    h = np.tanh(x @ hw.T + hb)
-    pred = x @ sw.T + sb + h @ ow.T + ob
-    e = pred - y
+    h = np.tanh(x @ _tr(hw) + _bias(hb))
+    e = x @ _tr(sw) + _bias(sb) + h @ _tr(ow) + _bias(ob) - y
     quant = levels > 0.0
-    n = max(float((mask > 0).sum()), 1.0)
+    n = np.maximum((mask > 0).sum(axis=(-2, -1)), 1.0)
     pin = np.where(e > 0.0, (1.0 - levels) * e, -levels * e)
-    loss = float((mask * np.where(quant, pin, e * e)).sum() / n)
-    g = mask * np.where(quant, np.where(e > 0.0, 1.0 - levels, -levels), 2.0 * e) / n
-    gb = g.sum(0)
+    loss = (mask * np.where(quant, pin, e * e)).sum(axis=(-2, -1)) / n
+    g = mask * np.where(quant, np.where(e > 0.0, 1.0 - levels, -levels), 2.0 * e) \
+        / np.asarray(n)[..., None, None]
+    gb = g.sum(-2)
     da = (g @ ow) * (1.0 - h * h)
-    return loss, [da.T @ x, da.sum(0), g.T @ h, gb, g.T @ x, gb.copy()]
+    return loss, [_tr(da) @ x, da.sum(-2), _tr(g) @ h, gb, _tr(g) @ x, gb.copy()]
 
 
 def inner_loop(
     params: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, mask: np.ndarray,
     levels: np.ndarray, steps: int, lrs: Sequence[np.ndarray] | float,
-) -> tuple[Params, float, float]:
-    """``steps`` gradient steps; returns (params, loss before, loss after)."""
+) -> tuple[Params, np.ndarray, np.ndarray]:
+    """``steps`` gradient steps (for one problem, or a batch: see :func:`forward`); returns
+    (params, loss before, loss after) and leaves ``params`` unchanged."""
     lr = [lrs] * len(params) if isinstance(lrs, int | float) else list(lrs)
     cur = list(params)
     before = None
@@ -120,24 +133,21 @@ def inner_loop(
     return cur, (after if before is None else before), after
 
 
+def diverged(params: Params, before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Per problem: whether an adaptation is to be thrown away (its loss not finite or grown
+    beyond :data:`DIVERGED` times the start, or a parameter not finite)."""
+    bad = ~(np.isfinite(after) & (after <= DIVERGED * before))
+    for p in params:
+        flat = p.reshape(np.shape(after) + (-1,))
+        bad = bad | ~np.isfinite(flat).all(axis=-1)
+    return bad
+
+
 def support_origins(n: int, spec: PeakSpec, shots: int, stride: int) -> np.ndarray:
     """The last ``shots`` origins of a history of ``n`` values, ``stride`` apart, newest first;
     only origins with a full window before them."""
     t = n - 1 - stride * np.arange(max(shots, 0))
     return t[t >= spec.window]
-
-
-def decode_array(spec: PeakSpec, out: np.ndarray, r: np.ndarray, s: np.ndarray,
-                 unit: float) -> np.ndarray:
-    """Outputs in the caller's units, (n, n_outputs), quantiles and peaks put in order."""
-    fcs = decode(spec, out, r, s, unit)
-    k = spec.outputs_per_horizon
-    rows = []
-    for f in fcs:
-        per = [[f.point[i], f.mean[i], *(f.peaks[q][i] for q in spec.quantiles)]
-               for i in range(len(spec.horizons))]
-        rows.append(np.asarray(per).reshape(-1))
-    return np.asarray(rows).reshape(len(fcs), len(spec.horizons) * k)
 
 
 class PeakNode:
@@ -162,8 +172,7 @@ class PeakNode:
     def predict(self, view: SeriesView, origins: np.ndarray) -> np.ndarray:
         """Forecasts at many origins of one series, (n, n_outputs) in the series' units."""
         x, r, s = view.features(origins)
-        out = forward(self.params, x) + self.base.offsets
-        return decode_array(self.spec, out, r, s, view.unit)
+        return decode(self.spec, forward(self.params, x) + self.base.offsets, r, s, view.unit)
 
     def forecast(self, history: Sequence[float] | np.ndarray) -> PeakForecast:
         h = as_history(history, "forecast")
@@ -173,7 +182,7 @@ class PeakNode:
         view = SeriesView(h, self.spec)
         x, r, s = view.features(np.array([h.size]))
         out = forward(self.params, x) + self.base.offsets
-        return decode(self.spec, out, r, s, view.unit)[0]
+        return to_forecast(self.spec, decode(self.spec, out, r, s, view.unit)[0])
 
 
 class PeakForecaster:
@@ -225,10 +234,8 @@ class PeakForecaster:
         with np.errstate(all="ignore"):
             params, before, after = inner_loop(self.params, x, y, m, self.levels,
                                                self.inner_steps, self.lrs)
-        ok = np.isfinite(after) and after <= DIVERGED * before \
-            and all(np.isfinite(p).all() for p in params)
-        if not ok:
-            return PeakNode(self, self.params, 0, True)
+            if diverged(params, before, after):
+                return PeakNode(self, self.params, 0, True)
         return PeakNode(self, params, len(origins), False)
 
     @classmethod

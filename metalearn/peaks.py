@@ -238,23 +238,24 @@ class PeakForecast:
 
 
 def decode(spec: PeakSpec, out: np.ndarray, r: np.ndarray, s: np.ndarray, unit: float
-           ) -> list[PeakForecast]:
-    """Network outputs (n, n_outputs, normalized) to forecasts in the caller's units."""
+           ) -> np.ndarray:
+    """Network outputs (n, n_outputs, normalized) to values in the caller's units, each
+    horizon's quantiles put in order and peaks made non-decreasing with the horizon."""
     z = np.clip(np.asarray(out, dtype=np.float64), -CLIP, CLIP)
     with np.errstate(over="ignore"):  # a unit near the float limit: saturate, never inf
         vals = np.clip((r[:, None] + s[:, None] * z) * unit, -_FMAX, _FMAX)
-    k = spec.outputs_per_horizon
-    nq = len(spec.quantiles)
-    res = []
-    for row in vals:
-        per = row.reshape(len(spec.horizons), k)
-        q = per[:, 2:]
-        q = np.maximum.accumulate(q, axis=1)  # quantiles ordered
-        q = np.maximum.accumulate(q, axis=0)  # peaks grow with the horizon
-        res.append(PeakForecast(
-            horizons=spec.horizons,
-            point=tuple(float(x) for x in per[:, 0]),
-            mean=tuple(float(x) for x in per[:, 1]),
-            peaks={spec.quantiles[j]: tuple(float(x) for x in q[:, j]) for j in range(nq)},
-        ))
-    return res
+    per = vals.reshape(len(vals), len(spec.horizons), spec.outputs_per_horizon)
+    q = np.maximum.accumulate(per[:, :, 2:], axis=2)  # quantiles ordered
+    per[:, :, 2:] = np.maximum.accumulate(q, axis=1)  # peaks grow with the horizon
+    return per.reshape(len(vals), spec.n_outputs)
+
+
+def to_forecast(spec: PeakSpec, row: np.ndarray) -> PeakForecast:
+    """One decoded row as a :class:`PeakForecast`."""
+    per = np.asarray(row).reshape(len(spec.horizons), spec.outputs_per_horizon)
+    return PeakForecast(
+        horizons=spec.horizons,
+        point=tuple(float(x) for x in per[:, 0]),
+        mean=tuple(float(x) for x in per[:, 1]),
+        peaks={q: tuple(float(x) for x in per[:, 2 + j]) for j, q in enumerate(spec.quantiles)},
+    )

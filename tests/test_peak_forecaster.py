@@ -4,6 +4,7 @@ input, guarded adaptation, the numpy runtime against learn2learn, and its file f
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +286,18 @@ def test_file_errors(tmp_path):
     write_npz(arrays, tmp_path / "old.npz", fmt=FORMAT, version=VERSION + 1)
     with pytest.raises(CheckpointError, match="version"):
         PeakForecaster.load(tmp_path / "old.npz")
+
+
+def test_latency_bench_runs_on_the_shipped_bundle(tmp_path):
+    """`metalearn.bench` (a `make bench` figure) runs and reports what it measured."""
+    from metalearn import bench
+    from metalearn.data import load_bundle
+
+    d = tmp_path / "vms"
+    d.mkdir()
+    bundle = Path(__file__).resolve().parents[1] / "scenarios/traces/bitbrains-rnd.tsv.gz"
+    for s in load_bundle(bundle)[:5]:
+        (d / s.name).write_text("\n".join(f"{v} 0" for v in s.values))
+    out = bench.run(d, nodes=5)
+    assert out["nodes"] == 5 and out["history"] == bench.HISTORY and out["shots"] == 10
+    assert out["adapt_forecast_median_ms"] > 0
