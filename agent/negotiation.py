@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agent.context import Context
+from agent.ledger import EPS
 from agent.policies import Policy
 from agent.policies.base import Candidate
 from agent.records import could_run
@@ -53,7 +54,7 @@ class Negotiator:
             if addr and could_run(r, rec.spec):
                 out.append(Candidate(n, addr, r))
         s = rec.spec
-        roomy = [x for x in out if x.record.cpus - x.record.alloc_cpus + 1e-9 >= s.cpus
+        roomy = [x for x in out if x.record.cpus - x.record.alloc_cpus + EPS >= s.cpus
                  and x.record.memory - x.record.alloc_memory >= s.memory
                  and x.record.gpus - x.record.alloc_gpus >= s.gpus]  # fmt: skip
         return roomy or out
