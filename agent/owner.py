@@ -10,7 +10,7 @@ node and attempt the record names, so a late result from a node declared dead is
 
 This module decides when each record moves on, and applies what runners and clients say; the
 mechanics are in `task_store` (holding records), `replication` (keeping the copies in step),
-`negotiation` (bids and awards) and `runner_watch` (giving up on a runner).
+`negotiation` (bid rounds) and `runner_watch` (awards, and giving up on a runner).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ NOT_OWNER = "not the owner"  # a cancel's refusal by a replica that does not dri
 
 @dataclass(slots=True)
 class _Drive:
-    """Owner-side working state of one record (not replicated; rebuilt after a takeover)."""
+    """Owner-side working state of one record (not replicated; rebuilt after a takeover), a
+    part per concern."""
 
     due: float = INF  # when `tick` looks at it next (`_wake`)
     neg: Negotiation = field(default_factory=Negotiation)
