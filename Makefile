@@ -27,8 +27,8 @@ demo:  ## the shipped demo scenario with real agents: a crash, a restart, a part
 bench:  ## measurements written to docs/benchmarks.md
 	$(PY) -m scenarios.bench --out docs/benchmarks.md
 
-forecaster:  ## rebuild the shipped forecaster checkpoint (.pt) and its torch-free export (.npz) from the shared traces (fixed seed)
-	$(VENV)/bin/agora forecast train --data ../shared/data/gcd-vms --out metalearn/forecaster.pt --seed 0
+forecaster:  ## rebuild the shipped peak forecaster (metalearn/peak_forecaster.npz) from the shared traces (fixed seed)
+	$(VENV)/bin/agora forecast train --data ../shared/data/gcd-vms --data ../shared/data/bitbrains-rnd --out metalearn/peak_forecaster.npz --seed 0
 
 lint:
 	$(VENV)/bin/ruff check .

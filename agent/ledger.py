@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-EPS = 1e-9
+EPS = 1e-9  # cpus are sums of fractions, not exact: amounts this close count as equal
+OVER_COMMIT_SLACK = 1e-6  # `over_committed`'s: above what `fits` lets through (EPS, rounding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +78,7 @@ class Ledger:
 
     def over_committed(self) -> bool:
         u, c = self.used(), self.capacity
-        return u.cpus > c.cpus + 1e-6 or u.memory > c.memory or u.gpus > c.gpus
+        return u.cpus > c.cpus + OVER_COMMIT_SLACK or u.memory > c.memory or u.gpus > c.gpus
 
     # --------------------------------------------------------------- changes
 

@@ -16,7 +16,7 @@ from typing import Any
 from agent.context import Context
 from agent.execution import Action, TaskExit
 from agent.forecast_tracker import ForecastTracker
-from agent.ledger import Ledger
+from agent.ledger import EPS, Ledger
 from agent.owner import Owner
 from agent.placement_config import PlacementConfig
 from agent.policies import make_policy
@@ -201,7 +201,7 @@ class PlacementCore:
         self._smooth(now, load)
         if self.tracker is not None:
             if tasks_load is None:
-                tasks_load = self.ledger.committed().cpus / max(self.ledger.capacity.cpus, 1e-9)
+                tasks_load = self.ledger.committed().cpus / max(self.ledger.capacity.cpus, EPS)
             self.tracker.observe(now, max(0.0, load - tasks_load))
             self._forecast_stale = True  # forecast when asked for: a bid or a publish
             self._tracker_stats()
@@ -260,7 +260,7 @@ class PlacementCore:
             l0, f0, a0, t0 = last
             moved = (
                 abs(load - l0) >= cfg.publish_delta
-                or abs(alloc.cpus - a0) > 1e-9
+                or abs(alloc.cpus - a0) > EPS
                 or len(forecast) != len(f0)
                 or any(abs(x - y) >= cfg.publish_delta for x, y in zip(forecast, f0, strict=False))
             )

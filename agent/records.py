@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from agent.ledger import Demand
+from agent.ledger import EPS, Demand
 from gossip.messages import ResourceRecord, TaskRecord, TaskSpec
 from gossip.wire import MAX_MESSAGE_BYTES, MAX_OUTPUT_TAIL, record_size
 
@@ -50,7 +50,7 @@ def could_run(rec: ResourceRecord | None, spec: TaskSpec) -> bool:
     """Whether a node with this published capacity could ever run the task."""
     return (
         rec is not None
-        and rec.cpus + 1e-9 >= spec.cpus
+        and rec.cpus + EPS >= spec.cpus
         and rec.memory >= spec.memory
         and rec.gpus >= spec.gpus
         and labels_match(spec.labels, rec.labels)

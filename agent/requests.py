@@ -134,7 +134,7 @@ class Requests:
             c.stats["rejected_unplaceable"] += 1
             self._reply(req, False, error=why)
             return
-        held = self.owner.store.get(task_id)
+        held = self.owner.store.records.get(task_id)
         if held is not None and held.spec != spec:
             self._reply(req, False, error=f"task id {task_id!r} is taken by a different task")
             return
@@ -176,7 +176,7 @@ class Requests:
     ) -> None:  # fmt: skip
         c = self.ctx
         p = _Pending(kind, task_id, now + c.config.request_timeout, by=by)
-        mine = self.owner.store.get(task_id)
+        mine = self.owner.store.records.get(task_id)
         if mine is not None and task_id in self.owner.drives or (
             mine is not None and mine.state.terminal and c.owner_of(mine) == c.node_id
         ):
@@ -228,7 +228,7 @@ class Requests:
             self._ask(now, req, p, asked_all)
             return
         if p.found is None:
-            gone = self.owner.tombstones.get(p.task_id)
+            gone = self.owner.store.tombstones.get(p.task_id)
             if gone is not None:
                 error = (f"task {p.task_id} {gone.state.label}; its record was collected "
                          f"(records are kept {c.config.retention:g} s after they end)")
@@ -308,7 +308,7 @@ class Requests:
         `limit` and no more than fit in one message; and how many more matched."""
         c = self.ctx
         owned = _newest_first(
-            r for r in self.owner.store.values()
+            r for r in self.owner.store.records.values()
             if (state < 0 or int(r.state) == state) and c.owner_of(r) == c.node_id
         )  # fmt: skip
         page: list[TaskRecord] = []

@@ -31,6 +31,9 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
 
 # What a runner may say about its own run: started, or how it ended.
 RUNNER_REPORTS: frozenset[TaskState] = frozenset({R, OK, FAIL, CANCEL})
+# The states in which a record names a runner: only then is there a run to report on (a
+# pending record's runner is empty, and a sender with an empty id must not pass for it).
+HAS_RUNNER: frozenset[TaskState] = frozenset({PL, R})
 
 
 class IllegalTransition(ValueError):
@@ -49,4 +52,4 @@ def check(task_id: str, old: TaskState, new: TaskState) -> None:
 
 def reportable(current: TaskState, reported: TaskState) -> bool:
     """Whether a runner's report of `reported` may be applied to a record in `current`."""
-    return reported in RUNNER_REPORTS and allowed(current, reported)
+    return current in HAS_RUNNER and reported in RUNNER_REPORTS and allowed(current, reported)

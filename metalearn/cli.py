@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from metalearn import checkpoint
 from metalearn.errors import ForecastError
 
 log = logging.getLogger(__name__)
@@ -67,80 +66,117 @@ def _fraction(text: str) -> float:
     return v
 
 
+def held_groups(bundles: list[str]) -> frozenset[str]:
+    """Machine groups that must stay unseen: those of the shipped trace bundles, which the
+    simulated scenarios replay."""
+    from metalearn.data import load_bundle
+
+    return frozenset(s.group for b in bundles for s in load_bundle(b))
+
+
+SHIPPED_BUNDLES = [str(Path(__file__).resolve().parent.parent / "scenarios" / "traces" / n)
+                   for n in ("gcd-vms.tsv.gz", "bitbrains-rnd.tsv.gz")]
+
+
 @_guard
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from metalearn.data import load_dir
-    from metalearn.maml_train import TrainConfig, train_checkpoint
+    from metalearn.data import load_dir, split_by_machine
+    from metalearn.peak_train import PeakTrainConfig, train_file
+    from metalearn.peaks import PeakSpec
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = TrainConfig(
-        window=args.window, horizon=args.horizon, hidden=args.hidden, epochs=args.epochs,
-        shots=args.shots, inner_steps=args.inner_steps, inner_lr=args.inner_lr,
-        first_order=args.order == "first", meta_batch=args.meta_batch, holdout=args.holdout,
-        seed=args.seed, algo=args.algo, relative=args.input == "relative",
-    )
+    torch.set_num_threads(args.threads)
+    spec = PeakSpec(window=args.window, horizons=args.horizons, quantiles=args.quantiles)
+    cfg = PeakTrainConfig(spec=spec, hidden=args.hidden, epochs=args.epochs, shots=args.shots,
+                          stride=args.stride, inner_steps=args.inner_steps, seed=args.seed)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ForecastError(f"{out}: directory {out.parent} does not exist")
-    series = load_dir(args.data, skip_bad=args.skip_bad)
-    print(f"loaded {len(series)} series from {args.data}", file=sys.stderr)
+    keep = held_groups(args.hold_out if args.hold_out is not None else SHIPPED_BUNDLES)
+    train, held = [], []
+    for d in args.data:
+        series = load_dir(d, skip_bad=args.skip_bad)
+        tr, he = split_by_machine(series, args.holdout, args.seed, keep)
+        print(f"{d}: {len(series)} series, {len(tr)} for training, {len(he)} held out",
+              file=sys.stderr)
+        train += tr
+        held += he
     started = time.perf_counter()
 
     def progress(epoch: int, total: int, loss: float) -> None:
-        print(f"meta-train epoch {epoch}/{total}  query mse {loss:.4f}  "
+        print(f"meta-train epoch {epoch}/{total}  query loss {loss:.4f}  "
               f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
 
-    body, secs = train_checkpoint(series, out, cfg, Path(args.data).resolve().name, progress)
-    tr = body["training"]
-    print(
-        f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, hash {body['hash'][:16]}): "
-        f"{tr['n_train']} training / {tr['n_heldout']} held-out series, meta-training "
-        f"{secs['meta_train']:.0f} s, total {secs['total']:.0f} s"
-    )
-    npz = out.with_suffix(".npz")  # torch-free export for agents (metalearn.numpy_runtime)
-    checkpoint.export_numpy(out, npz)
-    print(f"wrote {npz} (torch-free export, {npz.stat().st_size / 1024:.0f} KiB)")
+    name = "+".join(Path(d).resolve().name for d in args.data)
+    digest, secs = train_file(train, held, out, cfg, name, progress)
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, hash {digest[:16]}): "
+          f"{len(train)} training / {len(held)} held-out series, meta-training "
+          f"{secs['meta_train']:.0f} s, total {secs['total']:.0f} s")
     return 0
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    vals = _shots_list(text)
+    if 0 in vals:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _quantile_list(text: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") \
+            from None
+    if not vals or not all(0.0 < v < 1.0 for v in vals):
+        raise argparse.ArgumentTypeError(f"quantiles must be strictly between 0 and 1: {text!r}")
+    return vals
 
 
 @_guard
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from metalearn.data import load_dir
-    from metalearn.evaluate import (
-        evaluate,
-        format_table,
-        series_for_eval,
-        target_check,
-        write_report,
-    )
+    from metalearn.npz_file import read_npz
+    from metalearn.peak_eval import evaluate, format_markdown
+    from metalearn.peak_runtime import DEFAULT_PATH, FORMAT, VERSION
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    body = checkpoint.load(args.model)
+    model = Path(args.model) if args.model else DEFAULT_PATH
+    trained = {str(d) for d in read_npz(model, FORMAT, VERSION)["train_digests"].tolist()}
     if args.report is not None and not Path(args.report).parent.is_dir():
         raise ForecastError(f"{args.report}: directory does not exist")
-    series = series_for_eval(body, load_dir(args.data, skip_bad=args.skip_bad))
+    held, train = {}, {}
+    for d in args.data:
+        series = load_dir(d, skip_bad=args.skip_bad)
+        name = Path(d).resolve().name
+        held[name] = [s for s in series if s.digest not in trained]
+        train[name] = [s for s in series if s.digest in trained]
+        print(f"{d}: {len(held[name])} machines not used in training, "
+              f"{len(train[name])} used (baselines are fitted on those)", file=sys.stderr)
+        if not held[name]:
+            raise ForecastError(f"{d}: every series was used to train {model}")
+        if not train[name]:
+            if args.fit is None:
+                raise ForecastError(
+                    f"{d}: none of its machines trained {model}, and the baselines are fitted "
+                    "on training machines: pass --fit DIR, a directory it was trained on")
+            fit = [s for s in load_dir(args.fit, skip_bad=args.skip_bad) if s.digest in trained]
+            if not fit:
+                raise ForecastError(f"{args.fit}: none of its machines trained {model}")
+            train[name] = fit
 
-    def progress(done: int, total: int) -> None:
+    def progress(stage: str, done: int, total: int) -> None:
         if done == total or done % 50 == 0:
-            print(f"evaluated {done}/{total} machines", file=sys.stderr, flush=True)
+            print(f"{stage}: {done}/{total}", file=sys.stderr, flush=True)
 
-    res = evaluate(body, series, shots=args.shots, seed=args.seed, progress=progress)
-    print(f"{len(res.machines)} unseen machines"
-          + (f" ({res.skipped_short} too short, skipped)" if res.skipped_short else "")
-          + f"; errors in CPU % at horizon steps {', '.join(map(str, res.steps))}")
-    print(format_table(res))
-    for line in target_check(res):
-        print(line)
+    started = time.perf_counter()
+    res = evaluate(model, held, train, shots=args.shots, limit=args.limit, progress=progress)
+    text = format_markdown(res)  # ends with the plain-language check of the issue's targets
+    print(text)
+    print(f"evaluated in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     if args.report is not None:
-        write_report(res, body, args.model or "metalearn/forecaster.pt (shipped)", args.data,
-                     Path(args.report))
-        print(f"wrote {args.report} and {Path(args.report).with_suffix('.png')}")
+        Path(args.report).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.report}")
     return 0
 
 
@@ -149,28 +185,27 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     fc = subparsers.add_parser("forecast", help="meta-learned load forecaster (train, evaluate)")
     sub = fc.add_subparsers(dest="forecast_cmd", required=True, metavar="{train,evaluate}")
 
-    t = sub.add_parser("train", help="meta-train a forecaster on a directory of traces")
-    t.add_argument("--data", required=True, help="directory of trace files (one per machine)")
-    t.add_argument("--out", default="forecaster.pt", help="checkpoint file to write")
-    t.add_argument("--epochs", type=_positive, default=60, help="meta-training epochs")
+    t = sub.add_parser("train", help="meta-train the peak forecaster on directories of traces")
+    t.add_argument("--data", required=True, action="append",
+                   help="directory of trace files, one per machine (repeat for several sets)")
+    t.add_argument("--out", default="peak_forecaster.npz", help="forecaster file to write")
+    t.add_argument("--epochs", type=_positive, default=40, help="meta-training epochs")
     t.add_argument("--shots", type=_positive, default=10,
-                   help="support windows per task (k) in meta-training and default adaptation")
-    t.add_argument("--horizon", type=_positive, default=6, help="steps forecast ahead")
-    t.add_argument("--window", type=_positive, default=12, help="input window (steps)")
-    t.add_argument("--hidden", type=_positive, default=32, help="hidden units of the MLP")
-    t.add_argument("--inner-steps", type=_positive, default=3, help="adaptation steps")
-    t.add_argument("--inner-lr", type=float, default=0.01, help="adaptation learning rate")
-    t.add_argument("--algo", choices=("metasgd", "maml"), default="metasgd",
-                   help="metasgd (default: also meta-learns one inner lr per parameter; "
-                   "--inner-lr is their initial value) or maml (one fixed inner lr)")
-    t.add_argument("--input", choices=("relative", "absolute"), default="relative",
-                   help="network inputs/targets relative to the window's mean (default) "
-                   "or absolute; applies to the joint and from-scratch networks too")
-    t.add_argument("--order", choices=("first", "second"), default="first",
-                   help="MAML order: first (default; measured as accurate and faster) or second")
-    t.add_argument("--meta-batch", type=_positive, default=32, help="tasks per meta-update")
+                   help="support examples per adaptation (k), in training and at run time")
+    t.add_argument("--stride", type=_positive, default=12,
+                   help="steps between support examples (12 = an hour of 5-minute steps)")
+    t.add_argument("--window", type=_positive, default=24, help="recent values seen (steps)")
+    t.add_argument("--horizons", type=_int_list, default=(1, 6, 24, 96),
+                   help="comma-separated horizons in steps (default 1,6,24,96)")
+    t.add_argument("--quantiles", type=_quantile_list, default=(0.5, 0.9),
+                   help="comma-separated quantiles of the peak (default 0.5,0.9)")
+    t.add_argument("--hidden", type=_positive, default=64, help="hidden units of the MLP")
+    t.add_argument("--inner-steps", type=_positive, default=2, help="adaptation steps")
     t.add_argument("--holdout", type=_fraction, default=0.2,
                    help="fraction of machine groups held out from training (recorded)")
+    t.add_argument("--hold-out", action="append", default=None, metavar="BUNDLE",
+                   help="also hold out every machine of this trace bundle (default: the "
+                   "shipped scenarios/traces bundles)")
     t.add_argument("--seed", type=int, default=0, help="random seed (split, init, sampling)")
     t.add_argument("--threads", type=_positive, default=1,
                    help="torch threads (default 1: fastest for this tiny network)")
@@ -180,15 +215,18 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="compare the forecaster with baselines on unseen data")
     e.add_argument("--model", default=None,
-                   help=f"checkpoint file (default: the shipped {checkpoint.DEFAULT_PATH.name})")
-    e.add_argument("--data", required=True,
-                   help="directory of trace files; machines used in training are excluded")
+                   help="forecaster file (default: the shipped metalearn/peak_forecaster.npz)")
+    e.add_argument("--data", required=True, action="append",
+                   help="directory of trace files (repeat for several sets); machines used "
+                   "in training are not evaluated, baselines are fitted on them")
     e.add_argument("--shots", type=_shots_list, default=(0, 5, 10, 20),
-                   help="comma-separated adaptation shots k (windows), e.g. 0,5,10,20")
-    e.add_argument("--report", default=None, help="write a markdown report (+ PNG plot) here")
-    e.add_argument("--seed", type=int, default=0, help="seed of the from-scratch baseline")
-    e.add_argument("--threads", type=_positive, default=1,
-                   help="torch threads (default 1: fastest for this tiny network)")
+                   help="comma-separated adaptation shots k, e.g. 0,5,10,20")
+    e.add_argument("--fit", default=None, metavar="DIR",
+                   help="fit the baselines on this directory's training machines, for data "
+                   "sets none of whose machines the forecaster was trained on")
+    e.add_argument("--limit", type=_positive, default=None,
+                   help="evaluate at most this many machines per data set (quick runs)")
+    e.add_argument("--report", default=None, help="also write the markdown tables here")
     e.add_argument("--skip-bad", action="store_true",
                    help="skip and count unreadable trace files instead of failing")
     e.set_defaults(func=cmd_evaluate)

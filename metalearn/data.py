@@ -51,8 +51,10 @@ class Series:
         In gcd-vms, ``vm_<id>_<n>`` files share an ``<id>``; keeping a group on one side of the
         split avoids leaking related series from training into evaluation. The suffix is only
         stripped when the rest still contains a digit, so ``vm_12`` is a group of its own.
+        In bitbrains-rnd, ``vmNNN-2013-M.txt`` are the months of one VM: the group is ``vmNNN``.
         """
-        stem = re.sub(r"_\d+$", "", self.name)
+        stem = re.sub(r"-\d{4}-\d{1,2}(\.txt)?$", "", self.name)
+        stem = re.sub(r"_\d+$", "", stem)
         return stem if re.search(r"\d", stem) else self.name
 
 
@@ -217,17 +219,24 @@ def _group_score(group: str, seed: int) -> float:
 
 
 def split_by_machine(
-    series: list[Series], holdout_fraction: float, seed: int
+    series: list[Series], holdout_fraction: float, seed: int,
+    held_groups: frozenset[str] = frozenset(),
 ) -> tuple[list[Series], list[Series]]:
     """Deterministic split by machine group: (train, held_out).
 
     Each group is placed by a hash of (seed, group name), so the split does not depend on the
-    directory listing order and a machine's series is never on both sides.
+    directory listing order and a machine's series is never on both sides. Groups in
+    ``held_groups`` are held out whatever their hash (machines that must stay unseen, such as
+    those of the shipped trace bundles).
     """
     if not 0.0 <= holdout_fraction < 1.0:
         raise DataError(f"holdout fraction must be in [0, 1), got {holdout_fraction}")
-    train = [s for s in series if _group_score(s.group, seed) >= holdout_fraction]
-    held = [s for s in series if _group_score(s.group, seed) < holdout_fraction]
+
+    def held_out(s: Series) -> bool:
+        return s.group in held_groups or _group_score(s.group, seed) < holdout_fraction
+
+    train = [s for s in series if not held_out(s)]
+    held = [s for s in series if held_out(s)]
     return train, held
 
 

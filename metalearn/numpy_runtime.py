@@ -316,15 +316,16 @@ def arrays_hash(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def write_npz(arrays: Mapping[str, np.ndarray], path: str | Path) -> str:
+def write_npz(arrays: Mapping[str, np.ndarray], path: str | Path, fmt: str = FORMAT,
+              version: int = VERSION) -> str:
     """Write ``arrays`` plus format, version and hash atomically; return the hash.
 
     Byte-identical for identical arrays (members sorted, fixed zip timestamps), so rebuilding
     the shipped export from the same checkpoint gives the same file.
     """
     body = {k: np.asarray(v) for k, v in arrays.items()}
-    body["format"] = np.asarray(FORMAT)
-    body["version"] = np.asarray(VERSION, dtype=np.int64)
+    body["format"] = np.asarray(fmt)
+    body["version"] = np.asarray(version, dtype=np.int64)
     body["hash"] = np.asarray(arrays_hash(body))
     path = Path(path)
     if not path.parent.is_dir():
@@ -343,14 +344,13 @@ def write_npz(arrays: Mapping[str, np.ndarray], path: str | Path) -> str:
     return str(body["hash"])
 
 
-def read_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """Read and verify an export. Raises :class:`CheckpointError` with a one-line reason."""
+def read_npz(path: str | Path, fmt: str = FORMAT, version: int = VERSION,
+             rebuild: str = "make forecaster") -> dict[str, np.ndarray]:
+    """Read and verify an export of format ``fmt`` and ``version``. Raises
+    :class:`CheckpointError` with a one-line reason; ``rebuild`` says how to write a new one."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(
-            f"{path}: no such forecaster export (write it with `make forecaster`, or "
-            "metalearn.checkpoint.export_numpy(pt_path, npz_path))"
-        )
+        raise CheckpointError(f"{path}: no such forecaster file (write it with `{rebuild}`)")
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
@@ -362,15 +362,14 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
         ) from None
     if len(arrays) != len(names):
         raise CheckpointError(f"{path}: not a forecaster export (unexpected zip members)")
-    fmt = arrays.get("format")
-    if fmt is None or fmt.dtype.kind != "U" or str(fmt) != FORMAT:
-        raise CheckpointError(f"{path}: not a forecaster export (format is not {FORMAT!r})")
-    version = arrays.get("version")
-    if version is None or version.dtype.kind not in "iu" or version.shape != () \
-            or int(version) != VERSION:
+    got = arrays.get("format")
+    if got is None or got.dtype.kind != "U" or str(got) != fmt:
+        raise CheckpointError(f"{path}: not a forecaster export (format is not {fmt!r})")
+    ver = arrays.get("version")
+    if ver is None or ver.dtype.kind not in "iu" or ver.shape != () or int(ver) != version:
         raise CheckpointError(
-            f"{path}: export version {None if version is None else version.tolist()!r} is not "
-            f"supported (this code reads version {VERSION}); re-export it with `make forecaster`"
+            f"{path}: export version {None if ver is None else ver.tolist()!r} is not "
+            f"supported (this code reads version {version}); rebuild it with `{rebuild}`"
         )
     h = arrays.get("hash")
     if h is None or h.dtype.kind != "U" or str(h) != arrays_hash(arrays):

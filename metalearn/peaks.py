@@ -34,6 +34,9 @@ from metalearn.errors import ForecastError
 
 CLIP = 50.0  # features and outputs, in context spreads around the recent level
 MIN_SPREAD = 0.01  # the spread is at least this fraction of the context's mean magnitude
+# the spread of a context that is all zeros (of the prescaled series): forecasts stay ~0
+ZERO_SPREAD = 1e-12
+FEW = 32  # up to this many windows, maxima are taken by slicing
 _FMAX = float(np.finfo(np.float64).max)
 
 
@@ -123,7 +126,7 @@ class SeriesView:
         self._s1 = np.concatenate([[0.0], np.cumsum(self.v)])
         self._s2 = np.concatenate([[0.0], np.cumsum(self.v * self.v)])
         self._sa = np.concatenate([[0.0], np.cumsum(np.abs(self.v))])
-        self._max = {w: _rolling_max(self.v, w) for w in {*spec.horizons, spec.context}}
+        self._table: list[np.ndarray] | None = None  # maxima over 2**k spans, when needed
 
     def _mean(self, start: np.ndarray, width: np.ndarray | int) -> np.ndarray:
         return (self._s1[start + width] - self._s1[start]) / width
@@ -138,7 +141,7 @@ class SeriesView:
         var = np.maximum(0.0, (self._s2[t] - self._s2[c0]) / n - m * m)
         mag = (self._sa[t] - self._sa[c0]) / n
         s = np.maximum(np.sqrt(var), MIN_SPREAD * mag)
-        return r, np.where(s > 0.0, s, 1.0)
+        return r, np.where(s > 0.0, s, ZERO_SPREAD)
 
     def features(self, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(features (n, n_features), level r, spread s) for origins ``window <= t <= n``."""
@@ -167,24 +170,27 @@ class SeriesView:
 
     def _rolling(self, width: int, start: np.ndarray) -> np.ndarray:
         """max(v[start:start+width]), the window cut at the series' end."""
-        rm = self._max[width]
-        idx = np.minimum(start, len(rm) - 1)
-        out = rm[idx] if len(rm) else np.zeros(len(start))
-        short = start + width > self.n
-        if short.any():
-            out = out.copy()
-            out[short] = [self.v[a:].max() for a in start[short]]
-        return out
+        return self._window_max(start, np.minimum(start + width, self.n))
 
     def _window_max(self, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-        """max(v[start:stop]) where stop - start <= context."""
-        width = self.spec.context
-        full = (stop - start) == width
+        """max(v[start:stop]) (stop > start). Few windows are sliced; many are looked up in a
+        sparse table of maxima over power-of-two spans (built once, two lookups each)."""
+        start, stop = np.asarray(start, dtype=np.int64), np.asarray(stop, dtype=np.int64)
+        if len(start) <= FEW:
+            return np.array([self.v[a:b].max() for a, b in zip(start, stop, strict=True)])
+        if self._table is None:
+            self._table = [self.v]
+            span = 1
+            while 2 * span <= self.n:
+                prev = self._table[-1]
+                self._table.append(np.maximum(prev[:-span], prev[span:]))
+                span *= 2
+        k = np.floor(np.log2(stop - start)).astype(np.int64)
         out = np.empty(len(start))
-        if full.any():
-            out[full] = self._max[width][start[full]]
-        for i in np.flatnonzero(~full):
-            out[i] = self.v[start[i]:stop[i]].max()
+        for level in np.unique(k):
+            sel = k == level
+            row = self._table[level]
+            out[sel] = np.maximum(row[start[sel]], row[stop[sel] - (1 << level)])
         return out
 
     def targets(self, origins: np.ndarray, known: int | None = None
@@ -198,23 +204,16 @@ class SeriesView:
         cols, mask = [], []
         for h in sp.horizons:
             ok = t + h <= known
-            tt = np.where(ok, t, 0)
-            point = self.v[tt + h - 1]
-            mean = self._mean(tt, h)
-            top = self._max[h][np.minimum(tt, len(self._max[h]) - 1)] if len(self._max[h]) \
-                else np.zeros(len(t))
+            tt = np.where(ok, t, 0)  # masked rows: any valid index, values unused
+            hh = np.minimum(h, self.n - tt)
+            point = self.v[tt + hh - 1]
+            mean = self._mean(tt, hh)
+            top = self._window_max(tt, tt + hh)
             cols += [point, mean, *([top] * len(sp.quantiles))]
             mask += [ok] * sp.outputs_per_horizon
         y = (np.column_stack(cols) - r[:, None]) / s[:, None]
         m = np.column_stack(mask).astype(np.float64)
         return np.clip(y, -CLIP, CLIP) * m, m
-
-
-def _rolling_max(v: np.ndarray, width: int) -> np.ndarray:
-    """out[i] = max(v[i:i+width]) for every complete window."""
-    if v.size < width:
-        return np.zeros(0)
-    return np.lib.stride_tricks.sliding_window_view(v, width).max(axis=1)
 
 
 @dataclass(frozen=True)
@@ -239,23 +238,24 @@ class PeakForecast:
 
 
 def decode(spec: PeakSpec, out: np.ndarray, r: np.ndarray, s: np.ndarray, unit: float
-           ) -> list[PeakForecast]:
-    """Network outputs (n, n_outputs, normalized) to forecasts in the caller's units."""
+           ) -> np.ndarray:
+    """Network outputs (n, n_outputs, normalized) to values in the caller's units, each
+    horizon's quantiles put in order and peaks made non-decreasing with the horizon."""
     z = np.clip(np.asarray(out, dtype=np.float64), -CLIP, CLIP)
     with np.errstate(over="ignore"):  # a unit near the float limit: saturate, never inf
         vals = np.clip((r[:, None] + s[:, None] * z) * unit, -_FMAX, _FMAX)
-    k = spec.outputs_per_horizon
-    nq = len(spec.quantiles)
-    res = []
-    for row in vals:
-        per = row.reshape(len(spec.horizons), k)
-        q = per[:, 2:]
-        q = np.maximum.accumulate(q, axis=1)  # quantiles ordered
-        q = np.maximum.accumulate(q, axis=0)  # peaks grow with the horizon
-        res.append(PeakForecast(
-            horizons=spec.horizons,
-            point=tuple(float(x) for x in per[:, 0]),
-            mean=tuple(float(x) for x in per[:, 1]),
-            peaks={spec.quantiles[j]: tuple(float(x) for x in q[:, j]) for j in range(nq)},
-        ))
-    return res
+    per = vals.reshape(len(vals), len(spec.horizons), spec.outputs_per_horizon)
+    q = np.maximum.accumulate(per[:, :, 2:], axis=2)  # quantiles ordered
+    per[:, :, 2:] = np.maximum.accumulate(q, axis=1)  # peaks grow with the horizon
+    return per.reshape(len(vals), spec.n_outputs)
+
+
+def to_forecast(spec: PeakSpec, row: np.ndarray) -> PeakForecast:
+    """One decoded row as a :class:`PeakForecast`."""
+    per = np.asarray(row).reshape(len(spec.horizons), spec.outputs_per_horizon)
+    return PeakForecast(
+        horizons=spec.horizons,
+        point=tuple(float(x) for x in per[:, 0]),
+        mean=tuple(float(x) for x in per[:, 1]),
+        peaks={q: tuple(float(x) for x in per[:, 2 + j]) for j, q in enumerate(spec.quantiles)},
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -10,21 +9,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from metalearn import checkpoint, cli
+from metalearn import cli
 from metalearn.data import load_dir
+from metalearn.npz_file import read_npz
+from metalearn.peak_runtime import FORMAT, VERSION, PeakForecaster
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--epochs", "2", "--shots", "3", "--window", "6", "--horizon", "2", "--hidden", "8",
-        "--meta-batch", "4", "--holdout", "0.3", "--seed", "0", "--threads", "1"]
+TINY = ["--epochs", "2", "--shots", "3", "--stride", "2", "--window", "6", "--horizons", "1,3",
+        "--hidden", "8", "--holdout", "0.3", "--seed", "0"]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, "-m", "metalearn.cli", "forecast", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
 
 
@@ -45,14 +45,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     train.mkdir()
     other.mkdir()
     for i in range(16):
-        v = _ar_series(rng, 80)
+        v = _ar_series(rng, 300)
         (train / f"vm_{i}").write_text("".join(f"{a:.3f} {a / 2:.3f}\n" for a in v))
     for i in range(4):
-        v = _ar_series(rng, 60)
+        v = _ar_series(rng, 200)
         (other / f"node{i}.csv").write_text(
             "timestamp,value\n" + "".join(f"{t * 300},{a:.3f}\n" for t, a in enumerate(v))
         )
-    model = base / "m.pt"
+    model = base / "m.npz"
     r = run_cli("train", "--data", str(train), "--out", str(model), *TINY)
     assert r.returncode == 0, r.stderr
     assert "meta-train epoch 2/2" in r.stderr
@@ -60,50 +60,45 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": base, "train": train, "other": other, "model": model}
 
 
-def test_train_writes_one_checkpoint(data: dict[str, Path]) -> None:
-    body = checkpoint.load(data["model"])
-    assert body["config"] == {"window": 6, "horizon": 2, "hidden": 8, "relative": True}
-    assert set(body["adapt"]["inner_lrs"]) == set(body["meta_params"])
-    assert body["training"]["seed"] == 0 and body["training"]["holdout"] == 0.3
-    tr = body["training"]
-    assert tr["n_train"] + tr["n_heldout"] == 16 and tr["n_heldout"] > 0
-    assert len(tr["train_digests"]) == tr["n_train"]
+def test_train_writes_one_file_agents_can_load(data: dict[str, Path]) -> None:
+    a = read_npz(data["model"], FORMAT, VERSION)
+    n_train, n_held = len(a["train_digests"]), len(a["heldout_digests"])
+    assert n_train + n_held == 16 and n_held > 0
+    fc = PeakForecaster.load(data["model"])
+    assert fc.spec.window == 6 and fc.spec.horizons == (1, 3) and fc.shots == 3
+    v = load_dir(data["other"])[0].values
+    f = fc.adapt(v).forecast(v)
+    assert all(np.isfinite(f.point)) and f.peaks[0.9][0] >= f.peaks[0.5][0]
     assert data["model"].stat().st_size < 200_000
 
 
-def test_evaluate_other_dir_with_report(data: dict[str, Path]) -> None:
-    report = data["base"] / "report.md"
-    r = run_cli("evaluate", "--model", str(data["model"]), "--data", str(data["other"]),
-                "--shots", "0,3", "--report", str(report), "--threads", "1")
-    assert r.returncode == 0, r.stderr
-    assert "4 unseen machines" in r.stdout
-    for name in ("last value", "moving average", "global linear AR", "MAML", "joint net",
-                 "from scratch"):
-        assert name in r.stdout
-    text = report.read_text()
-    assert "| method | k | RMSE@1" in text and "![real vs forecast](report.png)" in text
-    assert report.with_suffix(".png").stat().st_size > 1000
-
-
-def test_evaluate_same_dir_uses_only_held_out_machines(data: dict[str, Path], capsys) -> None:
-    parser = argparse.ArgumentParser()
-    cli.register(parser.add_subparsers(dest="cmd"))
-    args = parser.parse_args(["forecast", "evaluate", "--model", str(data["model"]),
-                              "--data", str(data["train"]), "--shots", "3"])
-    assert args.func(args) == 0
-    n_held = checkpoint.load(data["model"])["training"]["n_heldout"]
-    assert f"{n_held} unseen machines" in capsys.readouterr().out
-
-
 def test_training_is_reproducible(data: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "again.pt"
+    out = tmp_path / "again.npz"
     assert cli.main(["forecast", "train", "--data", str(data["train"]), "--out", str(out),
                      *TINY]) == 0
-    a, b = checkpoint.load(data["model"]), checkpoint.load(out)
-    for n, t in a["meta_params"].items():
-        assert torch.equal(t, b["meta_params"][n])
-    assert a["hash"] == b["hash"]
     assert out.read_bytes() == data["model"].read_bytes()
+
+
+def test_evaluate_same_dir_uses_only_held_out_machines(data: dict[str, Path]) -> None:
+    report = data["base"] / "report.md"
+    r = run_cli("evaluate", "--model", str(data["model"]), "--data", str(data["train"]),
+                "--shots", "0,3", "--report", str(report))
+    assert r.returncode == 0, r.stderr
+    n_held = len(read_npz(data["model"], FORMAT, VERSION)["heldout_digests"])
+    assert f"{n_held} machines not used in training" in r.stderr
+    for name in ("last value", "seasonal naive", "moving average", "linear AR",
+                 "recent quantile", "meta-init", "meta-learned k=3", "joint k=3"):
+        assert name in r.stdout, name
+    assert "### Targets" in report.read_text()
+
+
+def test_evaluate_a_dir_it_never_saw_needs_fit(data: dict[str, Path]) -> None:
+    r = run_cli("evaluate", "--model", str(data["model"]), "--data", str(data["other"]))
+    _one_line_error(r, "pass --fit DIR")
+    r = run_cli("evaluate", "--model", str(data["model"]), "--data", str(data["other"]),
+                "--fit", str(data["train"]), "--shots", "3")
+    assert r.returncode == 0, r.stderr
+    assert "4 machines not used in training" in r.stderr
 
 
 def _one_line_error(r: subprocess.CompletedProcess[str], what: str) -> None:
@@ -113,44 +108,36 @@ def _one_line_error(r: subprocess.CompletedProcess[str], what: str) -> None:
     assert "Traceback" not in r.stderr
 
 
-def test_bad_checkpoints(data: dict[str, Path], tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.pt"
+def test_bad_forecaster_files(data: dict[str, Path], tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.npz"
     garbage.write_bytes(os.urandom(3000))
     _one_line_error(
-        run_cli("evaluate", "--model", str(garbage), "--data", str(data["other"])),
-        "not a forecaster checkpoint",
+        run_cli("evaluate", "--model", str(garbage), "--data", str(data["train"])),
+        "not a forecaster export",
     )
-    body = torch.load(data["model"], weights_only=True)
-    body["version"] = 0
-    body["hash"] = checkpoint.content_hash(body)
-    old = tmp_path / "old.pt"
-    torch.save(body, old)
     _one_line_error(
-        run_cli("evaluate", "--model", str(old), "--data", str(data["other"])),
-        "version 0 is not supported",
+        run_cli("evaluate", "--model", str(tmp_path / "none.npz"), "--data", str(data["train"])),
+        "no such forecaster file",
     )
 
 
-def test_bad_data_dirs(data: dict[str, Path], tmp_path: Path) -> None:
+def test_bad_data_and_options(data: dict[str, Path], tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     _one_line_error(
         run_cli("evaluate", "--model", str(data["model"]), "--data", str(empty)),
         "no usable series",
     )
-    short = tmp_path / "short"
-    short.mkdir()
-    (short / "a.csv").write_text("timestamp,value\n" + "".join(f"{t},5\n" for t in range(9)))
-    _one_line_error(
-        run_cli("evaluate", "--model", str(data["model"]), "--data", str(short),
-                "--shots", "0,5"),
-        "needs at least 14 points",
-    )
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x").write_text("1 2\n3 4\nfoo 5\n")
-    _one_line_error(run_cli("train", "--data", str(bad), "--out", str(tmp_path / "o.pt")), "x:3")
-
-
-def test_loader_skip_bad_matches_cli_flag(data: dict[str, Path]) -> None:
-    assert len(load_dir(data["other"], skip_bad=True)) == 4
+    _one_line_error(run_cli("train", "--data", str(bad), "--out", str(tmp_path / "o.npz")), "x:3")
+    _one_line_error(
+        run_cli("train", "--data", str(data["train"]), "--out", str(tmp_path / "o.npz"),
+                "--horizons", "3,1"),
+        "horizons must be increasing",
+    )
+    _one_line_error(
+        run_cli("train", "--data", str(data["train"]), "--out", str(tmp_path / "no" / "o.npz")),
+        "does not exist",
+    )

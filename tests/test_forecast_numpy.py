@@ -160,7 +160,7 @@ def test_shipped_npz_matches_shipped_pt(tmp_path: Path) -> None:
 
 
 def test_load_errors(tmp_path: Path) -> None:
-    with pytest.raises(ForecastError, match="no such forecaster export"):
+    with pytest.raises(ForecastError, match="no such forecaster file"):
         NumpyForecaster.load(tmp_path / "missing.npz")
     good = SHIPPED_NPZ.read_bytes()
     for name, data in [("garbage.npz", b"\x00garbage" * 50), ("empty.npz", b""),

@@ -215,7 +215,7 @@ def _snapshot() -> tuple[NodeCore, float]:
 
 
 def _task_ids(core: NodeCore) -> list[str]:
-    return sorted(core.placement.owner.store) or ["t0"]
+    return sorted(core.placement.owner.store.records) or ["t0"]
 
 
 @dataclasses.dataclass
@@ -230,7 +230,7 @@ class _Watch:
     def of(cls, core: NodeCore) -> _Watch:
         m = core.membership
         return cls(m.incarnation, m.resources.version,
-                   {t: rank(r) for t, r in core.placement.owner.store.items()})  # fmt: skip
+                   {t: rank(r) for t, r in core.placement.owner.store.records.items()})  # fmt: skip
 
 
 def check_invariants(core: NodeCore, before: _Watch) -> _Watch:
@@ -245,7 +245,7 @@ def check_invariants(core: NodeCore, before: _Watch) -> _Watch:
                          if n != core.node_id and s in (Status.ALIVE, Status.SUSPECT)}  # fmt: skip
     p = core.placement
     assert not p.ledger.over_committed(), (p.ledger.used(), p.ledger.capacity)
-    for tid, rec in p.owner.store.items():
+    for tid, rec in p.owner.store.records.items():
         assert rec.id == tid
         old = before.ranks.get(tid)
         # the merge rule (agent.records.newer): a stored copy is only ever replaced by a
@@ -279,7 +279,7 @@ def core_inputs(draw):
     """A sequence of inputs to the snapshot core: peer messages that lean on the tasks it
     holds (their ids, attempts and rounds nearby), with clock advances and ticks between."""
     core, _ = _snapshot()
-    store = core.placement.owner.store
+    store = core.placement.owner.store.records
     held = _task_ids(core)
     task_ids = st.sampled_from(held) | fz.ids
     mutated = st.builds(
@@ -338,7 +338,7 @@ def _drive(core: NodeCore, now: float, steps: list) -> None:
 def test_the_snapshot_core_is_busy():
     """The fuzzed core holds real work, or the messages above would only hit empty tables."""
     core, _ = _snapshot()
-    store = core.placement.owner.store
+    store = core.placement.owner.store.records
     assert len(store) >= 3 and len(core.membership.live_nodes()) == 2
     assert {r.state for r in store.values()} & {TaskState.PLACED, TaskState.RUNNING}
 

@@ -595,6 +595,31 @@ def test_a_runners_report_of_a_state_no_run_ends_in_is_refused():
     assert_clean(c, tid)
 
 
+def test_a_report_about_a_task_no_runner_holds_is_refused():
+    """A pending record names no runner (its node is empty). A report from a sender whose id is
+    empty, for its attempt, used to match that empty runner and was written: one forged
+    "cancelled" ended a task that was still being negotiated. Only a placed or running record
+    has a run to report on."""
+    from gossip.messages import Message
+
+    c = make(19)
+    tid, spec = pinned(c, "f")
+    for i in ZONE_B:
+        c.pause(i)  # the only nodes that could run it never answer a bid
+    c.submit(tid, spec, via=0)
+    c.run_for(1.0)
+    rec = c.newest(tid)
+    assert rec.state == TaskState.PENDING and rec.node == ""
+    owner = owner_addr(c, tid)
+    before = c.stats()
+    forged = Message("", "sim://forger", 0,
+                     TaskReport(tid, rec.attempt, TaskState.CANCELLED, finished=1.0))
+    c.sim.call(owner, lambda n, now: n.on_message(now, forged))
+    c.run_for(0.5)
+    assert c.newest(tid).state == TaskState.PENDING
+    assert c.stats()["reports_refused"] - before["reports_refused"] == 1
+
+
 def test_the_owner_refuses_to_write_a_transition_the_life_cycle_forbids():
     from agent import task_states
 

@@ -42,7 +42,7 @@ def _held(c: PlacementCluster) -> tuple[int, int]:
     """Records held over the cluster, and the bytes they take on the wire."""
     n = size = 0
     for core in c.cores():
-        for rec in core.placement.owner.store.values():
+        for rec in core.placement.owner.store.records.values():
             n += 1
             size += len(wire.encode(Message("x", "sim://x", 0, TaskPut(rec))))
     return n, size
@@ -75,11 +75,11 @@ def test_10000_chatty_tasks_leave_a_bounded_record_store_after_retention():
     c.run_for(KEEP + 10.0)
     held, size = _held(c)
     assert held == 0 and size == 0
-    tombs = sum(len(core.placement.owner.tombstones) for core in c.cores())
+    tombs = sum(len(core.placement.owner.store.tombstones) for core in c.cores())
     assert tombs == 3 * 10_000  # one small tombstone per replica, until tombstone_retention
     assert not c.problems()
     c.run_for(RETAIN.tombstone_retention)
-    assert sum(len(core.placement.owner.tombstones) for core in c.cores()) == 0
+    assert sum(len(core.placement.owner.store.tombstones) for core in c.cores()) == 0
 
 
 def test_late_reports_and_stale_copies_of_a_collected_task_do_nothing():
@@ -128,7 +128,7 @@ def test_a_replica_holding_too_many_unfinished_records_refuses_new_ones():
     assert len(ok) == 5 and len(refused) == 3
     assert all("unfinished" in r.error for r in refused)
     assert c.stats()["records_refused"] >= 3
-    assert all(len(core.placement.owner.store) == 5 for core in c.cores())
+    assert all(len(core.placement.owner.store.records) == 5 for core in c.cores())
 
 
 def test_one_client_cannot_fill_an_agent_by_itself():

@@ -7,7 +7,7 @@ time (one sample per 60 virtual seconds instead of 300); ``offset`` shifts a nod
 nodes sharing a trace are not in lockstep.
 
 `assign_traces` gives N nodes traces deterministically from a seed, by default only machines
-the shipped forecaster was not trained on (the checkpoint records their content digests), so
+the shipped forecaster was not trained on (its file records their content digests), so
 forecasts in a scenario are made on machines the model has never seen.
 
 Traces come from a directory of trace files, a ``.tsv.gz`` bundle, or the name of a bundle
@@ -24,7 +24,6 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-import metalearn
 from metalearn.data import Series, load_bundle, load_dir
 from metalearn.errors import DataError
 
@@ -167,21 +166,19 @@ def load_traces(source: str | Path) -> tuple[Series, ...]:
 
 @functools.lru_cache(maxsize=4)
 def _trained_cached(path: str, mtime_ns: int) -> frozenset[str]:
-    from metalearn import checkpoint  # imports torch: only when asked
+    from metalearn.npz_file import read_npz
+    from metalearn.peak_runtime import FORMAT, VERSION
 
-    body = checkpoint.load(path)
-    return frozenset(body["training"]["train_digests"])
+    return frozenset(str(d) for d in read_npz(path, FORMAT, VERSION)["train_digests"].tolist())
 
 
-def trained_digests(checkpoint_path: str | Path | None = None) -> frozenset[str]:
-    """Content digests of the series the forecaster checkpoint was trained on.
+def trained_digests(forecaster_path: str | Path | None = None) -> frozenset[str]:
+    """Content digests of the series the forecaster file was trained on (None = the shipped
+    one, `metalearn.peak_runtime.DEFAULT_PATH`)."""
+    from metalearn.peak_runtime import DEFAULT_PATH
 
-    None = the shipped checkpoint (`metalearn.checkpoint.DEFAULT_PATH`). Needs torch.
-    """
-    if checkpoint_path is None:
-        checkpoint_path = Path(metalearn.__file__).with_name("forecaster.pt")  # = DEFAULT_PATH
-    p = Path(checkpoint_path).resolve()
-    mtime = p.stat().st_mtime_ns if p.exists() else 0  # missing: checkpoint.load says so
+    p = Path(forecaster_path if forecaster_path is not None else DEFAULT_PATH).resolve()
+    mtime = p.stat().st_mtime_ns if p.exists() else 0  # missing: read_npz says so
     return _trained_cached(str(p), mtime)
 
 

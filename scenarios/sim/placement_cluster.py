@@ -78,7 +78,7 @@ FAST_PLACEMENT = PlacementConfig(
     report_retry=0.3, runner_silence=5.0, publish_interval=0.5, publish_heartbeat=5.0,
 )  # fmt: skip
 
-# what nodes count when they ignore a message or a stale event (see agent/worker.py, owner.py)
+# what nodes count when they ignore a message or a stale event (see agent/worker.py, owner.py and its parts)
 IGNORED_COUNTERS = (
     "unsolicited_bids", "stale_releases", "stale_awards", "duplicate_awards", "stale_reports",
     "stale_award_acks", "stale_report_acks", "unknown_exits", "stale_replies", "put_conflicts",
@@ -584,7 +584,7 @@ class PlacementCluster:
     def newest(self, task_id: str, addrs: Iterable[str] | None = None) -> TaskRecord | None:
         best = None
         for a in self.up() if addrs is None else addrs:
-            r = self.core(a).placement.owner.store.get(task_id)
+            r = self.core(a).placement.owner.store.records.get(task_id)
             if r is not None and newer(r, best):
                 best = r
         return best
@@ -593,7 +593,7 @@ class PlacementCluster:
         """Newest copy of every record held by a node that did not crash."""
         out: dict[str, TaskRecord] = {}
         for a in self.up():
-            for tid, r in self.core(a).placement.owner.store.items():
+            for tid, r in self.core(a).placement.owner.store.records.items():
                 if newer(r, out.get(tid)):
                     out[tid] = r
         return out
@@ -603,7 +603,7 @@ class PlacementCluster:
         crash, and that no such node still holds): how they ended."""
         out: dict[str, TaskState] = {}
         for a in self.up():
-            for tid, t in self.core(a).placement.owner.tombstones.items():
+            for tid, t in self.core(a).placement.owner.store.tombstones.items():
                 out[tid] = t.state
         held = self.records()
         return {tid: st for tid, st in out.items() if tid not in held}
@@ -612,7 +612,7 @@ class PlacementCluster:
         """Every node's copy of a record (crashed nodes included), for debugging."""
         out = {}
         for a in self.addrs:
-            r = self.core(a).placement.owner.store.get(task_id)
+            r = self.core(a).placement.owner.store.records.get(task_id)
             if r is not None:
                 out[a] = r
         return out
@@ -699,15 +699,15 @@ class PlacementCluster:
             for n in w.replicas:
                 a = self.addr_of(n)
                 if a in up:
-                    r = self.core(a).placement.owner.store.get(tid)
+                    r = self.core(a).placement.owner.store.records.get(tid)
                     if r is None or _result(r) != result:
                         by[n] = _result(r) if r else None
             for a in up:
-                x = self.core(a).placement.owner.store.get(tid)
+                x = self.core(a).placement.owner.store.records.get(tid)
                 if x is None or not x.state.terminal or _result(x) == result:
                     continue
                 owner = next((n for n in x.replicas if self.addr_of(n) in up), node_id(a))
-                o = self.core(self.addr_of(owner)).placement.owner.store.get(tid)
+                o = self.core(self.addr_of(owner)).placement.owner.store.records.get(tid)
                 if o is None or _result(o) != result:
                     by[node_id(a)] = f"{_result(x)}, owned by {owner}"
             if by:
@@ -719,7 +719,7 @@ class PlacementCluster:
         out: dict[str, list[str]] = {}
         recs = self.records()
         for a in self.up():
-            for tid, x in self.core(a).placement.owner.store.items():
+            for tid, x in self.core(a).placement.owner.store.records.items():
                 w = recs[tid]
                 if x.state.terminal and w.state.terminal and _result(x) != _result(w):
                     out.setdefault(tid, []).append(node_id(a))

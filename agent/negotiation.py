@@ -1,0 +1,144 @@
+"""Negotiating where a pending task runs: a round asks a few candidates (the policy's choice)
+for bids, and closes when all answered or at its deadline with a winner among the yes-bids;
+a round no node had room in is retried after a jittered, doubling back-off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.context import Context
+from agent.ledger import EPS
+from agent.policies import Policy
+from agent.policies.base import Candidate
+from agent.records import could_run
+from gossip.messages import Bid, BidRequest, Release, Status, TaskRecord
+
+
+@dataclass(slots=True)
+class Round:
+    attempt: int
+    no: int
+    asked: list[Candidate]
+    deadline: float
+    bids: dict[str, Bid] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Negotiation:
+    """The owner's negotiation state for one pending record."""
+
+    round: Round | None = None
+    rounds: int = 0
+    next_try: float = 0.0
+    backoff: float = 0.0
+
+
+class Negotiator:
+    def __init__(self, ctx: Context, policy: Policy) -> None:
+        self.ctx = ctx
+        self.policy = policy
+
+    def candidates(self, rec: TaskRecord) -> list[Candidate]:
+        """Alive nodes that could run the task; those whose gossiped allocation still leaves
+        room for it first-class: if any has room, only they are offered to the policy (asking
+        a node that gossip says is full wastes a round), else every feasible node is (gossip
+        may be stale)."""
+        c = self.ctx
+        out = []
+        for n in [c.node_id, *c.view.live_nodes()]:
+            if n != c.node_id and c.view.status_of(n) != Status.ALIVE:
+                continue  # a suspect is not worth a bid round trip
+            r = c.view.record_of(n)
+            addr = c.addr if n == c.node_id else c.view.addr_of(n)
+            if addr and could_run(r, rec.spec):
+                out.append(Candidate(n, addr, r))
+        s = rec.spec
+        roomy = [x for x in out if x.record.cpus - x.record.alloc_cpus + EPS >= s.cpus
+                 and x.record.memory - x.record.alloc_memory >= s.memory
+                 and x.record.gpus - x.record.alloc_gpus >= s.gpus]  # fmt: skip
+        return roomy or out
+
+    def start_round(self, now: float, rec: TaskRecord, neg: Negotiation) -> None:
+        c = self.ctx
+        cands = self.candidates(rec)
+        asked = self.policy.choose(rec.spec, cands, c.config.bids, c.rng) if cands else []
+        if not asked:
+            c.stats["no_candidates"] += 1
+            self.back_off(now, neg)
+            return
+        neg.rounds += 1
+        rnd = Round(rec.attempt + 1, neg.rounds, asked, now + c.config.bid_timeout)
+        neg.round = rnd
+        s = rec.spec
+        q = BidRequest(rec.id, rnd.attempt, rnd.no, s.cpus, s.memory, s.gpus, dict(s.labels),
+                       s.expected)  # fmt: skip
+        for cand in asked:
+            c.send(cand.addr, q)
+        c.stats["bid_requests"] += len(asked)
+
+    def back_off(self, now: float, neg: Negotiation) -> None:
+        cfg = self.ctx.config
+        neg.backoff = min(cfg.backoff_max, max(cfg.backoff_min, neg.backoff * 2))
+        neg.next_try = now + neg.backoff * self.ctx.rng.uniform(0.5, 1.0)
+
+    def take_bid(self, now: float, sender: str, sender_addr: str, b: Bid,
+                 neg: Negotiation | None) -> bool:  # fmt: skip
+        """Note a bid; True when every candidate asked has answered in time."""
+        c = self.ctx
+        rnd = neg.round if neg is not None else None
+        if rnd is None or rnd.attempt != b.attempt or rnd.no != b.round or not any(
+            cand.node == sender for cand in rnd.asked
+        ):
+            # a late bid for a closed round, or one never asked for: free its lease at once
+            c.stats["unsolicited_bids"] += 1
+            if b.ok:
+                c.send(sender_addr, Release(b.task_id, b.attempt, b.round))
+            return False
+        rnd.bids[sender] = b
+        # past the deadline the round should be closed already (we were stopped): the owner
+        # decides at its next look, after re-confirming its copy (`Owner.tick`)
+        return len(rnd.bids) == len(rnd.asked) and now <= rnd.deadline
+
+    def decide(
+        self, now: float, rec: TaskRecord, neg: Negotiation,
+    ) -> tuple[Round, Candidate] | None:  # fmt: skip
+        """Close the open round: its winner, or None when it is to be tried again at
+        `neg.next_try` (every lease ran out, or no node had room)."""
+        c = self.ctx
+        rnd = neg.round
+        neg.round = None
+        tid = rec.id
+        by_node = {cand.node: cand for cand in rnd.asked}
+        if now >= rnd.deadline - c.config.bid_timeout + c.config.lease:
+            # every yes-bid's lease has run out (we were held up): ask again, never award on
+            # a reservation the bidder no longer holds
+            for n, b in rnd.bids.items():
+                if b.ok:
+                    c.send(by_node[n].addr, Release(tid, rnd.attempt, rnd.no))
+            c.stats["rounds_expired"] += 1
+            neg.next_try = now
+            return None
+        yes = [rnd.bids[cand.node] for cand in rnd.asked
+               if cand.node in rnd.bids and rnd.bids[cand.node].ok]
+        if not yes:
+            c.stats["rounds_without_room"] += 1
+            self.back_off(now, neg)
+            return None
+        win = self.policy.pick(rec.spec, yes, c.rng)
+        winner = next(n for n, b in rnd.bids.items() if b is win)
+        for n, b in rnd.bids.items():
+            if b.ok and n != winner:
+                c.send(by_node[n].addr, Release(tid, rnd.attempt, rnd.no))
+        neg.backoff = 0.0
+        return rnd, by_node[winner]
+
+    def release(self, neg: Negotiation) -> None:
+        """Abandon the open round, if any, freeing the yes-bidders' leases."""
+        rnd, neg.round = neg.round, None
+        if rnd is None:
+            return
+        for n, b in rnd.bids.items():
+            if b.ok:
+                addr = next(cand.addr for cand in rnd.asked if cand.node == n)
+                self.ctx.send(addr, Release(b.task_id, b.attempt, b.round))
