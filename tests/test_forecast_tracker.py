@@ -322,3 +322,28 @@ def test_forecaster_kinds() -> None:
     assert isinstance(make_forecaster("last-value"), LastValuePeak)
     with pytest.raises(ValueError, match="unknown forecaster 'oracle'"):
         make_forecaster("oracle")
+
+
+def test_the_shipped_peak_forecaster_on_a_real_trace() -> None:
+    from metalearn.data import load_bundle
+    from metalearn.peak_runtime import PeakForecaster
+    from scenarios.sim.background import SHIPPED_TRACES
+
+    fc, init = make_forecaster("meta"), make_forecaster("meta-init")
+    assert isinstance(fc, PeakForecaster) and isinstance(init, PeakForecaster)
+    assert fc.adapts and not init.adapts
+    cpu = load_bundle(SHIPPED_TRACES["gcd-vms"])[7].values / 100  # a machine it never saw
+    tr, tr0 = ForecastTracker(fc, step=300.0), ForecastTracker(init, step=300.0)
+    for i, v in enumerate(cpu):
+        for t in (tr, tr0):
+            t.observe(i * 300.0 + 17.0, v)  # two samples per step, averaged
+            t.observe(i * 300.0 + 150.0, v)
+    closed = cpu[:-1]  # the last step is still in progress
+    assert tr.loads == pytest.approx(tuple(closed[-672:]))
+    assert tr.adaptations >= 2 and tr.failures == 0 and tr.shots > 0 and tr0.shots == 0
+    want = tr._node.forecast(np.asarray(tr.loads)).peaks[0.9]
+    assert tr.published() == pytest.approx(tuple(np.maximum.accumulate(np.clip(want, 0, 1))))
+    assert all(0.0 <= x <= 1.0 for x in tr.published())
+    assert list(tr.published()) == sorted(tr.published())
+    assert tr.published() != tr0.published()  # adaptation moved it
+    assert tr.peak(3600.0, 0.5) <= tr.peak(3600.0, 0.9)
