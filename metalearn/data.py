@@ -1,4 +1,4 @@
-"""Loading load traces from a directory, splitting by machine, windowing and normalization.
+"""Loading load traces from a directory or a bundle, and splitting them by machine.
 
 Two file formats are read, one series (one machine) per file:
 
@@ -238,45 +238,3 @@ def split_by_machine(
     train = [s for s in series if not held_out(s)]
     held = [s for s in series if held_out(s)]
     return train, held
-
-
-@dataclass(frozen=True)
-class Normalizer:
-    """Global affine normalization fitted on the training machines."""
-
-    mean: float
-    std: float
-
-    @classmethod
-    def fit(cls, series: list[Series]) -> Normalizer:
-        allv = np.concatenate([s.values for s in series])
-        std = float(allv.std())
-        return cls(mean=float(allv.mean()), std=std if std > 1e-8 else 1.0)
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float64) - self.mean) / self.std
-
-    def decode(self, z: np.ndarray) -> np.ndarray:
-        return np.asarray(z, dtype=np.float64) * self.std + self.mean
-
-
-def make_windows(values: np.ndarray, window: int, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """All sliding (input, target) pairs: X[i] = v[i:i+window], Y[i] = v[i+window:i+window+h].
-
-    Returns arrays of shape (n, window) and (n, horizon), n = len(v) - window - horizon + 1
-    (zero rows if the series is too short).
-    """
-    v = np.asarray(values, dtype=np.float64)
-    n = len(v) - window - horizon + 1
-    if n <= 0:
-        return np.zeros((0, window)), np.zeros((0, horizon))
-    view = np.lib.stride_tricks.sliding_window_view(v, window + horizon)
-    return view[:, :window].copy(), view[:, window:].copy()
-
-
-def history_length(shots: int, window: int, horizon: int) -> int:
-    """Points needed for ``shots`` complete (input, target) windows: window + horizon + shots - 1.
-
-    Zero shots need no history.
-    """
-    return 0 if shots <= 0 else window + horizon + shots - 1

@@ -10,7 +10,7 @@ bytes (sorted inputs, seeded samples, gzip with mtime=0 and no file name):
 Beside the bundles it writes ``digests.tsv``: each chosen series' `Series.digest` as loaded from
 its original file, so that a fresh clone (without the data sets) can still check that every
 bundled series is the original one (tests/test_trace_bundles.py).
-Selecting gcd-vms machines needs the shipped forecaster checkpoint (torch), to leave out the
+Selecting gcd-vms machines reads the shipped forecaster file, to leave out the
 machines it was trained on. See scenarios/traces/README.md for what is chosen and why.
 """
 
@@ -74,7 +74,7 @@ def encode(comment: str, files: list[Path]) -> bytes:
 
 def gcd_bundle(data: Path) -> bytes:
     """96 gcd-vms machines the shipped forecaster was not trained on: seeded sample by name."""
-    from scenarios.sim.background import trained_digests  # needs torch
+    from scenarios.sim.background import trained_digests
 
     trained = trained_digests()
     files = sorted(p for p in (data / "gcd-vms").iterdir() if p.name.startswith("vm_"))

@@ -8,11 +8,8 @@ import numpy as np
 import pytest
 
 from metalearn.data import (
-    Normalizer,
-    history_length,
     load_dir,
     load_file,
-    make_windows,
     split_by_machine,
 )
 from metalearn.errors import DataError, ForecastError
@@ -106,17 +103,3 @@ def test_split_is_by_machine_group_and_deterministic(tmp_path: Path) -> None:
     train3, _ = split_by_machine(series, 0.25, seed=1)
     assert sorted(s.name for s in train3) != sorted(s.name for s in train)
     assert split_by_machine(series, 0.0, seed=0)[1] == []
-
-
-def test_windows_and_normalizer() -> None:
-    v = np.arange(10.0)
-    x, y = make_windows(v, window=3, horizon=2)
-    assert x.shape == (6, 3) and y.shape == (6, 2)
-    assert x[0].tolist() == [0, 1, 2] and y[0].tolist() == [3, 4]
-    assert x[-1].tolist() == [5, 6, 7] and y[-1].tolist() == [8, 9]
-    assert make_windows(v[:4], 3, 2)[0].shape == (0, 3)
-    # k shots need exactly k complete windows
-    for k in (1, 5):
-        assert len(make_windows(np.arange(float(history_length(k, 3, 2))), 3, 2)[0]) == k
-    n = Normalizer(mean=2.0, std=4.0)
-    assert np.allclose(n.decode(n.encode(v)), v)

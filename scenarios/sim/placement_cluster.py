@@ -78,7 +78,8 @@ FAST_PLACEMENT = PlacementConfig(
     report_retry=0.3, runner_silence=5.0, publish_interval=0.5, publish_heartbeat=5.0,
 )  # fmt: skip
 
-# what nodes count when they ignore a message or a stale event (see agent/worker.py, owner.py and its parts)
+# what nodes count when they ignore a message or a stale event (agent/worker.py, the owner
+# and its parts)
 IGNORED_COUNTERS = (
     "unsolicited_bids", "stale_releases", "stale_awards", "duplicate_awards", "stale_reports",
     "stale_award_acks", "stale_report_acks", "unknown_exits", "stale_replies", "put_conflicts",
