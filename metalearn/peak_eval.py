@@ -215,14 +215,16 @@ def walk_forward(fc: PeakForecaster, values: np.ndarray | Machine, t0: int, shot
     params, fell = adapt_blocks(fc, mc, starts, shots, history)
     if params is None:
         t = np.arange(t0, n)
-        out, r, s = forward(fc.params, mc.x[t]), mc.r[t], mc.s[t]
+        x = mc.x[t]
+        out, r, s = forward(fc.params, x), mc.r[t], mc.s[t]
     else:
         idx = starts[:, None] + np.arange(block)[None, :]
         ok = (idx < n).ravel()
         t = np.minimum(idx, n - 1)
         out = forward(params, mc.x[t]).reshape(-1, fc.spec.n_outputs)[ok]
+        x = mc.x[t.ravel()[ok]]
         r, s = mc.r[t].ravel()[ok], mc.s[t].ravel()[ok]
-    out = out + fc.offsets
+    out = fc.calibrated(out, x)
     return decode(fc.spec, out, r, s, mc.view.unit), fell
 
 

@@ -207,7 +207,7 @@ def _reference(fc: PeakForecaster, v: np.ndarray, t0: int, k: int, block: int,
 def test_batched_walk_forward_equals_adapt_and_predict(bundles, k, history, lr) -> None:
     v = bundles["bitbrains-rnd"][0].values[:1300] + 0.0
     fc = tiny(seed=2, scale=0.3, lr=lr)
-    fc.offsets = np.random.default_rng(0).normal(0.0, 0.5, SPEC.n_outputs)  # calibration
+    fc.offsets = np.random.default_rng(0).normal(0.0, 0.5, (2, SPEC.n_outputs))  # calibration
     got, fell = pe.walk_forward(fc, v, 576, k, 12, history)
     want, want_fell = _reference(fc, v, 576, k, 12, history)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9 * np.abs(v).max())

@@ -259,6 +259,52 @@ def test_peak_picks_the_covering_horizon():
     assert f.peak(0.9, 1000) == f.peaks[0.9][2]
 
 
+def test_offsets_follow_the_history_regime():
+    """Origins without a day of history get row 0 of the offsets, those with one row 1."""
+    from metalearn.peak_runtime import forward
+
+    fc = tiny()
+    fc.offsets = np.vstack([np.full(SPEC.n_outputs, -1.0), np.full(SPEC.n_outputs, 2.0)])
+    v = daily(3 * SPEC.day)
+    view = SeriesView(v, SPEC)
+    node = fc.init_node()
+    origins = np.array([SPEC.window, SPEC.day - 1, SPEC.day, 2 * SPEC.day])
+    x, _, _ = view.features(origins)
+    got = node.outputs(view, origins) - forward(fc.params, x)
+    np.testing.assert_allclose(got, [[-1.0] * SPEC.n_outputs] * 2 + [[2.0] * SPEC.n_outputs] * 2)
+    short, long = v[:SPEC.day - 1], v[:2 * SPEC.day]
+    shifted = [node.forecast(h).point for h in (short, long)]
+    fc.offsets = np.zeros_like(fc.offsets)
+    plain = [node.forecast(h).point for h in (short, long)]
+    assert max(np.subtract(shifted[0], plain[0])) < 0 < min(np.subtract(shifted[1], plain[1]))
+
+
+def test_calibration_covers_each_quantile_in_each_regime():
+    """Offsets fitted per regime make every peak quantile cover its level on the origins they
+    were fitted on, separately with and without a day of history, where errors differ."""
+    from metalearn.data import Series, series_digest
+    from metalearn.peak_train import PeakTrainConfig, calibration_residuals, fit_offsets
+
+    cfg = PeakTrainConfig(spec=SPEC, shots=4, stride=2, history=4 * SPEC.day, readapt_every=6)
+    rng = np.random.default_rng(3)
+    train = []
+    for i in range(60):  # noisier after the first day: the regimes' errors differ
+        v = daily(5 * SPEC.day, seed=i)
+        v[SPEC.day:] += rng.normal(0, 8, v.size - SPEC.day)
+        train.append(Series(f"m{i}", v, series_digest(v)))
+    r, m, g = calibration_residuals(tiny(), train, cfg, machines=len(train))
+    assert set(g.tolist()) == {0, 1} and len(r) == len(m) == len(g)
+    offsets = fit_offsets(r, m, g, SPEC)
+    assert offsets.shape == (2, SPEC.n_outputs)
+    for j in np.flatnonzero(SPEC.output_levels > 0):
+        for k in (0, 1):
+            sel = (g == k) & m[:, j]
+            covered = r[sel, j] <= offsets[k, j] + 1e-12  # within one sample of the level
+            assert abs(covered.mean() - SPEC.output_levels[j]) <= 1.0 / sel.sum() + 1e-9
+    assert np.abs(offsets[0] - offsets[1]).max() > 0.1
+    assert not offsets[:, SPEC.output_levels <= 0].any()  # point and mean: no offset
+
+
 def test_shipped_file_loads_and_forecasts():
     fc = PeakForecaster.load()
     v = daily(700, fc.spec)
