@@ -56,6 +56,7 @@ from agent.event_log import EventLog
 from agent.execution import StartTask, TaskExit
 from agent.executor import HISTORY, Executor
 from agent.forecast_tracker import check_forecaster, make_forecaster
+from agent.messages import MAX_LIST_RECORDS
 from agent.node import NodeCore
 from agent.placement_config import PlacementConfig
 from agent.records import spec_from_args
@@ -66,6 +67,7 @@ from agent.resources import (
     ReplayLoadSampler,
     ReplayTrace,
 )
+from agent.tasks import TaskState
 from gossip.auth import (
     CLIENT_PREFIX,
     KeyFileError,
@@ -77,6 +79,8 @@ from gossip.auth import (
 )
 from gossip.config import SwimConfig
 from gossip.faults import FaultyTransport, RulesFile
+from gossip.fields import MAX_ID_LEN, MAX_LABELS
+from gossip.kinds import rides_datagram
 from gossip.membership import MemberView
 from gossip.messages import (
     Gossip,
@@ -87,11 +91,9 @@ from gossip.messages import (
     QueryReply,
     ResourceRecord,
     Status,
-    TaskState,
-    rides_datagram,
 )
 from gossip.transport import Identity, Transport, TransportConfig, ZmqTransport
-from gossip.wire import MAX_ID_LEN, MAX_LABELS, MAX_LIST_RECORDS, WireError, decode, encode
+from gossip.wire import WireError, decode, encode
 
 log = logging.getLogger(__name__)
 

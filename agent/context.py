@@ -10,8 +10,9 @@ from typing import Any
 
 from agent.placement_config import PlacementConfig
 from agent.ring import LiveRing, shared_ring
+from agent.tasks import TaskRecord
 from gossip.membership import Membership
-from gossip.messages import Message, Outgoing, Status, TaskRecord
+from gossip.messages import Message, Outgoing, Status
 
 LIVE = (Status.ALIVE, Status.SUSPECT)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gossip.messages import TaskSpec, TaskState
+from agent.tasks import TaskSpec, TaskState
 
 
 @dataclass(frozen=True, slots=True)

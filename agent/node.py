@@ -7,13 +7,15 @@ import random
 from typing import Any
 
 from agent.execution import Action, TaskExit
-from agent.placement import PLACEMENT_BODIES, PlacementCore
+from agent.messages import MAX_LIST_RECORDS, PLACEMENT
+from agent.placement import PlacementCore
 from agent.placement_config import PlacementConfig
 from agent.requests import Reply
+from agent.tasks import TaskSpec
 from gossip.config import SwimConfig
+from gossip.kinds import kind_of
 from gossip.membership import Membership
-from gossip.messages import Message, Outgoing, ResourceRecord, TaskSpec
-from gossip.wire import MAX_LIST_RECORDS
+from gossip.messages import Message, Outgoing, ResourceRecord
 
 
 class NodeCore:
@@ -31,7 +33,8 @@ class NodeCore:
         self.addr = addr
 
     def on_message(self, now: float, msg: Message) -> list[Outgoing]:
-        if isinstance(msg.body, PLACEMENT_BODIES):
+        # the kind's registration names its core; membership takes (and counts) any other
+        if kind_of(msg.body).handler == PLACEMENT:
             return self.placement.on_message(now, msg)
         return self.membership.on_message(now, msg)
 

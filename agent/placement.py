@@ -17,19 +17,12 @@ from agent.context import Context
 from agent.execution import Action, TaskExit
 from agent.forecast_tracker import ForecastTracker
 from agent.ledger import EPS, Ledger
-from agent.owner import Owner
-from agent.placement_config import PlacementConfig
-from agent.policies import make_policy
-from agent.requests import Reply, Requests
-from agent.worker import Worker
-from gossip.membership import Membership
-from gossip.messages import (
+from agent.messages import (
+    MAX_LIST_RECORDS,
     Award,
     AwardAck,
     Bid,
     BidRequest,
-    Message,
-    Outgoing,
     Release,
     ReportAck,
     TaskCancel,
@@ -41,14 +34,15 @@ from gossip.messages import (
     TaskPut,
     TaskPutAck,
     TaskReport,
-    TaskSpec,
 )
-from gossip.wire import MAX_LIST_RECORDS
-
-PLACEMENT_BODIES = (
-    TaskPut, TaskPutAck, TaskGet, TaskGetReply, TaskList, TaskListReply, TaskCancel,
-    TaskCancelReply, BidRequest, Bid, Award, AwardAck, Release, TaskReport, ReportAck,
-)  # fmt: skip
+from agent.owner import Owner
+from agent.placement_config import PlacementConfig
+from agent.policies import make_policy
+from agent.requests import Reply, Requests
+from agent.tasks import TaskSpec
+from agent.worker import Worker
+from gossip.membership import Membership
+from gossip.messages import Message, Outgoing
 
 
 def gossipable(forecast: tuple[float, ...], n: int) -> tuple[float, ...]:

@@ -19,9 +19,8 @@ from typing import Any
 import msgpack
 
 from agent.context import Context
-from agent.owner import NOT_OWNER, Owner
-from agent.records import newer, spec_problem, unplaceable_reason
-from gossip.messages import (
+from agent.messages import (
+    MAX_LIST_RECORDS,
     TaskCancel,
     TaskCancelReply,
     TaskGet,
@@ -30,11 +29,11 @@ from gossip.messages import (
     TaskListReply,
     TaskPut,
     TaskPutAck,
-    TaskRecord,
-    TaskSpec,
-    TaskState,
 )
-from gossip.wire import MAX_LIST_RECORDS, MAX_MESSAGE_BYTES, record_size
+from agent.owner import NOT_OWNER, Owner
+from agent.records import newer, spec_problem, unplaceable_reason
+from agent.tasks import TaskRecord, TaskSpec, TaskState, record_size
+from gossip.wire import MAX_MESSAGE_BYTES
 
 Reply = tuple[int, bool, Any, str]
 LIST_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # records in a list reply, rows in an answer

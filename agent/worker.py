@@ -13,19 +13,10 @@ from dataclasses import dataclass
 from agent.context import Context
 from agent.execution import Action, StartTask, StopTask, TaskExit
 from agent.ledger import Demand, Ledger
+from agent.messages import Award, AwardAck, Bid, BidRequest, Release, ReportAck, TaskReport
 from agent.policies.base import peak, usable_forecast
 from agent.records import demand_of, labels_match
-from gossip.messages import (
-    Award,
-    AwardAck,
-    Bid,
-    BidRequest,
-    Release,
-    ReportAck,
-    TaskRecord,
-    TaskReport,
-    TaskState,
-)
+from agent.tasks import TaskRecord, TaskState
 
 
 @dataclass(slots=True)

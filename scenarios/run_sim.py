@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from agent.placement_config import PlacementConfig
+from agent.tasks import TaskSpec
 from gossip.config import SwimConfig
-from gossip.messages import Status, TaskSpec
+from gossip.messages import Status
 from scenarios.faults import FaultEvent, resolve
 from scenarios.observation import (
     AppliedFault,

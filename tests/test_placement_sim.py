@@ -21,8 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.execution import StartTask
-from agent.ring import HashRing
-from gossip.messages import (
+from agent.messages import (
     Award,
     AwardAck,
     Bid,
@@ -32,8 +31,9 @@ from gossip.messages import (
     TaskCancel,
     TaskPut,
     TaskReport,
-    TaskState,
 )
+from agent.ring import HashRing
+from agent.tasks import TaskState
 from scenarios.sim.background import BackgroundTrace
 from scenarios.sim.network import NetworkModel
 from scenarios.sim.placement_cluster import (

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import pytest
 
+from agent.tasks import TaskState
 from gossip.membership import generation_of
-from gossip.messages import Status, TaskState
+from gossip.messages import Status
 from gossip.transport import TransportConfig
 from scenarios.sim.placement_cluster import GiB, NodeShape, PlacementCluster, task_spec
 

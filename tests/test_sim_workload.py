@@ -10,7 +10,8 @@ import time
 import pytest
 
 from agent.execution import StartTask, StopTask, TaskExit
-from gossip.messages import Message, Outgoing, TaskSpec, TaskState
+from agent.tasks import TaskSpec, TaskState
+from gossip.messages import Message, Outgoing
 from scenarios.sim import Simulator
 from scenarios.sim.background import (
     BackgroundTrace,

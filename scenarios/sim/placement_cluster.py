@@ -48,19 +48,10 @@ from agent.ledger import Demand, Ledger
 from agent.node import NodeCore
 from agent.placement_config import PlacementConfig
 from agent.records import newer
+from agent.tasks import TaskRecord, TaskSpec, TaskState
 from gossip.config import FAST_SWIM as FAST_SWIM_TIMINGS
 from gossip.config import SwimConfig
-from gossip.messages import (
-    MemberUpdate,
-    Message,
-    Outgoing,
-    ResourceRecord,
-    Status,
-    SyncReply,
-    TaskRecord,
-    TaskSpec,
-    TaskState,
-)
+from gossip.messages import MemberUpdate, Message, Outgoing, ResourceRecord, Status, SyncReply
 from scenarios.sim.background import BackgroundTrace
 from scenarios.sim.cluster import node_id
 from scenarios.sim.network import NetworkModel, StreamConfig

@@ -11,7 +11,7 @@ registered at `addr` after a delay drawn by the `NetworkModel`.
 
 Routing: by default every message is a datagram, its fate (delay or drop) drawn on its own.
 With `NetworkModel.set_streams` on, a message whose body does not ride a datagram
-(`gossip.messages.rides_datagram`: everything but failure detection) goes on the (src, dst)
+(`gossip.kinds.rides_datagram`: everything but failure detection) goes on the (src, dst)
 stream instead, like a ZeroMQ TCP connection. It never arrives before one sent earlier on that
 stream. A transmission whose data or acknowledgement is lost is retransmitted after an RTO
 doubling from `rto_min` to `rto_max` (all of a message's retransmissions are drawn when it is
@@ -63,7 +63,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossip import wire
-from gossip.messages import rides_datagram
+from gossip.kinds import rides_datagram
 from scenarios.sim.network import DROP_LOSS, DROP_PARTITION, NetworkModel, StreamConfig
 
 # event kinds (third element of a heap tuple)
@@ -318,7 +318,7 @@ class Simulator:
                     node.received += 1
                     self._delivered += 1
                     if trace_messages:
-                        self.trace.append((now, "deliver", addr, (x.sender, int(x.kind), x.seq)))
+                        self.trace.append((now, "deliver", addr, (x.sender, x.kind.number, x.seq)))
                     out = node.on_message(now, x)
                     if out:
                         route(node, out, now)
@@ -387,7 +387,7 @@ class Simulator:
             node.received += 1
             self._delivered += 1
             if self.trace_messages:
-                self.trace.append((now, "deliver", addr, (x.sender, int(x.kind), x.seq)))
+                self.trace.append((now, "deliver", addr, (x.sender, x.kind.number, x.seq)))
             out = node.on_message(now, x)
             if out:
                 self._route(node, out, now)

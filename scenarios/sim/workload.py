@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.execution import StartTask, StopTask, TaskExit
-from gossip.messages import Outgoing, TaskSpec, TaskState
+from agent.tasks import TaskSpec, TaskState
+from gossip.messages import Outgoing
 from scenarios.sim.background import BackgroundTrace
 
 MIN_SPEED = 0.05
