@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, NamedTuple
+from typing import Any
 
 from gossip.fields import (
     WireError,
@@ -184,13 +184,6 @@ class Message:
     @property
     def kind(self) -> Kind:
         return kind_of(self.body)
-
-
-class Outgoing(NamedTuple):
-    """A core's directive to its shell: send `msg` to the agent bound at `addr`."""
-
-    addr: str
-    msg: Message
 
 
 # ---------------------------------------------------------------- membership kinds
