@@ -12,7 +12,9 @@ It owns one `Transport` (ZeroMQ), one `NodeCore` (membership + placement) and on
 - load loop: sample this machine's load every `load_interval` and feed it to the placement core,
   which keeps the forecast and decides when load, forecast and allocation are worth gossiping;
 - executor: runs the tasks the core awards to this node and reports how they ended;
-- send every `Outgoing` the core returns (an encode error is counted, never raised);
+- carry out every effect the core returns, in its order (`agent.effects`): send each message
+  (an encode error is counted, never raised), reset a suspected peer's stream, start and stop
+  runs, answer clients, log member status changes;
 - join: with seeds, stop with `JoinError` if no seed answers within `join_timeout`;
 - `request_stop()` (wired to SIGTERM/SIGINT by `run_agent`): graceful leave, keep driving the
   core for `swim.leave_linger` seconds so peers learn "left", then close;
@@ -49,13 +51,15 @@ import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, assert_never
 
 from agent.access import ANYONE, owns, refusal, visible_row
+from agent.effects import Effect, Reply
 from agent.event_log import EventLog
-from agent.execution import StartTask, TaskExit
+from agent.execution import StartTask, StopTask, TaskExit
 from agent.executor import HISTORY, Executor
 from agent.forecast_tracker import check_forecaster, make_forecaster
+from agent.messages import MAX_LIST_RECORDS
 from agent.node import NodeCore
 from agent.placement_config import PlacementConfig
 from agent.records import spec_from_args
@@ -66,6 +70,7 @@ from agent.resources import (
     ReplayLoadSampler,
     ReplayTrace,
 )
+from agent.tasks import TaskState
 from gossip.auth import (
     CLIENT_PREFIX,
     KeyFileError,
@@ -76,26 +81,17 @@ from gossip.auth import (
     node_curve_keys,
 )
 from gossip.config import SwimConfig
+from gossip.effects import Outgoing, ResetStream, StatusChange
 from gossip.faults import FaultyTransport, RulesFile
+from gossip.fields import MAX_ID_LEN, MAX_LABELS
+from gossip.kinds import rides_datagram
 from gossip.membership import MemberView
-from gossip.messages import (
-    Gossip,
-    GossipOnly,
-    Message,
-    Outgoing,
-    Query,
-    QueryReply,
-    ResourceRecord,
-    Status,
-    TaskState,
-    rides_datagram,
-)
+from gossip.messages import Gossip, GossipOnly, Message, Query, QueryReply, ResourceRecord, Status
 from gossip.transport import Identity, Transport, TransportConfig, ZmqTransport
-from gossip.wire import MAX_ID_LEN, MAX_LABELS, MAX_LIST_RECORDS, WireError, decode, encode
+from gossip.wire import WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
-STATUS_WATCH_INTERVAL = 0.25  # how often member status changes are looked for (for the log)
 FAULT_POLL_INTERVAL = 0.2  # how often the fault rules file is checked for changes
 DEFERRED_QUERIES = ("submit", "status", "tasks", "cancel")
 
@@ -299,24 +295,39 @@ class Agent:
     def now() -> float:
         return time.time()
 
-    def _send(self, out: Iterable[Outgoing]) -> None:
-        self._act()
-        for addr in self.core.take_stream_resets():  # before this batch: it may dial afresh
-            self.transport.reset_peer(addr)
-        for addr, msg in out:
-            try:
-                payload = encode(msg)
-            except Exception as e:  # WireError("oversized") or a bug in a core's message
-                self.counters["encode_errors"] += 1
-                log.debug("cannot encode %s to %s: %s", type(msg.body).__name__, addr, e)
-                continue
-            self.sent_kinds[type(msg.body).__name__] += 1
-            if rides_datagram(msg.body):
-                self._send_datagram(addr, msg, payload)
-            else:
-                self.transport.send(addr, payload)
+    def _apply(self, effects: Iterable[Effect]) -> None:
+        """Carry out what the core decided, in the order it decided it."""
+        for e in effects:
+            match e:
+                case Outgoing(addr, msg):
+                    self._send(addr, msg)
+                case ResetStream(addr):  # the core puts these before what it sends to the peer
+                    self.transport.reset_peer(addr)
+                case StartTask():
+                    self._start_run(e)
+                case StopTask(task_id, attempt):
+                    self.executor.stop(task_id, attempt)
+                case Reply():
+                    self._answer_client(e)
+                case StatusChange():
+                    self._log_status(e)
+                case _:
+                    assert_never(e)
         self._log_commits()
         self._wake.set()  # the core's next wakeup may have moved
+
+    def _send(self, addr: str, msg: Message) -> None:
+        try:
+            payload = encode(msg)
+        except Exception as e:  # WireError("oversized") or a bug in a core's message
+            self.counters["encode_errors"] += 1
+            log.debug("cannot encode %s to %s: %s", type(msg.body).__name__, addr, e)
+            return
+        self.sent_kinds[type(msg.body).__name__] += 1
+        if rides_datagram(msg.body):
+            self._send_datagram(addr, msg, payload)
+        else:
+            self.transport.send(addr, payload)
 
     def _send_datagram(self, addr: str, msg: Message, payload: bytes) -> None:
         """One datagram; if it is too big, the probe alone as one and its piggybacked gossip
@@ -333,19 +344,30 @@ class Agent:
                 return
         self.transport.send(addr, payload)
 
-    def _act(self) -> None:
-        """Carry out what the core decided besides sending: runs and client replies."""
-        for action in self.node.take_actions():
-            if isinstance(action, StartTask):
-                self._start_run(action)
-            else:
-                self.executor.stop(action.task_id, action.attempt)
-        for req, ok, data, error in self.node.take_replies():
-            client = self._clients.pop(req, None)
-            if client is not None:
-                ident, seq, principal = client
-                self._reply(ident, seq, QueryReply(ok=ok, data=_visible(principal, data),
-                                                   error=error))  # fmt: skip
+    def _answer_client(self, r: Reply) -> None:
+        client = self._clients.pop(r.req, None)
+        if client is not None:
+            ident, seq, principal = client
+            self._reply(ident, seq, QueryReply(ok=r.ok, data=_visible(principal, r.data),
+                                               error=r.error))  # fmt: skip
+
+    def _log_status(self, c: StatusChange) -> None:
+        """Log a member's status change (and write it to the event log, at the core's time)."""
+        if c.node == self.node_id:
+            return
+        st = Status(c.status)
+        old = self._statuses.get(c.node)
+        m = self.core.member(c.node)
+        addr = m.addr if m else "?"
+        if old is None:
+            log.info("member %s (%s) is %s [incarnation %d]", c.node, addr, st.label,
+                     c.incarnation)  # fmt: skip
+        elif old != st:
+            log.info("member %s (%s): %s -> %s [incarnation %d]", c.node, addr, old.label,
+                     st.label, c.incarnation)  # fmt: skip
+        if old != st:
+            self._event("member", t=c.time, peer=c.node, status=st.label, inc=c.incarnation)
+        self._statuses[c.node] = st
 
     def _start_run(self, action: StartTask) -> None:
         key = (action.task_id, action.attempt)
@@ -385,7 +407,7 @@ class Agent:
         if self._crashed.is_set() or self._closed:
             return  # a crashed node tells no one; a closed one has no sockets
         try:
-            self._send(self.node.on_task_exit(self.now(), e))
+            self._apply(self.node.on_task_exit(self.now(), e))
         except Exception as err:
             self.counters["handler_errors"] += 1
             log.debug("on_task_exit failed: %r", err, exc_info=True)
@@ -429,7 +451,7 @@ class Agent:
                 self.dropped["unexpected_reply"] += 1
             else:
                 self.counters["messages"] += 1
-                self._send(self.node.on_message(self.now(), msg))
+                self._apply(self.node.on_message(self.now(), msg))
         except Exception as e:
             self.counters["handler_errors"] += 1
             log.debug("error handling %s from %r: %r", msg.kind.name, msg.sender, e, exc_info=True)
@@ -514,7 +536,7 @@ class Agent:
             if type(limit) is not int or not 1 <= limit <= MAX_LIST_RECORDS:
                 return f"limit must be a whole number from 1 to {MAX_LIST_RECORDS}"
             self._clients[req] = (ident, seq, principal)
-            self._send(self.node.list(now, req, code, limit))
+            self._apply(self.node.list(now, req, code, limit))
             return ""
         task_id = args.get("id")
         if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_ID_LEN:
@@ -526,14 +548,14 @@ class Agent:
             # a client's own name; nobody's (not capped per client) for agents and plain clusters
             spec = dataclasses.replace(spec, submitter="" if principal.is_node else principal.name)
             self._clients[req] = (ident, seq, principal)
-            self._send(self.node.submit(now, req, task_id, spec))
+            self._apply(self.node.submit(now, req, task_id, spec))
         elif q.what == "status":
             self._clients[req] = (ident, seq, principal)
-            self._send(self.node.get(now, req, task_id))
+            self._apply(self.node.get(now, req, task_id))
         else:  # cancel
             self._clients[req] = (ident, seq, principal)
             by = None if principal.role == "admin" else principal.name
-            self._send(self.node.cancel(now, req, task_id, by))
+            self._apply(self.node.cancel(now, req, task_id, by))
         return ""
 
     def _logs(self, args: dict[str, Any], principal: Principal = ANYONE) -> QueryReply:
@@ -629,7 +651,7 @@ class Agent:
                         await self._wake.wait()
                 continue
             try:
-                self._send(self.node.on_tick(self.now()))
+                self._apply(self.node.on_tick(self.now()))
             except Exception as e:
                 self.counters["tick_errors"] += 1
                 log.debug("on_tick failed: %r", e, exc_info=True)
@@ -692,34 +714,6 @@ class Agent:
         if rules is not None:
             self._faulty.set_rules(rules)
 
-    async def _watch_loop(self) -> None:
-        while True:
-            self.log_status_changes()
-            await asyncio.sleep(STATUS_WATCH_INTERVAL)
-
-    def log_status_changes(self) -> None:
-        """Log the member status changes the core recorded since the last call."""
-        try:
-            events = self.core.take_events()
-        except Exception as e:  # pragma: no cover - a core bug; keep the agent up
-            log.debug("take_events() failed: %r", e)
-            return
-        for t, node, status, incarnation in events:
-            if node == self.node_id:
-                continue
-            st = Status(status)
-            old = self._statuses.get(node)
-            m = self.core.member(node)
-            addr = m.addr if m else "?"
-            if old is None:
-                log.info("member %s (%s) is %s [incarnation %d]", node, addr, st.label, incarnation)
-            elif old != st:
-                log.info("member %s (%s): %s -> %s [incarnation %d]", node, addr, old.label,
-                         st.label, incarnation)  # fmt: skip
-            if old != st:  # t: when the core saw it (this runs up to STATUS_WATCH_INTERVAL later)
-                self._event("member", t=t, peer=node, status=st.label, inc=incarnation)
-            self._statuses[node] = st
-
     # ------------------------------------------------------------------ lifecycle
 
     def request_stop(self) -> None:
@@ -746,7 +740,7 @@ class Agent:
         graceful = False
         try:
             self._open_event_log()
-            loops = [self._recv_loop(), self._tick_loop(), self._load_loop(), self._watch_loop()]
+            loops = [self._recv_loop(), self._tick_loop(), self._load_loop()]
             if self.verifier is not None:
                 loops.append(self._keys_loop())
             if self._rules_file is not None:
@@ -759,7 +753,7 @@ class Agent:
             seeds = [s for s in self.opts.seeds if s != self.opts.advertise]
             log.info("agent %s listening on %s (advertised as %s)", self.node_id,
                      self.transport.endpoint, self.opts.advertise)  # fmt: skip
-            self._send(self.node.join(self.now(), seeds))
+            self._apply(self.node.join(self.now(), seeds))
             if seeds:
                 await self._await_join(seeds)
             await self._stop_requested.wait()
@@ -805,14 +799,13 @@ class Agent:
         linger = self.opts.swim.leave_linger
         log.info("leaving the cluster (lingering %.1f s so peers learn it)", linger)
         try:
-            self._send(self.node.leave(self.now()))
+            self._apply(self.node.leave(self.now()))
         except Exception as e:
             self.counters["handler_errors"] += 1
             log.debug("leave failed: %r", e, exc_info=True)
         with contextlib.suppress(TimeoutError):  # a crash() cuts the linger short
             async with asyncio.timeout(linger):
                 await self._crashed.wait()
-        self.log_status_changes()
 
 
 async def run_agent(options: AgentOptions, install_signals: bool = True) -> None:

@@ -1,6 +1,7 @@
 """What the parts of one node's placement core share: identity, config, clockless randomness, the
-membership view, and an outbox. Sends to this node's own address are queued and delivered
-locally by the core (no recursion, same code path as a remote peer)."""
+membership view, and one list of effects (`agent.effects`) in the order they are decided. Sends
+to this node's own address are queued and delivered locally by the core (no recursion, same
+code path as a remote peer)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import random
 from collections import Counter
 from typing import Any
 
+from agent.effects import Effect
 from agent.placement_config import PlacementConfig
 from agent.ring import LiveRing, shared_ring
+from agent.tasks import TaskRecord
+from gossip.effects import Outgoing
 from gossip.membership import Membership
-from gossip.messages import Message, Outgoing, Status, TaskRecord
+from gossip.messages import Message, Status
 
 LIVE = (Status.ALIVE, Status.SUSPECT)
 
@@ -27,7 +31,7 @@ class Context:
         self.config = config
         self.rng = rng
         self.stats: Counter[str] = Counter()
-        self.out: list[Outgoing] = []
+        self.effects: list[Effect] = []  # what the shell is to do: messages, runs, replies
         self.local: list[Message] = []
         self._ring: LiveRing | None = None
         self._ring_epoch = -1
@@ -37,7 +41,7 @@ class Context:
         if addr == self.addr:
             self.local.append(msg)
         else:
-            self.out.append(Outgoing(addr, msg))
+            self.effects.append(Outgoing(addr, msg))
 
     def send_to(self, node: str, body: Any) -> bool:
         addr = self.addr if node == self.node_id else self.view.addr_of(node)

@@ -1,8 +1,8 @@
 """The contract between the placement core and whatever runs tasks (real or simulated).
 
-The core never runs anything itself: it emits `StartTask` / `StopTask` actions (drained by the
-shell with `core.take_actions()`), and the shell tells it how each run ended by calling
-`core.on_task_exit(now, exit)` with a `TaskExit`. The real shell hands actions to
+The core never runs anything itself: among the effects each of its calls returns
+(`agent.effects`) are `StartTask` / `StopTask`, and the shell tells it how each run ended by
+calling `core.on_task_exit(now, exit)` with a `TaskExit`. The real shell hands them to
 `agent.executor.Executor` (subprocesses); the simulator hands them to
 `scenarios.sim.workload.SimExecutor` (work that consumes virtual time).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gossip.messages import TaskSpec, TaskState
+from agent.tasks import TaskSpec, TaskState
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,9 +27,6 @@ class StopTask:
 
     task_id: str
     attempt: int
-
-
-Action = StartTask | StopTask
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from agent import spawn
 from agent.execution import StartTask, TaskExit
-from gossip.messages import TaskSpec, TaskState
+from agent.tasks import TaskSpec, TaskState
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 
 from agent.context import Context
 from agent.ledger import EPS
+from agent.messages import Bid, BidRequest, Release
 from agent.policies import Policy
 from agent.policies.base import Candidate
 from agent.records import could_run
-from gossip.messages import Bid, BidRequest, Release, Status, TaskRecord
+from agent.tasks import TaskRecord
+from gossip.messages import Status
 
 
 @dataclass(slots=True)

@@ -1,19 +1,24 @@
 """A whole node's protocol state: the membership core and the placement core it reads its view
-from, behind one core interface, as both shells (ZeroMQ agent and simulator) host it."""
+from, behind one core interface, as both shells (ZeroMQ agent and simulator) host it.
+
+Every entry point returns one list of effects (`agent.effects`) for the shell to carry out in
+order: membership's before placement's when both act in one call."""
 
 from __future__ import annotations
 
 import random
 from typing import Any
 
-from agent.execution import Action, TaskExit
-from agent.placement import PLACEMENT_BODIES, PlacementCore
+from agent.effects import Effect
+from agent.execution import TaskExit
+from agent.messages import MAX_LIST_RECORDS, PLACEMENT
+from agent.placement import PlacementCore
 from agent.placement_config import PlacementConfig
-from agent.requests import Reply
+from agent.tasks import TaskSpec
 from gossip.config import SwimConfig
+from gossip.kinds import kind_of
 from gossip.membership import Membership
-from gossip.messages import Message, Outgoing, ResourceRecord, TaskSpec
-from gossip.wire import MAX_LIST_RECORDS
+from gossip.messages import Message, ResourceRecord
 
 
 class NodeCore:
@@ -30,12 +35,13 @@ class NodeCore:
         self.node_id = node_id
         self.addr = addr
 
-    def on_message(self, now: float, msg: Message) -> list[Outgoing]:
-        if isinstance(msg.body, PLACEMENT_BODIES):
+    def on_message(self, now: float, msg: Message) -> list[Effect]:
+        # the kind's registration names its core; membership takes (and counts) any other
+        if kind_of(msg.body).handler == PLACEMENT:
             return self.placement.on_message(now, msg)
         return self.membership.on_message(now, msg)
 
-    def on_tick(self, now: float) -> list[Outgoing]:
+    def on_tick(self, now: float) -> list[Effect]:
         out = self.membership.on_tick(now) if now >= self.membership.next_wakeup() else []
         if now >= self.placement.next_wakeup():  # also right after the live set changed
             out = out + self.placement.on_tick(now)
@@ -44,40 +50,31 @@ class NodeCore:
     def next_wakeup(self) -> float:
         return min(self.membership.next_wakeup(), self.placement.next_wakeup())
 
-    def join(self, now: float, seeds: list[str]) -> list[Outgoing]:
+    def join(self, now: float, seeds: list[str]) -> list[Effect]:
         return self.membership.join(now, seeds)
 
-    def leave(self, now: float) -> list[Outgoing]:
+    def leave(self, now: float) -> list[Effect]:
         self.placement.stop_accepting()
         return self.membership.leave(now)
 
     # placement inputs, re-exported so a shell needs only this object
-    def submit(self, now: float, req: int, task_id: str, spec: TaskSpec) -> list[Outgoing]:
+    def submit(self, now: float, req: int, task_id: str, spec: TaskSpec) -> list[Effect]:
         return self.placement.submit(now, req, task_id, spec)
 
-    def get(self, now: float, req: int, task_id: str) -> list[Outgoing]:
+    def get(self, now: float, req: int, task_id: str) -> list[Effect]:
         return self.placement.get(now, req, task_id)
 
     def list(self, now: float, req: int, state: int = -1,
-             limit: int = MAX_LIST_RECORDS) -> list[Outgoing]:  # fmt: skip
+             limit: int = MAX_LIST_RECORDS) -> list[Effect]:  # fmt: skip
         return self.placement.list(now, req, state, limit)
 
     def cancel(
         self, now: float, req: int, task_id: str, by: str | None = None,
-    ) -> list[Outgoing]:  # fmt: skip
+    ) -> list[Effect]:  # fmt: skip
         return self.placement.cancel(now, req, task_id, by)
 
-    def on_task_exit(self, now: float, e: TaskExit) -> list[Outgoing]:
+    def on_task_exit(self, now: float, e: TaskExit) -> list[Effect]:
         return self.placement.on_task_exit(now, e)
 
     def observe_load(self, now: float, load: float, tasks_load: float | None = None) -> None:
         self.placement.observe_load(now, load, tasks_load)
-
-    def take_actions(self) -> list[Action]:
-        return self.placement.take_actions()
-
-    def take_stream_resets(self) -> list[str]:
-        return self.membership.take_stream_resets()
-
-    def take_replies(self) -> list[Reply]:
-        return self.placement.take_replies()

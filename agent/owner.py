@@ -22,27 +22,26 @@ from dataclasses import dataclass, field
 
 from agent import task_states
 from agent.context import Context
-from agent.negotiation import Negotiation, Negotiator
-from agent.policies import Policy
-from agent.records import newer, plausible
-from agent.replication import ReplicaSync, Replication
-from agent.runner_watch import RunnerWatch, RunnerWatcher
-from agent.task_store import TaskStore
-from gossip.messages import (
+from agent.messages import (
     AwardAck,
     Bid,
     ReportAck,
-    Status,
     TaskCancel,
     TaskCancelReply,
     TaskGet,
     TaskGetReply,
     TaskPut,
     TaskPutAck,
-    TaskRecord,
     TaskReport,
-    TaskState,
 )
+from agent.negotiation import Negotiation, Negotiator
+from agent.policies import Policy
+from agent.records import newer, plausible
+from agent.replication import ReplicaSync, Replication
+from agent.runner_watch import RunnerWatch, RunnerWatcher
+from agent.task_store import TaskStore
+from agent.tasks import TaskRecord, TaskState
+from gossip.messages import Status
 
 INF = math.inf
 NOT_OWNER = "not the owner"  # a cancel's refusal by a replica that does not drive the record

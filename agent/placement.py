@@ -1,10 +1,10 @@
 """One node's placement core (pure): worker, record owner and client requests over one view.
 
 It holds no sockets and reads no clock. Drive it like any core (`on_message`, `on_tick`,
-`next_wakeup`), feed it load samples (`observe_load`) and run outcomes (`on_task_exit`), and
-drain what it wants done: outgoing messages (returned), runs to start or stop
-(`take_actions`) and client replies (`take_replies`). `agent.node.NodeCore` pairs it with the
-membership core it reads its view from.
+`next_wakeup`), feed it load samples (`observe_load`) and run outcomes (`on_task_exit`); each
+of those calls returns what it wants done, in order, as one list of effects (`agent.effects`):
+messages to send, runs to start or stop, client replies. `agent.node.NodeCore` pairs it with
+the membership core it reads its view from.
 """
 
 from __future__ import annotations
@@ -14,22 +14,16 @@ import random
 from typing import Any
 
 from agent.context import Context
-from agent.execution import Action, TaskExit
+from agent.effects import Effect
+from agent.execution import TaskExit
 from agent.forecast_tracker import ForecastTracker
 from agent.ledger import EPS, Ledger
-from agent.owner import Owner
-from agent.placement_config import PlacementConfig
-from agent.policies import make_policy
-from agent.requests import Reply, Requests
-from agent.worker import Worker
-from gossip.membership import Membership
-from gossip.messages import (
+from agent.messages import (
+    MAX_LIST_RECORDS,
     Award,
     AwardAck,
     Bid,
     BidRequest,
-    Message,
-    Outgoing,
     Release,
     ReportAck,
     TaskCancel,
@@ -41,14 +35,15 @@ from gossip.messages import (
     TaskPut,
     TaskPutAck,
     TaskReport,
-    TaskSpec,
 )
-from gossip.wire import MAX_LIST_RECORDS
-
-PLACEMENT_BODIES = (
-    TaskPut, TaskPutAck, TaskGet, TaskGetReply, TaskList, TaskListReply, TaskCancel,
-    TaskCancelReply, BidRequest, Bid, Award, AwardAck, Release, TaskReport, ReportAck,
-)  # fmt: skip
+from agent.owner import Owner
+from agent.placement_config import PlacementConfig
+from agent.policies import make_policy
+from agent.requests import Requests
+from agent.tasks import TaskSpec
+from agent.worker import Worker
+from gossip.membership import Membership
+from gossip.messages import Message
 
 
 def gossipable(forecast: tuple[float, ...], n: int) -> tuple[float, ...]:
@@ -98,7 +93,7 @@ class PlacementCore:
 
     # ------------------------------------------------------------------ driving
 
-    def on_message(self, now: float, msg: Message) -> list[Outgoing]:
+    def on_message(self, now: float, msg: Message) -> list[Effect]:
         self._dispatch(now, msg)
         return self._flush(now)
 
@@ -142,8 +137,8 @@ class PlacementCore:
             case _:
                 self.ctx.stats["unexpected_messages"] += 1
 
-    def _flush(self, now: float) -> list[Outgoing]:
-        """Deliver messages addressed to ourselves, then hand back what goes on the wire."""
+    def _flush(self, now: float) -> list[Effect]:
+        """Deliver messages addressed to ourselves, then hand back what the shell is to do."""
         c = self.ctx
         for _ in range(10_000):  # bounded: local exchanges are a few steps deep
             if not c.local:
@@ -151,10 +146,10 @@ class PlacementCore:
             batch, c.local = c.local, []
             for m in batch:
                 self._dispatch(now, m)
-        out, c.out = c.out, []
+        out, c.effects = c.effects, []
         return out
 
-    def on_tick(self, now: float) -> list[Outgoing]:
+    def on_tick(self, now: float) -> list[Effect]:
         self.worker.tick(now)
         self.owner.tick(now)
         self.requests.tick(now)
@@ -167,26 +162,26 @@ class PlacementCore:
 
     # ------------------------------------------------------------------ inputs from the shell
 
-    def submit(self, now: float, req: int, task_id: str, spec: TaskSpec) -> list[Outgoing]:
+    def submit(self, now: float, req: int, task_id: str, spec: TaskSpec) -> list[Effect]:
         self.requests.submit(now, req, task_id, spec)
         return self._flush(now)
 
-    def get(self, now: float, req: int, task_id: str) -> list[Outgoing]:
+    def get(self, now: float, req: int, task_id: str) -> list[Effect]:
         self.requests.get(now, req, task_id)
         return self._flush(now)
 
     def list(self, now: float, req: int, state: int = -1,
-             limit: int = MAX_LIST_RECORDS) -> list[Outgoing]:  # fmt: skip
+             limit: int = MAX_LIST_RECORDS) -> list[Effect]:  # fmt: skip
         self.requests.list(now, req, state, limit)
         return self._flush(now)
 
     def cancel(
         self, now: float, req: int, task_id: str, by: str | None = None,
-    ) -> list[Outgoing]:  # fmt: skip
+    ) -> list[Effect]:  # fmt: skip
         self.requests.cancel(now, req, task_id, by)
         return self._flush(now)
 
-    def on_task_exit(self, now: float, e: TaskExit) -> list[Outgoing]:
+    def on_task_exit(self, now: float, e: TaskExit) -> list[Effect]:
         self.worker.on_task_exit(now, e)
         self.worker.tick(now)  # report at once
         return self._flush(now)
@@ -221,13 +216,6 @@ class PlacementCore:
 
     def stop_accepting(self) -> None:
         self.worker.accepting = False
-
-    def take_actions(self) -> list[Action]:
-        out, self.worker.actions = self.worker.actions, []
-        return out
-
-    def take_replies(self) -> list[Reply]:
-        return self.requests.take()
 
     # ------------------------------------------------------------------ gossip
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.policies import NAMES as POLICY_NAMES
 from gossip.config import check_positive, from_table
-from gossip.wire import MAX_FORECAST
+from gossip.messages import MAX_FORECAST
 
 MAX_HORIZON = 100_000  # forecast steps (a year of 5-minute steps); more is a typo
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 
 from agent.ledger import EPS, Demand
-from gossip.messages import ResourceRecord, TaskRecord, TaskSpec
-from gossip.wire import MAX_MESSAGE_BYTES, MAX_OUTPUT_TAIL, record_size
+from agent.tasks import MAX_OUTPUT_TAIL, TaskRecord, TaskSpec, record_size
+from gossip.messages import ResourceRecord
+from gossip.wire import MAX_MESSAGE_BYTES
 
 # A record is the spec plus two output tails (4 bytes a character at most, in UTF-8) and some
 # small fields; it must fit one message (TaskPut, Award, a status answer) once it has output.

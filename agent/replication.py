@@ -10,8 +10,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from agent.context import Context
+from agent.messages import TaskGet, TaskGetReply, TaskPut, TaskPutAck
 from agent.task_store import TaskStore
-from gossip.messages import TaskGet, TaskGetReply, TaskPut, TaskPutAck, TaskRecord, TaskState
+from agent.tasks import TaskRecord, TaskState
 
 INF = math.inf
 # Handing records back to a returning replica: at most this many puts to it per pace, so a

@@ -6,8 +6,8 @@ over the live members) and replies only when all of them hold it, so an id print
 survives the failure of fewer than r of those nodes. Lookups ask the nodes most likely to hold
 the record first and widen to everyone if none has it. A list asks every live node for the
 records it owns as summaries (`summary`), bounded in number and in bytes so that every reply
-and the client's answer fit in one message; what is left out is counted, never hidden. Replies
-are collected with `take_replies()` as (request number, ok, data, error) and sent by the shell.
+and the client's answer fit in one message; what is left out is counted, never hidden. Each
+answer is a `Reply` effect (request number, ok, data, error), which the shell sends.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any
 import msgpack
 
 from agent.context import Context
-from agent.owner import NOT_OWNER, Owner
-from agent.records import newer, spec_problem, unplaceable_reason
-from gossip.messages import (
+from agent.effects import Reply
+from agent.messages import (
+    MAX_LIST_RECORDS,
     TaskCancel,
     TaskCancelReply,
     TaskGet,
@@ -30,13 +30,12 @@ from gossip.messages import (
     TaskListReply,
     TaskPut,
     TaskPutAck,
-    TaskRecord,
-    TaskSpec,
-    TaskState,
 )
-from gossip.wire import MAX_LIST_RECORDS, MAX_MESSAGE_BYTES, record_size
+from agent.owner import NOT_OWNER, Owner
+from agent.records import newer, spec_problem, unplaceable_reason
+from agent.tasks import TaskRecord, TaskSpec, TaskState, record_size
+from gossip.wire import MAX_MESSAGE_BYTES
 
-Reply = tuple[int, bool, Any, str]
 LIST_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # records in a list reply, rows in an answer
 SUMMARY_CHARS = 200  # of a listed task's command and reason; `status` shows them whole
 
@@ -109,7 +108,6 @@ class Requests:
         self.ctx = ctx
         self.owner = owner
         self.pending: dict[int, _Pending] = {}
-        self.replies: list[Reply] = []
         self._req = 0
 
     def _new(self, client_req: int, p: _Pending) -> None:
@@ -117,7 +115,7 @@ class Requests:
 
     def _reply(self, req: int, ok: bool, data: Any = None, error: str = "") -> None:
         self.pending.pop(req, None)
-        self.replies.append((req, ok, data, error))
+        self.ctx.effects.append(Reply(req, ok, data, error))
 
     # ------------------------------------------------------------------ submit
 
@@ -389,7 +387,3 @@ class Requests:
         for p in self.pending.values():
             t = min(t, p.deadline, p.next_resend if p.kind == "submit" else t)
         return t
-
-    def take(self) -> list[Reply]:
-        out, self.replies = self.replies, []
-        return out

@@ -9,7 +9,9 @@ import math
 from dataclasses import dataclass
 
 from agent.context import Context
-from gossip.messages import Award, Status, TaskRecord, TaskState
+from agent.messages import Award
+from agent.tasks import TaskRecord, TaskState
+from gossip.messages import Status
 
 INF = math.inf
 

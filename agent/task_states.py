@@ -9,7 +9,7 @@ run twice) or into a state no run ends in.
 
 from __future__ import annotations
 
-from gossip.messages import TaskState
+from agent.tasks import TaskState
 
 P, PL, R = TaskState.PENDING, TaskState.PLACED, TaskState.RUNNING
 OK, FAIL, CANCEL = TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED

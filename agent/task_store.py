@@ -14,7 +14,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 from agent.context import Context
-from gossip.messages import TaskRecord, TaskState
+from agent.tasks import TaskRecord, TaskState
 
 FULL = "holds too many unfinished tasks"
 

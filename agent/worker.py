@@ -11,21 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.context import Context
-from agent.execution import Action, StartTask, StopTask, TaskExit
+from agent.execution import StartTask, StopTask, TaskExit
 from agent.ledger import Demand, Ledger
+from agent.messages import Award, AwardAck, Bid, BidRequest, Release, ReportAck, TaskReport
 from agent.policies.base import peak, usable_forecast
 from agent.records import demand_of, labels_match
-from gossip.messages import (
-    Award,
-    AwardAck,
-    Bid,
-    BidRequest,
-    Release,
-    ReportAck,
-    TaskRecord,
-    TaskReport,
-    TaskState,
-)
+from agent.tasks import TaskRecord, TaskState
 
 
 @dataclass(slots=True)
@@ -44,7 +35,6 @@ class Worker:
         self.ctx = ctx
         self.ledger = ledger
         self.runs: dict[tuple[str, int], _Run] = {}
-        self.actions: list[Action] = []
         self.load = 0.0  # latest observed load, 0..1
         # the forecast peak background (fraction of this node) over each of the configured
         # horizons, at the configured quantile; () = no forecaster
@@ -146,9 +136,9 @@ class Worker:
         for (tid, att), old in self.runs.items():  # an older attempt of the same task: superseded
             if tid == rec.id and not old.abandoned and old.ended is None:
                 old.abandoned = True
-                self.actions.append(StopTask(tid, att))
+                c.effects.append(StopTask(tid, att))
         self.runs[run_key] = _Run(rec, now, now + c.config.heartbeat)
-        self.actions.append(StartTask(rec.id, rec.attempt, rec.spec))
+        c.effects.append(StartTask(rec.id, rec.attempt, rec.spec))
         c.stats["runs_started"] += 1
         c.send(sender_addr, AwardAck(rec.id, rec.attempt, True, started=now))
 
@@ -177,7 +167,7 @@ class Worker:
             del self.runs[(a.task_id, a.attempt)]  # the owner recorded the result
         elif not a.keep and not run.abandoned:
             run.abandoned = True  # cancelled, or superseded by a newer attempt elsewhere
-            self.actions.append(StopTask(a.task_id, a.attempt))
+            self.ctx.effects.append(StopTask(a.task_id, a.attempt))
             self.ctx.stats["runs_stopped"] += 1
 
     def tick(self, now: float) -> None:

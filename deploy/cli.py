@@ -31,8 +31,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from agent.messages import MAX_LIST_RECORDS
 from agent.policies import NAMES as POLICY_NAMES
 from agent.resources import format_size
+from agent.tasks import MAX_DURATION
 from deploy import keys_cli
 from deploy.client import ClientError, NoAnswer, QueryRefused, query, use_credential
 from deploy.config import (
@@ -58,7 +60,6 @@ from deploy.task_args import (
 )
 from gossip.auth import Credential, KeyFileError, Keyring
 from gossip.membership import GEN_SHIFT
-from gossip.wire import MAX_DURATION, MAX_LIST_RECORDS
 from scenarios import cli as scenario_cli
 
 PROG = "agora"

@@ -58,7 +58,8 @@ from agent.forecast_tracker import KINDS
 from agent.placement_config import PlacementConfig
 from agent.resources import CapacityOverrides, ReplayTrace, detect_capacity, parse_size
 from gossip.config import SwimConfig
-from gossip.wire import MAX_ID_LEN, MAX_INT, MAX_LABELS, MAX_NODE_CPUS
+from gossip.fields import MAX_ID_LEN, MAX_INT, MAX_LABELS
+from gossip.messages import MAX_NODE_CPUS
 
 DEFAULT_BIND = "tcp://0.0.0.0:7946"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -2,8 +2,8 @@
 
 Everything here is pure (no I/O) and raises `TaskArgError` with a one-line message that names
 the offending option, which the CLI prints as ``agora: error: ...``. The checks mirror what the
-agent enforces (`agent.records.spec_problem`, the limits of `gossip.wire`) so that a mistake is
-reported before anything is sent.
+agent enforces (`agent.records.spec_problem`, the wire limits of `agent.tasks`) so that a
+mistake is reported before anything is sent.
 """
 
 from __future__ import annotations
@@ -14,22 +14,21 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from agent.messages import MAX_LIST_RECORDS
 from agent.records import spec_problem
 from agent.resources import parse_size
-from gossip.messages import TaskSpec, TaskState
-from gossip.wire import (
+from agent.tasks import (
     MAX_ARG_LEN,
     MAX_ARGV,
     MAX_CWD_LEN,
     MAX_DURATION,
     MAX_ENV,
     MAX_ENV_VALUE_LEN,
-    MAX_ID_LEN,
-    MAX_INT,
-    MAX_LABELS,
-    MAX_LIST_RECORDS,
     MAX_TASK_CPUS,
+    TaskSpec,
+    TaskState,
 )
+from gossip.fields import MAX_ID_LEN, MAX_INT, MAX_LABELS
 
 TASK_STATES: tuple[str, ...] = tuple(s.label for s in TaskState)
 TERMINAL_STATES: frozenset[str] = frozenset(s.label for s in TaskState if s.terminal)

@@ -5,7 +5,7 @@ lost segment turns into retransmission delay (with exponential backoff) and hold
 queued behind it, so under heavy silent loss acks arrived seconds late and live nodes were
 declared failed; a partition left stale suspicions queued for a burst at the heal. memberlist
 sends its probes over UDP for the same reason. Which messages ride datagrams is decided in
-`gossip.messages.rides_datagram`; this module only frames and protects them.
+`gossip.kinds.rides_datagram`; this module only frames and protects them.
 
 A datagram is one of:
 

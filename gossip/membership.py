@@ -1,8 +1,8 @@
 """SWIM membership with Lifeguard, plus resource-state dissemination: a pure protocol core.
 
 The core never does I/O, never reads a clock and draws randomness only from the generator it
-is given. A shell feeds it messages and ticks with the current time and sends whatever
-`Outgoing` directives it returns; `next_wakeup()` says when it wants its next tick.
+is given. A shell feeds it messages and ticks with the current time and carries out the
+effects it returns (`gossip.effects`); `next_wakeup()` says when it wants its next tick.
 
 Protocol summary (see docs/protocol.md):
 - failure detection: randomized round-robin probes; if no direct ack within the probe timeout,
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from gossip.broadcast import BroadcastQueue
 from gossip.config import SwimConfig
+from gossip.effects import MembershipEffect, Outgoing, ResetStream, StatusChange
 from gossip.messages import (
     Ack,
     Gossip,
@@ -36,7 +37,6 @@ from gossip.messages import (
     MemberUpdate,
     Message,
     Nack,
-    Outgoing,
     Ping,
     PingReq,
     ResourceRecord,
@@ -256,19 +256,6 @@ class Membership:
         """Members believed alive or suspect, this node included."""
         return len(self._live) + (0 if self.left else 1)
 
-    def take_stream_resets(self) -> list[str]:
-        """Addresses of members just suspected or declared failed: the shell closes its stream
-        to each, dropping what is queued there. Delivered once reachable again, that backlog
-        (old state, news from before) re-accused the living in a burst after a partition."""
-        out = list(self._stream_resets)
-        self._stream_resets.clear()
-        return out
-
-    def take_events(self) -> list[tuple[float, str, Status, int]]:
-        """Status changes seen since the last call: (time, node, status, incarnation)."""
-        out, self._events = self._events, []
-        return out
-
     def join(self, now: float, seeds: Sequence[str]) -> list[Outgoing]:
         """Contact the seeds (push-pull) until one answers; retried every join_retry_interval."""
         self._start(now)
@@ -280,7 +267,7 @@ class Membership:
         self._next_join = now + self.config.join_retry_interval
         return [self._sync_to(s, join=True) for s in self._seeds]
 
-    def leave(self, now: float) -> list[Outgoing]:
+    def leave(self, now: float) -> list[MembershipEffect]:
         """Announce a graceful departure; keep ticking for config.leave_linger to spread it."""
         if self.left:
             return []
@@ -291,7 +278,7 @@ class Membership:
         self._enqueue_member(me)
         targets = self._random_members(2 * self.config.gossip_fanout)
         update = self._update_of(me)
-        return [self._send(m.addr, GossipOnly(Gossip((update,)))) for m in targets]
+        return self._effects([self._send(m.addr, GossipOnly(Gossip((update,)))) for m in targets])
 
     def update_resources(self, now: float, **fields: object) -> None:
         """Publish a new version of this node's resource record."""
@@ -324,7 +311,7 @@ class Membership:
 
     # ------------------------------------------------------------------ ticks
 
-    def on_tick(self, now: float) -> list[Outgoing]:
+    def on_tick(self, now: float) -> list[MembershipEffect]:
         self._start(now)
         self._now = now
         out: list[Outgoing] = []
@@ -362,7 +349,7 @@ class Membership:
                 me = self._update_of(self._members[self.node_id])
                 out.append(self._send(target.addr, GossipOnly(Gossip((me,)))))
                 self.stats["reconnect"] += 1
-        return out
+        return self._effects(out)
 
     def _reap(self, now: float) -> None:
         """Forget members failed or left long ago (Serf's reap): a table of every node ever
@@ -523,7 +510,7 @@ class Membership:
 
     # ------------------------------------------------------------------ messages
 
-    def on_message(self, now: float, msg: Message) -> list[Outgoing]:
+    def on_message(self, now: float, msg: Message) -> list[MembershipEffect]:
         self._start(now)
         self._now = now
         out: list[Outgoing] = []
@@ -589,7 +576,7 @@ class Membership:
                         )
             case _:
                 self.stats["unexpected_kind"] += 1
-        return out
+        return self._effects(out)
 
     def _tell_it_is_dead(self, now: float, m: _Member, out: list[Outgoing]) -> None:
         """A member we hold failed speaks to us (a healed partition, a false declaration):
@@ -889,6 +876,17 @@ class Membership:
             if n not in chosen and not (exclude and n in exclude):
                 chosen.append(n)
         return [self._members[n] for n in chosen]
+
+    def _effects(self, out: list[Outgoing]) -> list[MembershipEffect]:
+        """What the call being handled wants done, in the order a shell carries it out: the
+        streams to reset before anything is sent (what follows may dial afresh), the messages,
+        then the status changes it saw."""
+        effects: list[MembershipEffect] = [ResetStream(a) for a in self._stream_resets]
+        effects += out
+        effects += (StatusChange(*e) for e in self._events)
+        self._stream_resets.clear()
+        self._events = []
+        return effects
 
     def _send(self, addr: str, body: object, seq: int = 0) -> Outgoing:
         return Outgoing(addr, Message(self.node_id, self.addr, seq, body))  # type: ignore[arg-type]

@@ -1,14 +1,30 @@
-"""Typed protocol messages: what cores produce and consume, independent of the byte encoding.
+"""The gossip layer's messages — membership, dissemination, client queries — with their wire
+form and registration, and the envelope every kind rides in.
 
-Cores only ever see these dataclasses; `gossip.wire` turns them into bytes and back and is the
-single place where untrusted input is validated.
+Cores only ever see these dataclasses. Each kind is registered once (`gossip.kinds`) beside its
+dataclass, with its encoder and its decoder; a decoder reads untrusted input only through
+`gossip.fields`, so a malformed field raises `WireError`. `gossip.wire` puts a body in the
+envelope and turns it into bytes. Placement and task kinds are the agent's (`agent.messages`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any
+
+from gossip.fields import (
+    WireError,
+    array,
+    boolean,
+    fail,
+    ident,
+    integer,
+    label_table,
+    number,
+    text,
+)
+from gossip.kinds import CLIENT, MEMBERSHIP, Kind, kind_of, register
 
 PROTOCOL_VERSION = 3  # 2: task specs name their submitter; 3: loads in thousandths (below)
 
@@ -16,43 +32,14 @@ PROTOCOL_VERSION = 3  # 2: task specs name their submitter; 3: loads in thousand
 # each on the wire instead of nine (most of a record), and finer than any placement decision.
 LOAD_STEPS = 1000
 
+MAX_FORECAST = 256
+MAX_LOAD_STEPS = 10**9  # |load|, |forecast| up to 1e6, in thousandths (`LOAD_STEPS`)
+MAX_NODE_CPUS = 1e18  # the cpus a resource record may offer or have allocated
+
 
 def quantized(x: float) -> float:
     """`x` as a resource record holds it: the wire carries round(x * LOAD_STEPS) exactly."""
     return round(x * LOAD_STEPS) / LOAD_STEPS
-
-
-class Kind(IntEnum):
-    """Message kinds on the wire. Values are part of the protocol: never renumber."""
-
-    PING = 1
-    ACK = 2
-    PING_REQ = 3
-    NACK = 4
-    SYNC = 5
-    SYNC_REPLY = 6
-    GOSSIP = 7
-    # client requests (CLI -> any agent), answered on the same connection
-    QUERY = 32
-    QUERY_REPLY = 33
-    # task records (replication) and lookups between agents
-    TASK_PUT = 40
-    TASK_PUT_ACK = 41
-    TASK_GET = 42
-    TASK_GET_REPLY = 43
-    TASK_LIST = 44
-    TASK_LIST_REPLY = 45
-    TASK_CANCEL = 46
-    TASK_CANCEL_REPLY = 47
-    # placement negotiation
-    BID_REQUEST = 50
-    BID = 51
-    AWARD = 52
-    AWARD_ACK = 53
-    RELEASE = 54
-    # execution reports (runner -> owner of the task record)
-    TASK_REPORT = 56
-    REPORT_ACK = 57
 
 
 class Status(IntEnum):
@@ -108,6 +95,105 @@ class Gossip:
         return bool(self.members or self.resources)
 
 
+# ---------------------------------------------------------------- their wire form
+
+
+def _steps(x: float) -> int:
+    return round(float(x) * LOAD_STEPS)
+
+
+def _encode_member(m: MemberUpdate) -> list:
+    return [m.node, m.addr, m.incarnation, int(m.status), m.by]
+
+
+def _encode_resource(r: ResourceRecord) -> list:
+    return [
+        r.node, r.version, float(r.cpus), int(r.memory), int(r.gpus), dict(r.labels),
+        float(r.alloc_cpus), int(r.alloc_memory), int(r.alloc_gpus), _steps(r.load),
+        _steps(r.mem_load), [_steps(x) for x in r.forecast],
+    ]  # fmt: skip
+
+
+def _encode_members(ms: tuple[MemberUpdate, ...]) -> list:
+    return [_encode_member(m) for m in ms]
+
+
+def _encode_resources(rs: tuple[ResourceRecord, ...]) -> list:
+    return [_encode_resource(r) for r in rs]
+
+
+def _encode_gossip(g: Gossip) -> list:
+    return [_encode_members(g.members), _encode_resources(g.resources)]
+
+
+def _decode_member(v: Any) -> MemberUpdate:
+    node, addr, inc, status, by = array(v, "member", 5)
+    try:
+        st = Status(integer(status, "member.status", 0, 3))
+    except ValueError as e:  # pragma: no cover - range checked above
+        raise WireError("malformed", "member.status") from e
+    return MemberUpdate(ident(node, "member.node"), ident(addr, "member.addr"),
+                        integer(inc, "member.incarnation"), st, text(by, "member.by"))  # fmt: skip
+
+
+def _decode_resource(v: Any) -> ResourceRecord:
+    f = array(v, "resource", 12)
+    forecast = array(f[11], "resource.forecast", most=MAX_FORECAST)
+    return ResourceRecord(
+        node=ident(f[0], "resource.node"),
+        version=integer(f[1], "resource.version"),
+        cpus=number(f[2], "resource.cpus", 0.0, MAX_NODE_CPUS),
+        memory=integer(f[3], "resource.memory"),
+        gpus=integer(f[4], "resource.gpus"),
+        labels=label_table(f[5]),
+        alloc_cpus=number(f[6], "resource.alloc_cpus", 0.0, MAX_NODE_CPUS),
+        alloc_memory=integer(f[7], "resource.alloc_memory"),
+        alloc_gpus=integer(f[8], "resource.alloc_gpus"),
+        load=integer(f[9], "resource.load", 0, MAX_LOAD_STEPS) / LOAD_STEPS,
+        mem_load=integer(f[10], "resource.mem_load", 0, MAX_LOAD_STEPS) / LOAD_STEPS,
+        forecast=tuple(integer(x, "resource.forecast[]", -MAX_LOAD_STEPS, MAX_LOAD_STEPS)
+                       / LOAD_STEPS for x in forecast),  # fmt: skip
+    )
+
+
+def _decode_members(v: Any) -> tuple[MemberUpdate, ...]:
+    return tuple(_decode_member(m) for m in array(v, "members"))
+
+
+def _decode_resources(v: Any) -> tuple[ResourceRecord, ...]:
+    return tuple(_decode_resource(r) for r in array(v, "resources"))
+
+
+def _decode_gossip(v: Any) -> Gossip:
+    members, resources = array(v, "gossip", 2)
+    return Gossip(_decode_members(members), _decode_resources(resources))
+
+
+# ---------------------------------------------------------------- the envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """The envelope. `seq` matches probes to acks; `sender_addr` is where replies go."""
+
+    sender: str
+    sender_addr: str
+    seq: int
+    body: Any  # an instance of a registered kind's body class
+
+    @property
+    def kind(self) -> Kind:
+        return kind_of(self.body)
+
+
+# ---------------------------------------------------------------- membership kinds
+#
+# Failure detection and its dissemination ride datagrams (UDP), as memberlist's do: one lost is
+# lost, never delivered seconds late behind a stalled stream (TCP turns silent loss into
+# retransmission delay, and a partition into a burst of stale news at the heal). State exchange
+# (Sync) rides each peer's ZeroMQ stream, as do placement and client queries.
+
+
 @dataclass(frozen=True, slots=True)
 class Ping:
     target: str
@@ -120,6 +206,24 @@ class Ack:
     gossip: Gossip = Gossip()
 
 
+def _encode_probe(b: Ping | Ack) -> list:
+    return [b.target, _encode_gossip(b.gossip)]
+
+
+def _decode_ping(b: list) -> Ping:
+    target, g = array(b, "ping", 2)
+    return Ping(ident(target, "ping.target"), _decode_gossip(g))
+
+
+def _decode_ack(b: list) -> Ack:
+    target, g = array(b, "ack", 2)
+    return Ack(ident(target, "ack.target"), _decode_gossip(g))
+
+
+register(1, "PING", Ping, _encode_probe, _decode_ping, handler=MEMBERSHIP, datagram=True)
+register(2, "ACK", Ack, _encode_probe, _decode_ack, handler=MEMBERSHIP, datagram=True)
+
+
 @dataclass(frozen=True, slots=True)
 class PingReq:
     target: str
@@ -127,11 +231,37 @@ class PingReq:
     gossip: Gossip = Gossip()
 
 
+def _encode_ping_req(b: PingReq) -> list:
+    return [b.target, b.target_addr, _encode_gossip(b.gossip)]
+
+
+def _decode_ping_req(b: list) -> PingReq:
+    target, addr, g = array(b, "ping_req", 3)
+    return PingReq(ident(target, "ping_req.target"), ident(addr, "ping_req.addr"),
+                   _decode_gossip(g))  # fmt: skip
+
+
+register(3, "PING_REQ", PingReq, _encode_ping_req, _decode_ping_req, handler=MEMBERSHIP,
+         datagram=True)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Nack:
     """Lifeguard: the relay could not reach the target, but the requester's link to it works."""
 
     target: str
+
+
+def _encode_nack(b: Nack) -> list:
+    return [b.target]
+
+
+def _decode_nack(b: list) -> Nack:
+    (target,) = array(b, "nack", 1)
+    return Nack(ident(target, "nack.target"))
+
+
+register(4, "NACK", Nack, _encode_nack, _decode_nack, handler=MEMBERSHIP, datagram=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +273,57 @@ class Sync:
     join: bool = False
 
 
+def _encode_sync(b: Sync) -> list:
+    return [_encode_members(b.members), _encode_resources(b.resources), b.join]
+
+
+def _decode_sync(b: list) -> Sync:
+    members, resources, join = array(b, "sync", 3)
+    return Sync(_decode_members(members), _decode_resources(resources), boolean(join, "sync.join"))
+
+
+register(5, "SYNC", Sync, _encode_sync, _decode_sync, handler=MEMBERSHIP)
+
+
 @dataclass(frozen=True, slots=True)
 class SyncReply:
     members: tuple[MemberUpdate, ...]
     resources: tuple[ResourceRecord, ...]
 
 
+def _encode_sync_reply(b: SyncReply) -> list:
+    return [_encode_members(b.members), _encode_resources(b.resources)]
+
+
+def _decode_sync_reply(b: list) -> SyncReply:
+    members, resources = array(b, "sync_reply", 2)
+    return SyncReply(_decode_members(members), _decode_resources(resources))
+
+
+register(6, "SYNC_REPLY", SyncReply, _encode_sync_reply, _decode_sync_reply, handler=MEMBERSHIP)
+
+
 @dataclass(frozen=True, slots=True)
 class GossipOnly:
     gossip: Gossip
+
+
+def _encode_gossip_only(b: GossipOnly) -> list:
+    return [_encode_gossip(b.gossip)]
+
+
+def _decode_gossip_only(b: list) -> GossipOnly:
+    (g,) = array(b, "gossip", 1)
+    return GossipOnly(_decode_gossip(g))
+
+
+register(7, "GOSSIP", GossipOnly, _encode_gossip_only, _decode_gossip_only, handler=MEMBERSHIP,
+         datagram=True)  # fmt: skip
+
+
+# ---------------------------------------------------------------- client kinds
+#
+# A client (the CLI) asks any agent, which answers on the same connection.
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +334,20 @@ class Query:
     args: dict = field(default_factory=dict)
 
 
+def _encode_query(b: Query) -> list:
+    return [b.what, b.args]
+
+
+def _decode_query(b: list) -> Query:
+    what, args = array(b, "query", 2)
+    if not isinstance(args, dict):
+        raise fail("query.args", args)
+    return Query(ident(what, "query.what"), args)
+
+
+register(32, "QUERY", Query, _encode_query, _decode_query, handler=CLIENT)
+
+
 @dataclass(frozen=True, slots=True)
 class QueryReply:
     ok: bool
@@ -169,275 +355,15 @@ class QueryReply:
     error: str = ""
 
 
-class TaskState(IntEnum):
-    """Where a task is in its life. Values are part of the protocol."""
-
-    PENDING = 0  # accepted and replicated, waiting for a node
-    PLACED = 1  # awarded to a node that has not yet confirmed it started
-    RUNNING = 2
-    SUCCEEDED = 3
-    FAILED = 4
-    CANCELLED = 5
-    REJECTED = 6
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @property
-    def terminal(self) -> bool:
-        return self >= TaskState.SUCCEEDED
+def _encode_query_reply(b: QueryReply) -> list:
+    return [b.ok, b.data, b.error]
 
 
-@dataclass(frozen=True, slots=True)
-class TaskSpec:
-    """What the user asked for. Sizes are what the task reserves on the node that runs it."""
-
-    argv: tuple[str, ...]
-    cpus: float = 1.0
-    memory: int = 0  # bytes
-    gpus: int = 0
-    labels: dict[str, str] = field(default_factory=dict)  # required node labels, all must match
-    env: dict[str, str] = field(default_factory=dict)  # added to the agent's environment
-    cwd: str = ""  # "" = the agent's working directory
-    timeout: float = 0.0  # seconds of running before the task is killed; 0 = no limit
-    deadline: float = 0.0  # SLA: seconds after submission by which it should finish; 0 = none
-    expected: float = 60.0  # expected run time in seconds: the horizon bidders forecast over
-    # who submitted it (client name; "" = an agent or a plain cluster). Set by the entry agent
-    # from the authenticated client, never taken from the client's request.
-    submitter: str = ""
+def _decode_query_reply(b: list) -> QueryReply:
+    ok, data, error = array(b, "query_reply", 3)
+    if not isinstance(error, str):
+        raise fail("query_reply.error", error)
+    return QueryReply(boolean(ok, "query_reply.ok"), data, error)
 
 
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    """The replicated record of one task. See `agent.records.newer` for which copy wins."""
-
-    id: str
-    spec: TaskSpec
-    state: TaskState = TaskState.PENDING
-    version: int = 1
-    writer: str = ""  # the node that wrote this version (breaks ties between equal versions)
-    replicas: tuple[str, ...] = ()  # node ids holding the record, in ownership order
-    attempt: int = 0  # bumped every time the task is placed; reports name their attempt
-    node: str = ""  # the node running (or that ran) the current attempt
-    node_addr: str = ""
-    exit_code: int = 0
-    reason: str = ""  # why it failed / was rejected / was cancelled
-    submitted: float = 0.0  # times on the writers' clocks (wall clock in the real shell)
-    placed: float = 0.0
-    started: float = 0.0
-    finished: float = 0.0
-    stdout: str = ""  # bounded tails, filled when the task ends
-    stderr: str = ""
-    # the generation (process life, see `gossip.membership`) of `node` when it was awarded the
-    # attempt: a run does not outlive its process, so a later generation there means it is gone
-    node_generation: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TaskPut:
-    """Store (or update) a replica of a task record; answered with TaskPutAck."""
-
-    record: TaskRecord
-
-
-@dataclass(frozen=True, slots=True)
-class TaskPutAck:
-    """`ok` False: the id is taken by a different task (`error` says so). `state`/`version`
-    are the replica's copy after the write, so a resubmission learns the task's progress."""
-
-    task_id: str
-    version: int
-    state: TaskState
-    ok: bool = True
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class TaskGet:
-    task_id: str
-    req: int  # the asker's request number, echoed back
-
-
-@dataclass(frozen=True, slots=True)
-class TaskGetReply:
-    task_id: str
-    req: int
-    record: TaskRecord | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class TaskList:
-    """Records this node holds as their owner; `state` -1 = any."""
-
-    req: int
-    state: int = -1
-    limit: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class TaskListReply:
-    """Summaries of the records asked for, newest first; `more` matched but did not fit."""
-
-    req: int
-    records: tuple[TaskRecord, ...] = ()
-    more: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TaskCancel:
-    task_id: str
-    req: int
-
-
-@dataclass(frozen=True, slots=True)
-class TaskCancelReply:
-    """`ok` True: the sender owns the record and it is now terminal (`state`)."""
-
-    task_id: str
-    req: int
-    ok: bool
-    state: TaskState = TaskState.PENDING
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class BidRequest:
-    """Would you run this? A yes tentatively reserves the resources under a lease."""
-
-    task_id: str
-    attempt: int
-    round: int  # one per negotiation round of one attempt
-    cpus: float
-    memory: int
-    gpus: int
-    labels: dict[str, str]
-    expected: float  # seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Bid:
-    task_id: str
-    attempt: int
-    round: int
-    ok: bool
-    headroom: float = 0.0  # CPUs the bidder expects to have free over the task's run, after it
-    load: float = 0.0  # the bidder's current observed load, 0..1
-    queued: int = 0  # tasks running or reserved on the bidder
-    reason: str = ""  # why not, when ok is False
-
-
-@dataclass(frozen=True, slots=True)
-class Award:
-    """The task is yours: start `record.attempt` (the record names the spec and the owners)."""
-
-    record: TaskRecord
-    round: int
-
-
-@dataclass(frozen=True, slots=True)
-class AwardAck:
-    task_id: str
-    attempt: int
-    ok: bool
-    started: float = 0.0
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Release:
-    """You lost the bid: drop the lease."""
-
-    task_id: str
-    attempt: int
-    round: int
-
-
-@dataclass(frozen=True, slots=True)
-class TaskReport:
-    """Runner -> owner: the attempt is still running (state RUNNING) or has ended."""
-
-    task_id: str
-    attempt: int
-    state: TaskState
-    exit_code: int = 0
-    reason: str = ""
-    started: float = 0.0
-    finished: float = 0.0
-    stdout: str = ""
-    stderr: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ReportAck:
-    """`keep` False: this attempt is not (or no longer) wanted; stop it and forget it."""
-
-    task_id: str
-    attempt: int
-    keep: bool
-
-
-Body = (
-    Ping | Ack | PingReq | Nack | Sync | SyncReply | GossipOnly | Query | QueryReply
-    | TaskPut | TaskPutAck | TaskGet | TaskGetReply | TaskList | TaskListReply | TaskCancel
-    | TaskCancelReply | BidRequest | Bid | Award | AwardAck | Release | TaskReport | ReportAck
-)
-
-KIND_OF_BODY: dict[type, Kind] = {
-    Ping: Kind.PING,
-    Ack: Kind.ACK,
-    PingReq: Kind.PING_REQ,
-    Nack: Kind.NACK,
-    Sync: Kind.SYNC,
-    SyncReply: Kind.SYNC_REPLY,
-    GossipOnly: Kind.GOSSIP,
-    Query: Kind.QUERY,
-    QueryReply: Kind.QUERY_REPLY,
-    TaskPut: Kind.TASK_PUT,
-    TaskPutAck: Kind.TASK_PUT_ACK,
-    TaskGet: Kind.TASK_GET,
-    TaskGetReply: Kind.TASK_GET_REPLY,
-    TaskList: Kind.TASK_LIST,
-    TaskListReply: Kind.TASK_LIST_REPLY,
-    TaskCancel: Kind.TASK_CANCEL,
-    TaskCancelReply: Kind.TASK_CANCEL_REPLY,
-    BidRequest: Kind.BID_REQUEST,
-    Bid: Kind.BID,
-    Award: Kind.AWARD,
-    AwardAck: Kind.AWARD_ACK,
-    Release: Kind.RELEASE,
-    TaskReport: Kind.TASK_REPORT,
-    ReportAck: Kind.REPORT_ACK,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """The envelope. `seq` matches probes to acks; `sender_addr` is where replies go."""
-
-    sender: str
-    sender_addr: str
-    seq: int
-    body: Body
-
-    @property
-    def kind(self) -> Kind:
-        return KIND_OF_BODY[type(self.body)]
-
-
-class Outgoing(NamedTuple):
-    """A core's directive to its shell: send `msg` to the agent bound at `addr`."""
-
-    addr: str
-    msg: Message
-
-
-# Failure detection and its dissemination ride datagrams (UDP), as memberlist's do: one lost is
-# lost, never delivered seconds late behind a stalled stream (TCP turns silent loss into
-# retransmission delay, and a partition into a burst of stale news at the heal). State exchange
-# (Sync) and placement ride each peer's ZeroMQ stream. Both shells route by this one rule.
-DATAGRAM_BODIES = (Ping, Ack, PingReq, Nack, GossipOnly)
-
-
-def rides_datagram(body: object) -> bool:
-    return isinstance(body, DATAGRAM_BODIES)
+register(33, "QUERY_REPLY", QueryReply, _encode_query_reply, _decode_query_reply, handler=CLIENT)

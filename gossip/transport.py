@@ -17,7 +17,8 @@ Nothing here knows the protocol: payloads are bytes, encoded and decoded by `gos
 
 Beside the ROUTER, every agent binds a UDP socket on the same host and port: failure detection
 rides single datagrams (`send_datagram`, framed and sealed by `gossip.datagram`), never queued
-behind a stream's lost segment. What rides them is decided above (`gossip.messages`).
+behind a stream's lost segment. What rides them is decided above (by each kind's
+registration, `gossip.kinds`).
 Sends are coalesced under load: while received messages wait to be handled, what is sent to
 one peer in one turn of the event loop leaves as one multipart ZeroMQ message (one frame per
 payload); the receiver drains its ROUTER without a future per message. Per message, that

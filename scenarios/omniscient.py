@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.execution import StartTask
-from gossip.messages import TaskSpec
+from agent.tasks import TaskSpec
 from scenarios.arrivals import Arrival, generate
 from scenarios.faults import resolve
 from scenarios.observation import AppliedFault, Commit, Observation, Record, Run, TaskOutcome

@@ -4,7 +4,8 @@ One `PlacementCluster` per (policy, seed): `NodeCore`s (membership + placement, 
 agent runs) on `SimExecutor`s that replay each node's background trace, started converged. The
 scenario's arrivals are submitted through the chosen node (or the next one that is up), its
 fault timeline is applied at its instants, and the runner samples every `sample_interval`
-(loads; member events drained from the cores). Same scenario + seed => the same bytes out.
+(loads; the member events the simulator kept, `Simulator.take_events`). Same scenario + seed =>
+the same bytes out.
 
 What the simulator does not model (see docs/scenarios.md): processing time inside a node, and
 TCP — its network is datagrams, so loss is loss here, where ZeroMQ over TCP turns it into delay.
@@ -18,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from agent.placement_config import PlacementConfig
+from agent.tasks import TaskSpec
 from gossip.config import SwimConfig
-from gossip.messages import Status, TaskSpec
+from gossip.messages import Status
 from scenarios.faults import FaultEvent, resolve
 from scenarios.observation import (
     AppliedFault,
@@ -150,7 +152,7 @@ def run(sc: Scenario, policy: str, seed: int, progress: Progress | None = None,
             if sim.state(addr) == "crashed":
                 continue
             me = node.core.node_id
-            for t, peer, status, _inc in node.core.membership.take_events():
+            for t, peer, status, _inc in sim.take_events(addr):
                 if peer != me:
                     obs.members.append(MemberEvent(t, me, peer, Status(status).label))
 
@@ -165,8 +167,6 @@ def run(sc: Scenario, policy: str, seed: int, progress: Progress | None = None,
     interval = sc.sample_interval
     end = sc.duration + sc.drain
     checks = 0
-    for addr in cluster.addrs:  # events of the bootstrap are not part of the run
-        cluster.core(addr).membership.take_events()
     sample()
     while t < end:
         if stop():

@@ -14,7 +14,8 @@ import sys
 
 import atheris
 
-with atheris.instrument_imports(include=["gossip"]):
+with atheris.instrument_imports(include=["gossip", "agent"]):
+    import agent.messages  # noqa: F401  (registers the placement kinds, so decode knows them)
     from gossip import wire
 
 

@@ -15,27 +15,16 @@ import os
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from gossip import wire
-from gossip.membership import GEN_SHIFT, MAX_GENERATION
-from gossip.messages import (
-    Ack,
+from agent.messages import (
+    MAX_BID_LOAD,
+    MAX_HEADROOM,
+    MAX_LIST_RECORDS,
     Award,
     AwardAck,
     Bid,
     BidRequest,
-    Gossip,
-    GossipOnly,
-    MemberUpdate,
-    Message,
-    Nack,
-    Ping,
-    PingReq,
     Release,
     ReportAck,
-    ResourceRecord,
-    Status,
-    Sync,
-    SyncReply,
     TaskCancel,
     TaskCancelReply,
     TaskGet,
@@ -44,10 +33,39 @@ from gossip.messages import (
     TaskListReply,
     TaskPut,
     TaskPutAck,
-    TaskRecord,
     TaskReport,
+)
+from agent.tasks import (
+    MAX_ARG_LEN,
+    MAX_ARGV,
+    MAX_CWD_LEN,
+    MAX_DURATION,
+    MAX_EXIT_CODE,
+    MAX_OUTPUT_TAIL,
+    MAX_REASON_LEN,
+    MAX_TASK_CPUS,
+    MAX_TIME,
+    MIN_EXIT_CODE,
+    TaskRecord,
     TaskSpec,
     TaskState,
+)
+from gossip.fields import MAX_ID_LEN, MAX_INT, MAX_LABELS
+from gossip.membership import GEN_SHIFT, MAX_GENERATION
+from gossip.messages import (
+    MAX_FORECAST,
+    Ack,
+    Gossip,
+    GossipOnly,
+    MemberUpdate,
+    Message,
+    Nack,
+    Ping,
+    PingReq,
+    ResourceRecord,
+    Status,
+    Sync,
+    SyncReply,
     quantized,
 )
 
@@ -67,7 +85,7 @@ def fuzz_settings(ci_examples: int) -> settings:
 # ---------------------------------------------------------------- scalars
 
 KNOWN_NODES = ("n0", "n1", "n2")  # the target is n0; n1 and n2 are its peers
-MAX_ID = "m" * wire.MAX_ID_LEN
+MAX_ID = "m" * MAX_ID_LEN
 
 ids = st.sampled_from([*KNOWN_NODES, "n9", MAX_ID]) | st.text(min_size=1, max_size=12)
 addrs = st.sampled_from([f"sim://{n}" for n in (*KNOWN_NODES, "n9")] + [MAX_ID]) | st.text(
@@ -76,7 +94,7 @@ addrs = st.sampled_from([f"sim://{n}" for n in (*KNOWN_NODES, "n9")] + [MAX_ID])
 maybe_ids = ids | st.just("")  # fields where "" means "none" (writer, node, by)
 
 
-def ints(hi: int = wire.MAX_INT, lo: int = 0) -> st.SearchStrategy[int]:
+def ints(hi: int = MAX_INT, lo: int = 0) -> st.SearchStrategy[int]:
     edges = sorted(x for x in {lo, lo + 1, lo + 2, hi - 1, hi} if lo <= x <= hi)
     return st.sampled_from(edges) | st.integers(lo, hi)
 
@@ -107,12 +125,12 @@ def id_texts(most: int) -> st.SearchStrategy[str]:
     return st.sampled_from(["x", "x" * most]) | st.text(min_size=1, max_size=16)
 
 
-labels = st.dictionaries(id_texts(wire.MAX_ID_LEN), texts(wire.MAX_ID_LEN), max_size=3) | st.just(
-    {f"k{i}": "v" for i in range(wire.MAX_LABELS)}
+labels = st.dictionaries(id_texts(MAX_ID_LEN), texts(MAX_ID_LEN), max_size=3) | st.just(
+    {f"k{i}": "v" for i in range(MAX_LABELS)}
 )
 states = st.sampled_from(TaskState)
-times = nums(0.0, wire.MAX_TIME)
-durations = nums(0.0, wire.MAX_DURATION)
+times = nums(0.0, MAX_TIME)
+durations = nums(0.0, MAX_DURATION)
 
 # ---------------------------------------------------------------- membership bodies
 
@@ -123,7 +141,7 @@ resource_records = st.builds(
     gpus=ints(), labels=labels, alloc_cpus=nums(0.0, 1e18), alloc_memory=ints(),
     alloc_gpus=ints(), load=loads(0.0, 1e6), mem_load=loads(0.0, 1e6),
     forecast=st.lists(loads(-1e6, 1e6), max_size=4).map(tuple)
-    | st.just((1.0,) * wire.MAX_FORECAST),
+    | st.just((1.0,) * MAX_FORECAST),
 )  # fmt: skip
 gossips = st.builds(Gossip, members=st.lists(member_updates, max_size=6).map(tuple),
                     resources=st.lists(resource_records, max_size=3).map(tuple))  # fmt: skip
@@ -142,13 +160,13 @@ membership_bodies = st.one_of(
 
 # ---------------------------------------------------------------- placement bodies
 
-argvs = st.sampled_from([("true",), ("x" * wire.MAX_ARG_LEN,), ("p",) * wire.MAX_ARGV]) | st.lists(
-    texts(wire.MAX_ARG_LEN), max_size=3
+argvs = st.sampled_from([("true",), ("x" * MAX_ARG_LEN,), ("p",) * MAX_ARGV]) | st.lists(
+    texts(MAX_ARG_LEN), max_size=3
 ).map(lambda a: ("prog", *a))
 specs = st.builds(
-    TaskSpec, argv=argvs, cpus=nums(0.0, wire.MAX_TASK_CPUS), memory=ints(), gpus=ints(),
-    labels=labels, env=st.dictionaries(id_texts(wire.MAX_ID_LEN), texts(64), max_size=3),
-    cwd=texts(wire.MAX_CWD_LEN), timeout=durations, deadline=durations, expected=durations,
+    TaskSpec, argv=argvs, cpus=nums(0.0, MAX_TASK_CPUS), memory=ints(), gpus=ints(),
+    labels=labels, env=st.dictionaries(id_texts(MAX_ID_LEN), texts(64), max_size=3),
+    cwd=texts(MAX_CWD_LEN), timeout=durations, deadline=durations, expected=durations,
 )  # fmt: skip
 
 
@@ -156,9 +174,9 @@ def task_records(task_ids: st.SearchStrategy[str]) -> st.SearchStrategy[TaskReco
     return st.builds(
         TaskRecord, id=task_ids, spec=specs, state=states, version=incarnations, writer=maybe_ids,
         replicas=st.lists(ids, max_size=4).map(tuple), attempt=ints(), node=maybe_ids,
-        node_addr=addrs | st.just(""), exit_code=ints(wire.MAX_EXIT_CODE, wire.MIN_EXIT_CODE),
-        reason=texts(wire.MAX_REASON_LEN), submitted=times, placed=times, started=times,
-        finished=times, stdout=texts(wire.MAX_OUTPUT_TAIL), stderr=texts(wire.MAX_OUTPUT_TAIL),
+        node_addr=addrs | st.just(""), exit_code=ints(MAX_EXIT_CODE, MIN_EXIT_CODE),
+        reason=texts(MAX_REASON_LEN), submitted=times, placed=times, started=times,
+        finished=times, stdout=texts(MAX_OUTPUT_TAIL), stderr=texts(MAX_OUTPUT_TAIL),
     )  # fmt: skip
 
 
@@ -170,30 +188,30 @@ def placement_bodies(task_ids: st.SearchStrategy[str],
     return st.one_of(
         st.builds(TaskPut, record=records),
         st.builds(TaskPutAck, task_id=task_ids, version=incarnations, state=states,
-                  ok=st.booleans(), error=texts(wire.MAX_REASON_LEN)),
+                  ok=st.booleans(), error=texts(MAX_REASON_LEN)),
         st.builds(TaskGet, task_id=task_ids, req=ints()),
         st.builds(TaskGetReply, task_id=task_ids, req=ints(), record=st.none() | records),
         st.builds(TaskList, req=ints(), state=ints(max(TaskState), -1),
-                  limit=ints(wire.MAX_LIST_RECORDS, 1)),
+                  limit=ints(MAX_LIST_RECORDS, 1)),
         st.builds(TaskListReply, req=ints(), records=st.lists(records, max_size=3).map(tuple)),
         st.builds(TaskCancel, task_id=task_ids, req=ints()),
         st.builds(TaskCancelReply, task_id=task_ids, req=ints(), ok=st.booleans(), state=states,
-                  error=texts(wire.MAX_REASON_LEN)),
+                  error=texts(MAX_REASON_LEN)),
         st.builds(BidRequest, task_id=task_ids, attempt=att, round=rnd,
-                  cpus=nums(0.0, wire.MAX_TASK_CPUS), memory=ints(), gpus=ints(), labels=labels,
+                  cpus=nums(0.0, MAX_TASK_CPUS), memory=ints(), gpus=ints(), labels=labels,
                   expected=durations),
         st.builds(Bid, task_id=task_ids, attempt=att, round=rnd, ok=st.booleans(),
-                  headroom=nums(-wire.MAX_HEADROOM, wire.MAX_HEADROOM),
-                  load=nums(0.0, wire.MAX_BID_LOAD), queued=ints(),
-                  reason=texts(wire.MAX_REASON_LEN)),
+                  headroom=nums(-MAX_HEADROOM, MAX_HEADROOM),
+                  load=nums(0.0, MAX_BID_LOAD), queued=ints(),
+                  reason=texts(MAX_REASON_LEN)),
         st.builds(Award, record=records, round=rnd),
         st.builds(AwardAck, task_id=task_ids, attempt=att, ok=st.booleans(), started=times,
-                  reason=texts(wire.MAX_REASON_LEN)),
+                  reason=texts(MAX_REASON_LEN)),
         st.builds(Release, task_id=task_ids, attempt=att, round=rnd),
         st.builds(TaskReport, task_id=task_ids, attempt=att, state=states,
-                  exit_code=ints(wire.MAX_EXIT_CODE, wire.MIN_EXIT_CODE),
-                  reason=texts(wire.MAX_REASON_LEN), started=times, finished=times,
-                  stdout=texts(wire.MAX_OUTPUT_TAIL), stderr=texts(wire.MAX_OUTPUT_TAIL)),
+                  exit_code=ints(MAX_EXIT_CODE, MIN_EXIT_CODE),
+                  reason=texts(MAX_REASON_LEN), started=times, finished=times,
+                  stdout=texts(MAX_OUTPUT_TAIL), stderr=texts(MAX_OUTPUT_TAIL)),
         st.builds(ReportAck, task_id=task_ids, attempt=att, keep=st.booleans()),
     )  # fmt: skip
 

@@ -18,6 +18,8 @@ import pytest
 import zmq
 from agent_thread import AgentThread
 
+from agent.messages import Award
+from agent.tasks import TaskRecord, TaskSpec
 from deploy.client import NoAnswer, QueryRefused, query
 from gossip.auth import (
     Credential,
@@ -29,7 +31,7 @@ from gossip.auth import (
     server_keypair,
 )
 from gossip.datagram import DatagramCodec, DatagramKeys, udp_target
-from gossip.messages import Award, Message, Nack, Query, TaskRecord, TaskSpec
+from gossip.messages import Message, Nack, Query
 from gossip.wire import encode
 
 # ---------------------------------------------------------------- key files

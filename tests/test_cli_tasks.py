@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import zmq
 
+from agent.tasks import TaskSpec
 from deploy import cli
 from deploy.cli import build_parser, fmt_duration, format_task, format_tasks, main
 from deploy.local_cluster import REPO_ROOT, free_ports
@@ -37,7 +38,7 @@ from deploy.task_args import (
     parse_task_id,
     spec_args,
 )
-from gossip.messages import Message, Query, QueryReply, TaskSpec
+from gossip.messages import Message, Query, QueryReply
 from gossip.wire import decode, encode
 
 GiB = 1024**3
@@ -772,8 +773,8 @@ def test_tasks_says_what_was_left_out(capsys: pytest.CaptureFixture[str], fake: 
 def test_tasks_through_real_agents_with_huge_commands(capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 9, finding 10, through the CLI and real agents: tasks with 1.9 MB commands (each
     within the task limits) no longer hide the other tasks of the node that owns them."""
+    from agent.tasks import MAX_ARG_LEN
     from deploy.local_cluster import LocalCluster
-    from gossip.wire import MAX_ARG_LEN
 
     huge = ["true", *("x" * MAX_ARG_LEN for _ in range(29))]
     with LocalCluster(1, log_level="WARNING", forecaster="none") as c:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deploy.config import ConfigError, apply_overrides, load_config
-from gossip.wire import MAX_ID_LEN, MAX_INT, MAX_LABELS
+from gossip.fields import MAX_ID_LEN, MAX_INT, MAX_LABELS
 
 LONG = "x" * (MAX_ID_LEN + 1)
 TOO_MANY_LABELS = "{ " + ", ".join(f"k{i} = \"v\"" for i in range(MAX_LABELS + 1)) + " }"

@@ -218,7 +218,8 @@ def test_a_probe_too_big_for_a_datagram_goes_alone_and_its_gossip_on_the_stream(
     from agent.agent import Agent, AgentOptions
     from agent.resources import Capacity
     from gossip.datagram import fits
-    from gossip.messages import Gossip, GossipOnly, Message, Outgoing, Ping, ResourceRecord
+    from gossip.effects import Outgoing
+    from gossip.messages import Gossip, GossipOnly, Message, Ping, ResourceRecord
     from gossip.wire import decode
 
     class Fake:
@@ -243,7 +244,7 @@ def test_a_probe_too_big_for_a_datagram_goes_alone_and_its_gossip_on_the_stream(
     records = tuple(ResourceRecord(f"n{i}", 1, labels={"k": "v" * 40}) for i in range(30))
     small = Message("me", fake.endpoint, 7, Ping("n1"))
     big = Message("me", fake.endpoint, 8, Ping("n1", Gossip((), records)))
-    agent._send([Outgoing("tcp://127.0.0.1:2", small), Outgoing("tcp://127.0.0.1:2", big)])
+    agent._apply([Outgoing("tcp://127.0.0.1:2", small), Outgoing("tcp://127.0.0.1:2", big)])
     probes = [decode(d) for d in fake.datagrams]
     assert [(m.seq, m.body.gossip) for m in probes] == [(7, Gossip()), (8, Gossip())]
     [stream] = [decode(p) for p in fake.sent]

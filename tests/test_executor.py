@@ -13,7 +13,7 @@ from typing import Any
 
 from agent.execution import StartTask, TaskExit
 from agent.executor import Executor
-from gossip.messages import TaskSpec, TaskState
+from agent.tasks import TaskSpec, TaskState
 
 
 class Harness:

@@ -11,14 +11,7 @@ import random
 
 from gossip.config import SwimConfig
 from gossip.membership import GEN_SHIFT, MAX_GENERATION, Membership
-from gossip.messages import (
-    Gossip,
-    GossipOnly,
-    MemberUpdate,
-    Message,
-    ResourceRecord,
-    Status,
-)
+from gossip.messages import Gossip, GossipOnly, MemberUpdate, Message, ResourceRecord, Status
 from scenarios.sim import Simulator
 from scenarios.sim.cluster import build_swim_cluster, converged, node_id
 

@@ -37,7 +37,7 @@ def _declared(sim: Simulator, addrs: list[str]) -> list[tuple[float, str, str]]:
     """(time, observer, subject) of every failure declaration since the last call."""
     out = []
     for a in addrs:
-        for t, node, st, _inc in sim.core(a).take_events():
+        for t, node, st, _inc in sim.take_events(a):
             if st == Status.DEAD:
                 out.append((t, node_id(a), node))
     return out

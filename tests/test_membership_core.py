@@ -9,6 +9,7 @@ import pytest
 
 from gossip.broadcast import BroadcastQueue
 from gossip.config import SwimConfig
+from gossip.effects import Outgoing, ResetStream, StatusChange
 from gossip.membership import GEN_SHIFT, Membership
 from gossip.messages import (
     Ack,
@@ -36,9 +37,21 @@ def _gossip(sender: str, *members: MemberUpdate, resources=()) -> Message:
     return Message(sender, f"tcp://{sender}:1", 0, GossipOnly(Gossip(members, tuple(resources))))
 
 
+def _sends(effects) -> list[Outgoing]:
+    return [e for e in effects if isinstance(e, Outgoing)]
+
+
+def _resets(effects) -> list[str]:
+    return [e.addr for e in effects if isinstance(e, ResetStream)]
+
+
+def _changes(effects) -> list[StatusChange]:
+    return [e for e in effects if isinstance(e, StatusChange)]
+
+
 def _all_gossip(outs) -> list[MemberUpdate]:
     found = []
-    for o in outs:
+    for o in _sends(outs):
         g = getattr(o.msg.body, "gossip", None)
         if g:
             found.extend(g.members)
@@ -111,7 +124,7 @@ def test_failed_probes_raise_awareness_and_stretch_the_probe_interval():
     ping = None
     while ping is None:
         t = core.next_wakeup()
-        ping = next((o for o in core.on_tick(t) if isinstance(o.msg.body, Ping)), None)
+        ping = next((o for o in _sends(core.on_tick(t)) if isinstance(o.msg.body, Ping)), None)
     before = core.awareness
     assert core._probe.deadline - t == pytest.approx(CFG.probe_interval * (before + 1))  # stretched
     core.on_message(t + 0.01, Message(ping.msg.body.target, ping.addr, ping.msg.seq,
@@ -127,7 +140,7 @@ def test_leave_announces_left_with_higher_incarnation_and_stops_probing():
     ups = _all_gossip(outs)
     assert ups and all(u.node == "me" and u.status == Status.LEFT for u in ups)
     later = core.on_tick(core.next_wakeup())
-    assert not any(isinstance(o.msg.body, Ping) for o in later)
+    assert not any(isinstance(o.msg.body, Ping) for o in _sends(later))
     # after leaving, accusations are not refuted
     core.on_message(2.0, _gossip("p1", MemberUpdate("me", "tcp://me:1", 1, Status.DEAD, "p1")))
     assert core.incarnation == 1
@@ -159,7 +172,8 @@ def test_ping_is_acked_and_indirect_probe_is_relayed():
     assert [(o.addr, type(o.msg.body), o.msg.seq) for o in relayed] == [("tcp://p1:1", Ack, 10)]
     # an unanswered relay sends a nack to the requester
     outs = core.on_message(2.0, Message("p1", "tcp://p1:1", 11, PingReq("p0", "tcp://p0:1")))
-    nacks = [o for o in core.on_tick(2.0 + CFG.probe_timeout) if isinstance(o.msg.body, Nack)]
+    nacks = [o for o in _sends(core.on_tick(2.0 + CFG.probe_timeout))
+             if isinstance(o.msg.body, Nack)]  # fmt: skip
     assert [(o.addr, o.msg.seq) for o in nacks] == [("tcp://p1:1", 11)]
 
 
@@ -196,18 +210,19 @@ GEN1 = 1 << GEN_SHIFT
 
 def test_a_new_generation_of_a_live_member_is_a_crash_then_a_new_life_after_a_quarantine():
     core = _core(4)
-    core.take_events()
-    core.on_message(1.0, _gossip("p2", MemberUpdate("p1", "tcp://p1:1", GEN1, Status.ALIVE)))
+    seen = core.on_message(1.0, _gossip("p2", MemberUpdate("p1", "tcp://p1:1", GEN1,
+                                                            Status.ALIVE)))  # fmt: skip
     assert core.status_of("p1") == Status.DEAD and "p1" not in core.live_nodes()
     assert core.stats["restarts_seen"] == 1
     # more news of the new life during the quarantine changes nothing yet
-    core.on_message(1.1, _gossip("p3", MemberUpdate("p1", "tcp://p1:1", GEN1 + 1, Status.ALIVE)))
+    seen += core.on_message(1.1, _gossip("p3", MemberUpdate("p1", "tcp://p1:1", GEN1 + 1,
+                                                             Status.ALIVE)))  # fmt: skip
     assert core.status_of("p1") == Status.DEAD
     assert core.next_wakeup() <= 1.0 + CFG.probe_interval
-    core.on_tick(1.0 + CFG.probe_interval)
+    seen += core.on_tick(1.0 + CFG.probe_interval)
     assert core.status_of("p1") == Status.ALIVE and core.member("p1").incarnation == GEN1 + 1
-    assert [Status(s) for _, n, s, _ in core.take_events() if n == "p1"] == [
-        Status.DEAD, Status.ALIVE]  # fmt: skip
+    assert [(c.status, c.incarnation) for c in _changes(seen) if c.node == "p1"] == [
+        (Status.DEAD, 0), (Status.ALIVE, GEN1 + 1)]  # fmt: skip
 
 
 def test_refutations_within_a_generation_are_not_restarts():
@@ -260,16 +275,32 @@ def test_streams_to_members_just_suspected_or_failed_are_to_be_reset_once():
     """The shells close their stream to such a member (issue 12: its backlog, delivered once it
     was reachable again, re-accused live nodes after a heal)."""
     core = _core(4)
-    assert core.take_stream_resets() == []  # joins are no reason
     up = lambda node, st, inc=0: _gossip("p0", MemberUpdate(node, f"tcp://{node}:1", inc, st, "p0"))  # noqa: E731
-    core.on_message(1.0, up("p1", Status.SUSPECT))
-    core.on_message(1.1, up("p1", Status.SUSPECT))  # the same suspicion again: no news
-    core.on_message(1.2, up("p2", Status.DEAD))
-    assert core.take_stream_resets() == ["tcp://p1:1", "tcp://p2:1"]
-    assert core.take_stream_resets() == []  # taken once
-    core.on_message(1.3, up("p1", Status.DEAD))  # failed after suspected: reset again
-    core.on_message(1.4, up("p3", Status.ALIVE, 1))  # a refutation is no reason
-    assert core.take_stream_resets() == ["tcp://p1:1"]
+    assert _resets(core.on_message(0.5, up("p9", Status.ALIVE))) == []  # joins are no reason
+    assert _resets(core.on_message(1.0, up("p1", Status.SUSPECT))) == ["tcp://p1:1"]
+    assert _resets(core.on_message(1.1, up("p1", Status.SUSPECT))) == []  # no news: no reset
+    both = _gossip("p0", *(MemberUpdate(n, f"tcp://{n}:1", 0, Status.DEAD, "p0")
+                           for n in ("p2", "p3", "p2")))  # fmt: skip
+    assert _resets(core.on_message(1.2, both)) == ["tcp://p2:1", "tcp://p3:1"]  # once each
+    assert _resets(core.on_message(1.3, up("p1", Status.DEAD))) == ["tcp://p1:1"]  # again
+    refuted = core.on_message(1.4, up("p3", Status.ALIVE, 1))
+    assert _resets(refuted) == [] and _changes(refuted)  # a refutation is no reason
+
+
+def test_effects_come_as_resets_then_messages_then_status_changes():
+    """The order a shell carries them out in: a stream is reset before anything is sent on it
+    (the reset would drop it), and the changes a call saw after what it sent."""
+    core = _core(6)
+    seen = 0
+    for _ in range(60):  # nobody answers: probes fail, suspicions and failures follow
+        effects = core.on_tick(core.next_wakeup())
+        kinds = [type(e) for e in effects]
+        order = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]
+        assert order in ([], [ResetStream], [Outgoing], [StatusChange],
+                         [ResetStream, Outgoing], [ResetStream, StatusChange],
+                         [Outgoing, StatusChange], [ResetStream, Outgoing, StatusChange]), kinds
+        seen += ResetStream in kinds and StatusChange in kinds
+    assert seen
 
 
 def test_a_member_held_failed_that_speaks_is_told_so_at_most_once_a_probe_interval():

@@ -36,7 +36,7 @@ def _ever_declared_dead(sim: Simulator, addrs: list[str]) -> set[str]:
     dead = set()
     for a in addrs:
         if sim.is_up(a):
-            for _t, node, status, _inc in sim.core(a).take_events():
+            for _t, node, status, _inc in sim.take_events(a):
                 if status == Status.DEAD:
                     dead.add(node)
     return dead
@@ -134,7 +134,7 @@ def _run_with_failures(seed: int) -> tuple[str, list]:
     sim.run_until(20)
     sim.heal()
     sim.run_until(30)
-    events = [sim.core(a).take_events() for a in addrs if sim.is_up(a)]
+    events = [sim.take_events(a) for a in addrs if sim.is_up(a)]
     return sim.fingerprint(), events
 
 

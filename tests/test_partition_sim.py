@@ -14,7 +14,8 @@ import random
 
 import pytest
 
-from gossip.messages import Gossip, GossipOnly, MemberUpdate, Status, TaskState
+from agent.tasks import TaskState
+from gossip.messages import Gossip, GossipOnly, MemberUpdate, Status
 from scenarios.sim.placement_cluster import (
     FAST_PLACEMENT,
     GiB,

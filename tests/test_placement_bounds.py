@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from test_placement_sim import make, settle
 
-from gossip.messages import Award, BidRequest, TaskRecord, TaskSpec
+from agent.messages import Award, BidRequest
+from agent.tasks import TaskRecord, TaskSpec
 
 
 def test_an_award_from_a_node_that_holds_no_copy_of_the_record_runs_nothing() -> None:

@@ -13,10 +13,18 @@ from agent.placement import PlacementCore
 from agent.placement_config import PlacementConfig
 from agent.policies import make_policy
 from agent.policies.base import Candidate, covering, gossiped_headroom, usable_forecast
+from agent.tasks import TaskSpec
 from gossip import wire
 from gossip.config import SwimConfig
 from gossip.membership import Membership
-from gossip.messages import Gossip, GossipOnly, Message, ResourceRecord, TaskSpec
+from gossip.messages import (
+    MAX_FORECAST,
+    MAX_LOAD_STEPS,
+    Gossip,
+    GossipOnly,
+    Message,
+    ResourceRecord,
+)
 from metalearn.peak_runtime import LastValuePeak
 
 HS = (1, 6, 24, 96)  # the default horizons, in 300-s steps: 5 min, 30 min, 2 h, 8 h
@@ -106,8 +114,8 @@ def test_a_peers_malformed_forecast_is_carried_and_then_treated_as_absent(steps:
 
 
 def test_a_peers_forecast_beyond_the_wires_bounds_is_a_malformed_message() -> None:
-    for steps in ([0.5, 0.6, 0.7, 0.8], [wire.MAX_LOAD_STEPS + 1] * 4,
-                  [1] * (wire.MAX_FORECAST + 1), "0.1", [True] * 4):  # fmt: skip
+    for steps in ([0.5, 0.6, 0.7, 0.8], [MAX_LOAD_STEPS + 1] * 4,
+                  [1] * (MAX_FORECAST + 1), "0.1", [True] * 4):  # fmt: skip
         with pytest.raises(wire.WireError) as e:
             _decoded(steps)  # type: ignore[arg-type]
         assert e.value.reason == "malformed"

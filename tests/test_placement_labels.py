@@ -4,7 +4,7 @@ label stayed pending forever)."""
 
 from __future__ import annotations
 
-from gossip.messages import TaskState
+from agent.tasks import TaskState
 from scenarios.sim.placement_cluster import GiB, NodeShape, PlacementCluster, task_spec
 
 

@@ -21,8 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.execution import StartTask
-from agent.ring import HashRing
-from gossip.messages import (
+from agent.messages import (
     Award,
     AwardAck,
     Bid,
@@ -32,8 +31,9 @@ from gossip.messages import (
     TaskCancel,
     TaskPut,
     TaskReport,
-    TaskState,
 )
+from agent.ring import HashRing
+from agent.tasks import TaskState
 from scenarios.sim.background import BackgroundTrace
 from scenarios.sim.network import NetworkModel
 from scenarios.sim.placement_cluster import (
@@ -692,8 +692,8 @@ def test_cancel_pending_running_and_finished_tasks():
 def test_checkers_see_over_commit_at_once_lost_tasks_and_double_results():
     c = make(18, n=5)
     a = c.addrs[1]
-    c.sim.call(a, on_core(lambda core, now: core.placement.worker.actions.append(
-        StartTask("rogue", 1, task_spec(cpus=8.0)))))  # a run nobody committed, too big
+    c.sim.call(a, on_core(lambda core, now: [
+        StartTask("rogue", 1, task_spec(cpus=8.0))]))  # a run nobody committed, too big
     assert c.violations and c.violations[0].time == c.now  # seen at the instant it happened
     assert any("no commitment" in v for v in c.overcommit_violations())
     assert any("running" in v for v in c.overcommit_violations())

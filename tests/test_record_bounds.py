@@ -7,8 +7,10 @@ import dataclasses
 
 import pytest
 
+from agent.messages import TaskPut, TaskReport
+from agent.tasks import TaskState
 from gossip import wire
-from gossip.messages import Message, TaskPut, TaskReport, TaskState
+from gossip.messages import Message
 from scenarios.sim.placement_cluster import FAST_PLACEMENT, NodeShape, PlacementCluster, task_spec
 
 TOP = 2**63 - 1

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import pytest
 
+from agent.tasks import TaskState
 from gossip.membership import generation_of
-from gossip.messages import Status, TaskState
+from gossip.messages import Status
 from gossip.transport import TransportConfig
 from scenarios.sim.placement_cluster import GiB, NodeShape, PlacementCluster, task_spec
 
@@ -26,13 +27,13 @@ def make(seed: int) -> PlacementCluster:
 
 
 def statuses_seen(c: PlacementCluster, about: str) -> dict[str, list[str]]:
-    """Every other node's status changes about `about`, in order (drains the cores' events)."""
+    """Every other node's status changes about `about`, in order (takes the nodes' events)."""
     out: dict[str, list[str]] = {}
     for a in c.addrs:
         core = c.core(a)
         if core.node_id == about:
             continue
-        out[core.node_id] = [Status(s).label for _, n, s, _ in core.membership.take_events()
+        out[core.node_id] = [Status(s).label for _, n, s, _ in c.sim.take_events(a)
                              if n == about]  # fmt: skip
     return out
 
@@ -47,7 +48,7 @@ def running_task(c: PlacementCluster, tid: str, expected: float = 3.0) -> None:
 def test_every_peer_sees_a_fast_restart_as_a_failure_then_a_new_life() -> None:
     c = make(1)
     for a in c.addrs:
-        c.core(a).membership.take_events()
+        c.sim.take_events(a)
     victim = c.addrs[3]
     c.crash(victim)
     c.run_for(0.3)  # far less than failure detection takes

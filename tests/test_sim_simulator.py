@@ -6,16 +6,9 @@ import math
 
 import pytest
 
-from gossip.messages import (
-    Gossip,
-    MemberUpdate,
-    Message,
-    Outgoing,
-    Ping,
-    ResourceRecord,
-    Status,
-    Sync,
-)
+from agent.execution import StopTask
+from gossip.effects import Outgoing, StatusChange
+from gossip.messages import Gossip, MemberUpdate, Message, Ping, ResourceRecord, Status, Sync
 from scenarios.sim import NetworkModel, SimulationError, Simulator
 from scenarios.sim.toys import Recorder, Ticker, flood_cluster
 
@@ -314,6 +307,18 @@ def test_encode_messages_counts_unencodable_messages_as_wire_drops():
     sim.run_for(1.0)
     assert sim.metrics().dropped["wire"] == 1 and sim.metrics().delivered == 0
     assert any(e[1] == "wire_error" for e in sim.trace)
+
+
+def test_status_changes_are_kept_per_node_and_other_effects_refused():
+    sim = Simulator(3)
+    _pair(sim)
+    seen = [StatusChange(0.0, "b", Status.SUSPECT, 3), StatusChange(0.0, "b", Status.DEAD, 3)]
+    sim.call("a", lambda core, now: [seen[0], *core.ping("b"), seen[1]])
+    assert sim.take_events("b") == []
+    assert sim.take_events("a") == seen and sim.take_events("a") == []
+    assert sim.node_stats("a").sent == 1
+    with pytest.raises(SimulationError, match="StopTask is not the network's"):
+        sim.call("a", lambda core, now: [StopTask("t", 1)])
 
 
 def test_network_model_validates():

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from gossip.messages import Message, Outgoing, Status, Sync
+from gossip.effects import Outgoing, ResetStream
+from gossip.messages import Message, Status, Sync
 from scenarios.sim import NetworkModel, Simulator, StreamConfig
 from scenarios.sim.cluster import bootstrap_swim_cluster, build_swim_cluster, converged, view_of
 from scenarios.sim.placement_cluster import PlacementCluster
@@ -203,6 +204,28 @@ def test_reset_drops_the_backlog_and_later_messages_flow():
     assert [k for _, k in _got(sim, "b")] == [5, 9]
     assert sim.metrics().dropped["reset"] == 7
     assert [e[3] for e in sim.trace if e[1] == "reset_stream"] == [("b", 4), ("b", 3), ("a", 0)]
+
+
+def test_a_cores_reset_effects_apply_once_each_before_what_it_sends_next():
+    sim = _sim(4)
+    sim.partition(["a"])
+    _send(sim, "a", "b", 1, 2)
+    sim.call("a", lambda core, now: [ResetStream("b"), ResetStream("c"), ResetStream("b")])
+    assert sim.stream_backlog("a", "b") == 2  # nothing sent yet: the backlog is still there
+    sim.call("a", lambda core, now: [*_syncs("a", "b", [3]), ResetStream("b")])
+    assert [e[3] for e in sim.trace if e[1] == "reset_stream"] == [("b", 2), ("c", 0)]
+    assert sim.stream_backlog("a", "b") == 1  # the new message, on a fresh stream
+    sim.heal()
+    sim.run_for(1.0)
+    assert [k for _, k in _got(sim, "b")] == [3]
+
+
+def test_reset_effects_are_ignored_without_stream_resets():
+    sim = _sim(4, streams=StreamConfig(resets=False))
+    sim.partition(["a"])
+    _send(sim, "a", "b", 1)
+    sim.call("a", lambda core, now: [ResetStream("b"), *_syncs("a", "b", [2])])
+    assert sim.stream_backlog("a", "b") == 2
 
 
 def test_crash_loses_a_streams_backlog_and_a_restarted_node_gets_none_of_it():

@@ -10,7 +10,9 @@ import time
 import pytest
 
 from agent.execution import StartTask, StopTask, TaskExit
-from gossip.messages import Message, Outgoing, TaskSpec, TaskState
+from agent.tasks import TaskSpec, TaskState
+from gossip.effects import Outgoing
+from gossip.messages import Message
 from scenarios.sim import Simulator
 from scenarios.sim.background import (
     BackgroundTrace,
@@ -19,6 +21,7 @@ from scenarios.sim.background import (
     resolve_traces,
     trained_digests,
 )
+from scenarios.sim.simulator import SimulationError
 from scenarios.sim.toys import Recorder
 from scenarios.sim.workload import SimExecutor, SimNode, on_core
 
@@ -206,7 +209,6 @@ class FakeCore:
     """Starts a 1-CPU task per message received; records exits and load samples."""
 
     def __init__(self, tick_every: float = 0.0) -> None:
-        self.actions: list = []
         self.exits: list[tuple[float, TaskExit]] = []
         self.loads: list[tuple[float, float]] = []
         self.tasks_loads: list[float | None] = []
@@ -215,14 +217,12 @@ class FakeCore:
         self.next = tick_every if tick_every else math.inf
         self.n = 0
 
-    def on_message(self, now: float, msg: Message) -> list[Outgoing]:
-        self.queue(now)
-        return []
+    def on_message(self, now: float, msg: Message) -> list[StartTask]:
+        return self.queue(now)
 
-    def queue(self, now: float, expected: float = 30.0) -> list[Outgoing]:
+    def queue(self, now: float, expected: float = 30.0) -> list[StartTask]:
         self.n += 1
-        self.actions.append(_start(f"job{self.n}", cpus=1, expected=expected))
-        return []
+        return [_start(f"job{self.n}", cpus=1, expected=expected)]
 
     def on_tick(self, now: float) -> list[Outgoing]:
         self.ticks.append(now)
@@ -231,10 +231,6 @@ class FakeCore:
 
     def next_wakeup(self) -> float:
         return self.next
-
-    def take_actions(self) -> list:
-        out, self.actions = self.actions, []
-        return out
 
     def on_task_exit(self, now: float, exit: TaskExit) -> list[Outgoing]:
         self.exits.append((now, exit))
@@ -270,18 +266,19 @@ def test_simnode_starts_on_message_reports_exits_and_samples_load():
     assert node.executor.running() == []
 
 
-def test_simnode_scenario_calls_settle_actions_plain_or_through_on_core():
+def test_simnode_scenario_calls_through_on_core_start_runs_at_once_plain_ones_are_refused():
     sim = Simulator(2)
     core = FakeCore()
     node = _host(sim, core, BackgroundTrace.constant(0.0))
     sim.run_until(3.0)
     sim.call("a", on_core(lambda c, now: c.queue(now, expected=10.0)))
     assert node.executor.running() == [("job1", 1)]  # started within the call
-    sim.call("a", lambda n, now: n.core.queue(now, expected=20.0))  # plain: drained right after
-    sim.run_until(3.0)
-    assert node.executor.running() == [("job1", 1), ("job2", 1)]
+    with pytest.raises(SimulationError, match="StartTask is not the network's"):
+        sim.call("a", lambda n, now: n.core.queue(now, expected=20.0))  # past the host
+    sim.call("a", on_core(lambda c, now: c.queue(now, expected=20.0)))
+    assert node.executor.running() == [("job1", 1), ("job3", 1)]
     sim.run_until(100.0)
-    assert [(t, e.task_id) for t, e in core.exits] == [(13.0, "job1"), (23.0, "job2")]
+    assert [(t, e.task_id) for t, e in core.exits] == [(13.0, "job1"), (23.0, "job3")]
 
 
 def test_crashed_node_tasks_vanish_silently():

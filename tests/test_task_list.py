@@ -14,8 +14,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from gossip.messages import Message, TaskPut, TaskRecord, TaskSpec, TaskState
-from gossip.wire import MAX_ARG_LEN, MAX_LIST_RECORDS, MAX_MESSAGE_BYTES, MAX_OUTPUT_TAIL, encode
+from agent.messages import MAX_LIST_RECORDS, TaskPut
+from agent.tasks import MAX_ARG_LEN, MAX_OUTPUT_TAIL, TaskRecord, TaskSpec, TaskState
+from gossip.messages import Message
+from gossip.wire import MAX_MESSAGE_BYTES, encode
 from scenarios.sim.placement_cluster import PlacementCluster
 
 BIG_ARGV = ("echo", *("x" * MAX_ARG_LEN for _ in range(29)))  # 1.9 MB: within the task limits

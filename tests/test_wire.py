@@ -7,30 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gossip import wire
-from gossip.messages import (
-    PROTOCOL_VERSION,
-    Ack,
+from agent.messages import (
+    MAX_BID_LOAD,
+    MAX_HEADROOM,
+    MAX_LIST_RECORDS,
     Award,
     AwardAck,
     Bid,
     BidRequest,
-    Gossip,
-    GossipOnly,
-    Kind,
-    MemberUpdate,
-    Message,
-    Nack,
-    Ping,
-    PingReq,
-    Query,
-    QueryReply,
     Release,
     ReportAck,
-    ResourceRecord,
-    Status,
-    Sync,
-    SyncReply,
     TaskCancel,
     TaskCancelReply,
     TaskGet,
@@ -39,10 +25,45 @@ from gossip.messages import (
     TaskListReply,
     TaskPut,
     TaskPutAck,
-    TaskRecord,
     TaskReport,
+)
+from agent.tasks import (
+    MAX_ARG_LEN,
+    MAX_ARGV,
+    MAX_CWD_LEN,
+    MAX_DURATION,
+    MAX_ENV,
+    MAX_ENV_VALUE_LEN,
+    MAX_EXIT_CODE,
+    MAX_OUTPUT_TAIL,
+    MAX_REASON_LEN,
+    MAX_REPLICAS,
+    MAX_TASK_CPUS,
+    MAX_TIME,
+    MIN_EXIT_CODE,
+    TaskRecord,
     TaskSpec,
     TaskState,
+)
+from gossip import wire
+from gossip.fields import MAX_ID_LEN, MAX_INT
+from gossip.kinds import kinds
+from gossip.messages import (
+    PROTOCOL_VERSION,
+    Ack,
+    Gossip,
+    GossipOnly,
+    MemberUpdate,
+    Message,
+    Nack,
+    Ping,
+    PingReq,
+    Query,
+    QueryReply,
+    ResourceRecord,
+    Status,
+    Sync,
+    SyncReply,
 )
 
 REC = ResourceRecord(
@@ -108,7 +129,7 @@ BODIES = [
 
 
 def test_every_kind_has_a_round_trip_example():
-    assert {Message("n", "a", 0, b).kind for b in BODIES} == set(Kind)
+    assert {Message("n", "a", 0, b).kind for b in BODIES} == set(kinds())
 
 
 @pytest.mark.parametrize("body", BODIES, ids=lambda b: type(b).__name__)
@@ -127,27 +148,27 @@ def test_decoded_task_fields_have_their_declared_types():
 
 def test_task_limits_are_inclusive():
     big = TaskSpec(
-        argv=("x" * wire.MAX_ARG_LEN,) + ("",) * (wire.MAX_ARGV - 1),
-        cpus=wire.MAX_TASK_CPUS,
-        env={f"K{i}": "" for i in range(wire.MAX_ENV - 1)} | {"BIG": "v" * wire.MAX_ENV_VALUE_LEN},
-        cwd="/" * wire.MAX_CWD_LEN,
-        timeout=wire.MAX_DURATION,
-        deadline=wire.MAX_DURATION,
+        argv=("x" * MAX_ARG_LEN,) + ("",) * (MAX_ARGV - 1),
+        cpus=MAX_TASK_CPUS,
+        env={f"K{i}": "" for i in range(MAX_ENV - 1)} | {"BIG": "v" * MAX_ENV_VALUE_LEN},
+        cwd="/" * MAX_CWD_LEN,
+        timeout=MAX_DURATION,
+        deadline=MAX_DURATION,
         expected=0,
     )
     rec = TaskRecord(
-        id="t" * wire.MAX_ID_LEN, spec=big, state=TaskState.REJECTED, version=wire.MAX_INT,
-        replicas=tuple(f"n{i}" for i in range(wire.MAX_REPLICAS)), attempt=wire.MAX_INT,
-        exit_code=wire.MIN_EXIT_CODE, reason="r" * wire.MAX_REASON_LEN, finished=wire.MAX_TIME,
-        stdout="o" * wire.MAX_OUTPUT_TAIL, stderr="é" * wire.MAX_OUTPUT_TAIL,
+        id="t" * MAX_ID_LEN, spec=big, state=TaskState.REJECTED, version=MAX_INT,
+        replicas=tuple(f"n{i}" for i in range(MAX_REPLICAS)), attempt=MAX_INT,
+        exit_code=MIN_EXIT_CODE, reason="r" * MAX_REASON_LEN, finished=MAX_TIME,
+        stdout="o" * MAX_OUTPUT_TAIL, stderr="é" * MAX_OUTPUT_TAIL,
     )  # fmt: skip
     for body in [
         TaskPut(rec),
-        TaskList(0, state=-1, limit=wire.MAX_LIST_RECORDS),
+        TaskList(0, state=-1, limit=MAX_LIST_RECORDS),
         TaskList(0, state=int(TaskState.REJECTED), limit=1),
-        TaskListReply(0, (MINIMAL_TASK,) * wire.MAX_LIST_RECORDS),
-        TaskReport("t", 0, TaskState.PENDING, exit_code=wire.MAX_EXIT_CODE),
-        Bid("t", 0, 0, True, headroom=-wire.MAX_HEADROOM, load=wire.MAX_BID_LOAD),
+        TaskListReply(0, (MINIMAL_TASK,) * MAX_LIST_RECORDS),
+        TaskReport("t", 0, TaskState.PENDING, exit_code=MAX_EXIT_CODE),
+        Bid("t", 0, 0, True, headroom=-MAX_HEADROOM, load=MAX_BID_LOAD),
     ]:
         msg = Message("n1", "a", 0, body)
         assert wire.decode(wire.encode(msg)) == msg
@@ -221,7 +242,7 @@ R_EXIT, R_REASON, R_SUBMITTED, R_PLACED, R_STARTED, R_FINISHED, R_STDOUT, R_STDE
 PUT = TaskPut(TASK)
 REC_ = (0,)  # path of the record inside TaskPut
 SPEC_ = (0, R_SPEC)  # path of the spec inside TaskPut
-BIG_TAIL = "x" * (wire.MAX_OUTPUT_TAIL + 1)
+BIG_TAIL = "x" * (MAX_OUTPUT_TAIL + 1)
 RAW_MINIMAL_TASK = _raw(TaskPut(MINIMAL_TASK))[5][0]
 
 MALFORMED_TASK_BODIES = [
@@ -234,7 +255,7 @@ MALFORMED_TASK_BODIES = [
     (PUT, (0, R_STDERR), _DROP),
     (PUT, REC_ + (R_ID,), ""),
     (PUT, REC_ + (R_ID,), 7),
-    (PUT, REC_ + (R_ID,), "t" * (wire.MAX_ID_LEN + 1)),
+    (PUT, REC_ + (R_ID,), "t" * (MAX_ID_LEN + 1)),
     (PUT, REC_ + (R_STATE,), 7),  # not a TaskState
     (PUT, REC_ + (R_STATE,), -1),
     (PUT, REC_ + (R_STATE,), True),
@@ -245,18 +266,18 @@ MALFORMED_TASK_BODIES = [
     (PUT, REC_ + (R_REPLICAS,), "n2"),
     (PUT, REC_ + (R_REPLICAS,), [""]),
     (PUT, REC_ + (R_REPLICAS,), [3]),
-    (PUT, REC_ + (R_REPLICAS,), [f"n{i}" for i in range(wire.MAX_REPLICAS + 1)]),
+    (PUT, REC_ + (R_REPLICAS,), [f"n{i}" for i in range(MAX_REPLICAS + 1)]),
     (PUT, REC_ + (R_ATTEMPT,), -1),
     (PUT, REC_ + (R_NODE,), 1),
-    (PUT, REC_ + (R_ADDR,), "a" * (wire.MAX_ID_LEN + 1)),
+    (PUT, REC_ + (R_ADDR,), "a" * (MAX_ID_LEN + 1)),
     (PUT, REC_ + (R_EXIT,), 2**31),
     (PUT, REC_ + (R_EXIT,), -(2**31) - 1),
     (PUT, REC_ + (R_EXIT,), 1.0),
-    (PUT, REC_ + (R_REASON,), "r" * (wire.MAX_REASON_LEN + 1)),
+    (PUT, REC_ + (R_REASON,), "r" * (MAX_REASON_LEN + 1)),
     (PUT, REC_ + (R_SUBMITTED,), -1.0),
     (PUT, REC_ + (R_PLACED,), float("inf")),
     (PUT, REC_ + (R_STARTED,), float("nan")),
-    (PUT, REC_ + (R_FINISHED,), wire.MAX_TIME * 2),
+    (PUT, REC_ + (R_FINISHED,), MAX_TIME * 2),
     (PUT, REC_ + (R_FINISHED,), "now"),
     (PUT, REC_ + (R_STDOUT,), BIG_TAIL),
     (PUT, REC_ + (R_STDERR,), BIG_TAIL),
@@ -268,10 +289,10 @@ MALFORMED_TASK_BODIES = [
     (PUT, SPEC_ + (S_ARGV,), [""]),  # empty program
     (PUT, SPEC_ + (S_ARGV,), "python"),
     (PUT, SPEC_ + (S_ARGV,), ["python", 3]),
-    (PUT, SPEC_ + (S_ARGV,), ["python", "x" * (wire.MAX_ARG_LEN + 1)]),
-    (PUT, SPEC_ + (S_ARGV,), ["x"] * (wire.MAX_ARGV + 1)),
+    (PUT, SPEC_ + (S_ARGV,), ["python", "x" * (MAX_ARG_LEN + 1)]),
+    (PUT, SPEC_ + (S_ARGV,), ["x"] * (MAX_ARGV + 1)),
     (PUT, SPEC_ + (S_CPUS,), -0.5),
-    (PUT, SPEC_ + (S_CPUS,), wire.MAX_TASK_CPUS * 2),
+    (PUT, SPEC_ + (S_CPUS,), MAX_TASK_CPUS * 2),
     (PUT, SPEC_ + (S_CPUS,), float("nan")),
     (PUT, SPEC_ + (S_CPUS,), "2"),
     (PUT, SPEC_ + (S_MEM,), -1),
@@ -284,21 +305,21 @@ MALFORMED_TASK_BODIES = [
     (PUT, SPEC_ + (S_ENV,), None),
     (PUT, SPEC_ + (S_ENV,), {"": "x"}),
     (PUT, SPEC_ + (S_ENV,), {"K": 1}),
-    (PUT, SPEC_ + (S_ENV,), {"k" * (wire.MAX_ID_LEN + 1): "x"}),
-    (PUT, SPEC_ + (S_ENV,), {"K": "v" * (wire.MAX_ENV_VALUE_LEN + 1)}),
-    (PUT, SPEC_ + (S_ENV,), {f"K{i}": "" for i in range(wire.MAX_ENV + 1)}),
-    (PUT, SPEC_ + (S_CWD,), "/" * (wire.MAX_CWD_LEN + 1)),
+    (PUT, SPEC_ + (S_ENV,), {"k" * (MAX_ID_LEN + 1): "x"}),
+    (PUT, SPEC_ + (S_ENV,), {"K": "v" * (MAX_ENV_VALUE_LEN + 1)}),
+    (PUT, SPEC_ + (S_ENV,), {f"K{i}": "" for i in range(MAX_ENV + 1)}),
+    (PUT, SPEC_ + (S_CWD,), "/" * (MAX_CWD_LEN + 1)),
     (PUT, SPEC_ + (S_CWD,), None),
     (PUT, SPEC_ + (S_TIMEOUT,), -1.0),
     (PUT, SPEC_ + (S_TIMEOUT,), float("inf")),
-    (PUT, SPEC_ + (S_DEADLINE,), wire.MAX_DURATION * 2),
+    (PUT, SPEC_ + (S_DEADLINE,), MAX_DURATION * 2),
     (PUT, SPEC_ + (S_EXPECTED,), None),
     # TaskPutAck [task_id, version, state, ok, error]
     (TaskPutAck("t", 1, TaskState.PENDING), (0,), ""),
     (TaskPutAck("t", 1, TaskState.PENDING), (1,), -1),
     (TaskPutAck("t", 1, TaskState.PENDING), (2,), 9),
     (TaskPutAck("t", 1, TaskState.PENDING), (3,), 1),
-    (TaskPutAck("t", 1, TaskState.PENDING), (4,), "e" * (wire.MAX_REASON_LEN + 1)),
+    (TaskPutAck("t", 1, TaskState.PENDING), (4,), "e" * (MAX_REASON_LEN + 1)),
     (TaskPutAck("t", 1, TaskState.PENDING), (4,), _DROP),
     # TaskGet [task_id, req]
     (TaskGet("t", 1), (0,), None),
@@ -314,7 +335,7 @@ MALFORMED_TASK_BODIES = [
     (TaskList(1), (1,), -2),
     (TaskList(1), (1,), 7),
     (TaskList(1), (2,), 0),
-    (TaskList(1), (2,), wire.MAX_LIST_RECORDS + 1),
+    (TaskList(1), (2,), MAX_LIST_RECORDS + 1),
     (TaskList(1), (0,), 1.0),
     (TaskList(1), (2,), _DROP),
     # TaskListReply [req, records, more]
@@ -324,7 +345,7 @@ MALFORMED_TASK_BODIES = [
     (TaskListReply(1, (TASK,), 3), (2,), _DROP),
     (TaskListReply(1, (TASK,)), (1,), [None]),
     (TaskListReply(1, (TASK,)), (1, 0, R_SPEC, S_ARGV), []),
-    (TaskListReply(1, (TASK,)), (1,), [RAW_MINIMAL_TASK] * (wire.MAX_LIST_RECORDS + 1)),
+    (TaskListReply(1, (TASK,)), (1,), [RAW_MINIMAL_TASK] * (MAX_LIST_RECORDS + 1)),
     (TaskListReply(1), (0,), -1),
     # TaskCancel [task_id, req]
     (TaskCancel("t", 1), (0,), ""),
@@ -344,12 +365,12 @@ MALFORMED_TASK_BODIES = [
     (BidRequest("t", 0, 0, 1.0, 0, 0, {}, 1.0), (7,), _DROP),
     # Bid [task_id, attempt, round, ok, headroom, load, queued, reason]
     (Bid("t", 0, 0, True), (3,), None),
-    (Bid("t", 0, 0, True), (4,), -wire.MAX_HEADROOM * 2),
+    (Bid("t", 0, 0, True), (4,), -MAX_HEADROOM * 2),
     (Bid("t", 0, 0, True), (4,), float("inf")),
     (Bid("t", 0, 0, True), (5,), -0.1),
-    (Bid("t", 0, 0, True), (5,), wire.MAX_BID_LOAD * 2),
+    (Bid("t", 0, 0, True), (5,), MAX_BID_LOAD * 2),
     (Bid("t", 0, 0, True), (6,), -1),
-    (Bid("t", 0, 0, True), (7,), "r" * (wire.MAX_REASON_LEN + 1)),
+    (Bid("t", 0, 0, True), (7,), "r" * (MAX_REASON_LEN + 1)),
     (Bid("t", 0, 0, True), (), _APPEND),
     # Award [record, round]
     (Award(TASK, 1), (1,), -1),
@@ -438,7 +459,7 @@ json_like = st.recursive(
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(0, max(Kind) + 8), json_like)
+@given(st.integers(0, max(k.number for k in kinds()) + 8), json_like)
 def test_well_formed_msgpack_of_any_shape_is_validated(kind, body):
     try:
         wire.decode(msgpack.packb([PROTOCOL_VERSION, kind, "n1", "a", 0, body]))
@@ -468,13 +489,13 @@ def test_valid_bodies_with_one_field_replaced_decode_or_raise_wire_error(body, d
 
 _ids = st.text(min_size=1, max_size=12)
 _text = st.text(max_size=24)
-_ints = st.integers(0, wire.MAX_INT)
-_times = st.floats(0, wire.MAX_TIME)
-_durations = st.floats(0, wire.MAX_DURATION)
+_ints = st.integers(0, MAX_INT)
+_times = st.floats(0, MAX_TIME)
+_durations = st.floats(0, MAX_DURATION)
 _specs = st.builds(
     TaskSpec,
     argv=st.tuples(_ids) | st.lists(_text, max_size=4).map(lambda a: ("p", *a)),
-    cpus=st.floats(0, wire.MAX_TASK_CPUS),
+    cpus=st.floats(0, MAX_TASK_CPUS),
     memory=_ints,
     gpus=_ints,
     labels=st.dictionaries(_ids, _text, max_size=3),
@@ -495,7 +516,7 @@ _records = st.builds(
     attempt=_ints,
     node=_text,
     node_addr=_text,
-    exit_code=st.integers(wire.MIN_EXIT_CODE, wire.MAX_EXIT_CODE),
+    exit_code=st.integers(MIN_EXIT_CODE, MAX_EXIT_CODE),
     reason=_text,
     submitted=_times,
     placed=_times,

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gossip.messages import Bid, ResourceRecord, TaskSpec
+from agent.messages import Bid
+from agent.tasks import TaskSpec
+from gossip.messages import ResourceRecord
 
 
 @dataclass(frozen=True, slots=True)

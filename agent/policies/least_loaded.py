@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import random
 
+from agent.messages import Bid
 from agent.policies.base import Candidate, shuffled
-from gossip.messages import Bid, TaskSpec
+from agent.tasks import TaskSpec
 
 
 class LeastLoaded:

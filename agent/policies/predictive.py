@@ -7,8 +7,9 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from agent.messages import Bid
 from agent.policies.base import Candidate, gossiped_headroom, shuffled
-from gossip.messages import Bid, TaskSpec
+from agent.tasks import TaskSpec
 
 
 class Predictive:

@@ -64,10 +64,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.placement import PLACEMENT_BODIES
+from agent.messages import PLACEMENT, Award, AwardAck, Bid, BidRequest, Release
 from agent.placement_config import PlacementConfig
+from agent.tasks import TaskSpec, TaskState
 from gossip.config import SwimConfig
-from gossip.messages import Award, AwardAck, Bid, BidRequest, Release, TaskSpec, TaskState
+from gossip.kinds import kind_of
 from scenarios.arrivals import mean_background
 from scenarios.policies import POLICIES, forecaster, label
 from scenarios.sim.background import BackgroundTrace, assign_traces
@@ -208,7 +209,7 @@ def build_cluster(s: Settings, sc: Scenario, policy: str, forecaster, seed: int,
     def count(_c: PlacementCluster, _addr: str, _now: float, msg: Any) -> bool:
         if msg is not None:
             b = msg.body
-            if isinstance(b, PLACEMENT_BODIES):
+            if kind_of(b).handler == PLACEMENT:
                 counts["placement"] += 1
                 if isinstance(b, NEGOTIATION):
                     counts["negotiation"] += 1

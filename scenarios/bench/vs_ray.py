@@ -56,9 +56,9 @@ from dataclasses import dataclass
 
 import ray
 
+from agent.tasks import TaskState
 from deploy.client import query
 from deploy.local_cluster import LocalCluster
-from gossip.messages import TaskState
 from scenarios.bench.machine import describe
 from scenarios.bench.placement_real import IN_FLIGHT, TASK, _Client, _pct, _records, submit_all
 

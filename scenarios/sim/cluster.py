@@ -108,6 +108,6 @@ def bootstrap_swim_cluster(
     state = Message("bootstrap", "sim://bootstrap", 0, SyncReply(members, records))
     for a, c in zip(addrs, cores, strict=True):
         c.join(sim.now, [])
-        c.on_message(sim.now, state)
+        c.on_message(sim.now, state)  # what it learnt is not part of the run
         sim.add_node(a, c)
     return addrs

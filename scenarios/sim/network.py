@@ -13,7 +13,7 @@ opposite order from the one they were sent in (unless they ride a stream, below)
 deliberate: cores must survive it.
 
 Streams (`set_streams`, off by default): real agents send only failure detection as datagrams
-(`gossip.messages.rides_datagram`); everything else rides a per-peer ZeroMQ TCP stream, where
+(`gossip.kinds.rides_datagram`); everything else rides a per-peer ZeroMQ TCP stream, where
 loss becomes delay and a partition a burst of stale messages at the heal. With streams on, the
 simulator carries those messages on a TCP-like (src, dst) link, in order: a lost transmission
 is retransmitted after an RTO doubling from `rto_min` to `rto_max`, and later messages wait

@@ -43,24 +43,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.effects import Effect, Reply
 from agent.execution import StartTask
 from agent.ledger import Demand, Ledger
 from agent.node import NodeCore
 from agent.placement_config import PlacementConfig
 from agent.records import newer
+from agent.tasks import TaskRecord, TaskSpec, TaskState
 from gossip.config import FAST_SWIM as FAST_SWIM_TIMINGS
 from gossip.config import SwimConfig
-from gossip.messages import (
-    MemberUpdate,
-    Message,
-    Outgoing,
-    ResourceRecord,
-    Status,
-    SyncReply,
-    TaskRecord,
-    TaskSpec,
-    TaskState,
-)
+from gossip.messages import MemberUpdate, Message, ResourceRecord, Status, SyncReply
 from scenarios.sim.background import BackgroundTrace
 from scenarios.sim.cluster import node_id
 from scenarios.sim.network import NetworkModel, StreamConfig
@@ -190,8 +182,8 @@ class CheckedExecutor(SimExecutor):
 
 
 class CheckedNode(SimNode):
-    """A SimNode that checks the node's invariants after every call into it, collects its
-    client replies and runs the cluster's watchers."""
+    """A SimNode that checks the node's invariants after every call into it, gives its client
+    replies to the requests they answer and runs the cluster's watchers."""
 
     def __init__(self, cluster: PlacementCluster, addr: str, core: NodeCore,
                  executor: CheckedExecutor, sample_step: float,
@@ -201,20 +193,23 @@ class CheckedNode(SimNode):
         self.addr = addr
         self.checked_state: tuple[int, int, int] | None = None  # see `_check_node`
 
-    def on_message(self, now: float, msg: Any) -> list[Outgoing]:
+    def on_message(self, now: float, msg: Any) -> list:
         out = super().on_message(now, msg)
         self.cluster._after(self, now, msg)
         return out
 
-    def on_tick(self, now: float) -> list[Outgoing]:
+    def on_tick(self, now: float) -> list:
         out = super().on_tick(now)
         self.cluster._after(self, now, None)
         return out
 
-    def run(self, now: float, fn: Callable[[Any, float], Any]) -> list[Outgoing]:
+    def run(self, now: float, fn: Callable[[Any, float], Any]) -> list:
         out = super().run(now, fn)
         self.cluster._after(self, now, None)
         return out
+
+    def on_reply(self, now: float, reply: Reply) -> None:
+        self.cluster._replied(self, now, reply)
 
 
 def _cap(core: NodeCore) -> tuple[float, int, int]:
@@ -298,7 +293,7 @@ class PlacementCluster:
         now = self.sim.now
         for i, (addr, core) in enumerate(zip(self.addrs, cores, strict=True)):
             core.join(now, [])
-            core.membership.on_message(now, state)
+            core.membership.on_message(now, state)  # what it learnt is not part of the run
             bg = _pick(background, i) if background is not None else None
             ex = CheckedExecutor(_cap(core)[0], bg)
             node = CheckedNode(self, addr, core, ex, sample_step)
@@ -376,7 +371,7 @@ class PlacementCluster:
     # ------------------------------------------------------------------ client requests
 
     def _request(self, kind: str, at: float | None, via: str, task_id: str,
-                 fn: Callable[[NodeCore, float, int], list[Outgoing]],
+                 fn: Callable[[NodeCore, float, int], list[Effect]],
                  spec: TaskSpec | None = None) -> Request:  # fmt: skip
         self._req += 1  # request numbers are unique in the cluster (0 is the owners' own fetch)
         r = Request(kind, task_id, via, math.nan, self._req, spec)
@@ -546,13 +541,13 @@ class PlacementCluster:
 
     # ------------------------------------------------------------------ per-event hook
 
+    def _replied(self, node: CheckedNode, now: float, reply: Reply) -> None:
+        r = self._by_req.get((node.addr, reply.req))
+        if r is not None and r.reply is None:
+            r.reply = (reply.ok, reply.data, reply.error)
+            r.replied_at = now
+
     def _after(self, node: CheckedNode, now: float, msg: Any) -> None:
-        core = node.core
-        for req, ok, data, error in core.take_replies():
-            r = self._by_req.get((node.addr, req))
-            if r is not None and r.reply is None:
-                r.reply = (ok, data, error)
-                r.replied_at = now
         self._check_node(node, now)
         if self.watchers:
             for w in list(self.watchers):

@@ -2,16 +2,20 @@
 
 Any object with this duck-typed interface can be a node (see DESIGN.md, "cores are pure"):
 
-    core.on_message(now: float, msg: Message) -> list[Outgoing] | None
-    core.on_tick(now: float) -> list[Outgoing] | None
+    core.on_message(now: float, msg: Message) -> list[effect] | None
+    core.on_tick(now: float) -> list[effect] | None
     core.next_wakeup() -> float   # absolute virtual time of the next wanted on_tick; inf = never
 
-Nodes are registered by their address string; an `Outgoing(addr, msg)` is delivered to the node
-registered at `addr` after a delay drawn by the `NetworkModel`.
+Nodes are registered by their address string. The simulator carries out the effects a call
+returns that belong to a network (`gossip.effects`): an `Outgoing(addr, msg)` is delivered to
+the node registered at `addr` after a delay drawn by the `NetworkModel`, a `ResetStream` resets
+that stream (below), and a `StatusChange` is kept for `take_events`, as an agent logs it. Any
+other effect (a run to start, a client reply) is its host's to carry out (e.g.
+`scenarios.sim.workload.SimNode`); one that reaches the simulator is a `SimulationError`.
 
 Routing: by default every message is a datagram, its fate (delay or drop) drawn on its own.
 With `NetworkModel.set_streams` on, a message whose body does not ride a datagram
-(`gossip.messages.rides_datagram`: everything but failure detection) goes on the (src, dst)
+(`gossip.kinds.rides_datagram`: everything but failure detection) goes on the (src, dst)
 stream instead, like a ZeroMQ TCP connection. It never arrives before one sent earlier on that
 stream. A transmission whose data or acknowledgement is lost is retransmitted after an RTO
 doubling from `rto_min` to `rto_max` (all of a message's retransmissions are drawn when it is
@@ -23,9 +27,12 @@ shell: every message on a stream and no resets. Across a partition the stream
 stalls: later messages queue behind (beyond `buffer` they are dropped, reason "queue") and it
 retries with the same backoff, so the first retry after the heal delivers the whole backlog at
 once, the stale burst real agents see. `reset_stream` drops what a stream has not delivered
-(reason "reset"), as the real shell closing a suspected peer's socket does. A crash or restart
-of a node resets every stream from and to it (reason "crashed"): a dead process retransmits
-nothing, and a process restarted at the same address never gets bytes sent to its predecessor.
+(reason "reset"), as the real shell closing a suspected peer's socket does; a node's
+`ResetStream` effects are applied before what it sends next (not at the instant its core
+decided: at most one gossip interval later), and only with `StreamConfig.resets`. A crash or
+restart of a node resets every stream from and to it (reason "crashed"): a dead process
+retransmits nothing, and a process restarted at the same address never gets bytes sent to its
+predecessor.
 
 Determinism: events sit in one heap of tuples ordered by (time, insertion number), so ties are
 broken by the order in which they were scheduled. The simulator draws network randomness from
@@ -63,7 +70,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gossip import wire
-from gossip.messages import rides_datagram
+from gossip.effects import Outgoing, ResetStream, StatusChange
+from gossip.kinds import rides_datagram
 from scenarios.sim.network import DROP_LOSS, DROP_PARTITION, NetworkModel, StreamConfig
 
 # event kinds (third element of a heap tuple)
@@ -83,6 +91,9 @@ _STATE_NAMES = {_LIVE: "live", _PAUSED: "paused", _CRASHED: "crashed"}
 # a core asking for on_tick again at the same instant this many times in a row is a bug (it
 # would spin forever in a real shell too); fail loudly instead of hanging.
 _MAX_SPIN = 10_000
+
+MAX_EVENTS_KEPT = 10_000  # status changes kept per node until taken: a run that never takes
+# them stays bounded
 
 DROP_REASONS = ("loss", "partition", "crashed", "unknown_addr", "wire", "queue", "reset")
 
@@ -121,8 +132,9 @@ class SimMetrics:
 
 class _Node:
     __slots__ = (
-        "addr", "core", "on_message", "on_tick", "next_wakeup", "take_resets", "state", "gen",
-        "wake", "buffer", "sent", "received", "bytes_sent", "bytes_received", "ticks", "spin",
+        "addr", "core", "on_message", "on_tick", "next_wakeup", "resets", "events", "state",
+        "gen", "wake", "buffer", "sent", "received", "bytes_sent", "bytes_received", "ticks",
+        "spin",
     )  # fmt: skip
 
     def __init__(self, addr: str, core: Any) -> None:
@@ -131,8 +143,9 @@ class _Node:
         self.on_message = core.on_message
         self.on_tick = core.on_tick
         self.next_wakeup = core.next_wakeup
-        # the streams its core asks to be reset (a suspected peer's), as the agent's shell does
-        self.take_resets = getattr(core, "take_stream_resets", None)
+        # the streams its core asked to be reset (a suspected peer's), in order, not yet reset
+        self.resets: dict[str, None] = {}
+        self.events: list[StatusChange] = []  # until `Simulator.take_events`
         self.state = _LIVE
         self.gen = 0  # generation of the one live tick event
         self.wake = math.nan  # wakeup time the live tick event was scheduled for (nan = none)
@@ -230,10 +243,17 @@ class Simulator:
     def is_up(self, addr: str) -> bool:
         return self._nodes[addr].state == _LIVE
 
+    def take_events(self, addr: str) -> list[StatusChange]:
+        """The status changes the node's core saw since the last call (the current node at
+        `addr`: a restarted one starts with none), at most `MAX_EVENTS_KEPT`."""
+        node = self._nodes[addr]
+        out, node.events = node.events, []
+        return out
+
     # ------------------------------------------------------------------ driving
 
     def call(self, addr: str, fn: Fn) -> Any:
-        """Run fn(core, now) on the node now and route the Outgoing list it returns.
+        """Run fn(core, now) on the node now and carry out the effects it returns.
 
         Returns fn's result. Crashed node: ignored, returns None. Paused node: deferred to its
         resume (like any work of a stopped process), returns None.
@@ -318,7 +338,7 @@ class Simulator:
                     node.received += 1
                     self._delivered += 1
                     if trace_messages:
-                        self.trace.append((now, "deliver", addr, (x.sender, int(x.kind), x.seq)))
+                        self.trace.append((now, "deliver", addr, (x.sender, x.kind.number, x.seq)))
                     out = node.on_message(now, x)
                     if out:
                         route(node, out, now)
@@ -387,7 +407,7 @@ class Simulator:
             node.received += 1
             self._delivered += 1
             if self.trace_messages:
-                self.trace.append((now, "deliver", addr, (x.sender, int(x.kind), x.seq)))
+                self.trace.append((now, "deliver", addr, (x.sender, x.kind.number, x.seq)))
             out = node.on_message(now, x)
             if out:
                 self._route(node, out, now)
@@ -471,7 +491,14 @@ class Simulator:
                 self._heap, (w if w > now else now, next(self._seq), _TICK, node.addr, node.gen)
             )
 
-    def _route(self, node: _Node, out: Iterable, now: float) -> None:
+    def _route(self, node: _Node, effects: list, now: float) -> None:
+        out = effects
+        for e in effects:  # the hot path: most calls only send, and this allocates nothing
+            if type(e) is not Outgoing:
+                out = self._note(node, effects)
+                break
+        if not out:
+            return
         nodes = self._nodes
         transit = self.network.transit
         heap = self._heap
@@ -481,11 +508,10 @@ class Simulator:
         limit = self.network.burst_limit
         streams = self.network.streams
         encoding = self.encode_messages
-        if streams is not None and streams.resets and node.take_resets is not None:
-            # before what it sends now, like the agent's shell (applied when the node next
-            # sends, not at the instant its core decided: at most one gossip interval later)
-            for dst in node.take_resets():
+        if node.resets:  # before what it sends now, like the agent's shell
+            for dst in node.resets:
                 self.reset_stream(src, dst)
+            node.resets.clear()
         burst: dict[str, int] = {}
         n = 0
         for addr, msg in out:
@@ -516,6 +542,28 @@ class Simulator:
             self._delay_sum += d
             push(heap, (now + d, next(seq), _DELIVER, addr, msg))
         node.sent += n
+
+    def _note(self, node: _Node, effects: list) -> list[Outgoing]:
+        """Keep a node's effects other than messages — stream resets until it next sends,
+        status changes for `take_events` — refuse any that is not the network's, and return
+        the messages."""
+        out = []
+        resets = self.network.streams is not None and self.network.streams.resets
+        for e in effects:
+            match e:
+                case Outgoing():
+                    out.append(e)
+                case ResetStream(dst):
+                    if resets:
+                        node.resets[dst] = None
+                case StatusChange():
+                    if len(node.events) < MAX_EVENTS_KEPT:
+                        node.events.append(e)
+                case _:
+                    raise SimulationError(f"{node.addr}: a {type(e).__name__} is not the "
+                                          "network's to carry out; call the core through its "
+                                          "host (e.g. scenarios.sim.workload.on_core)")
+        return out
 
     def _encode(self, node: _Node, msg: Any, now: float) -> bytes | None:
         try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import random
 
-from gossip.messages import Ack, Message, Outgoing, Ping
+from gossip.effects import Outgoing
+from gossip.messages import Ack, Message, Ping
 
 
 class Recorder:

@@ -15,20 +15,21 @@ a task finishes when V reaches V(start) + its full-speed duration, so completion
 depend on the speed and a completion lands exactly on its target.
 
 `SimNode` wraps a node core (membership + placement) and its executor so the `Simulator` can
-host them: it drains the core's actions into the executor after every call into the core, tells
-the core how runs ended, and feeds it its machine's load every `sample_step`.
+host them: it carries out the runs among the effects of every call into the core on the
+executor, tells the core how runs ended, and feeds it its machine's load every `sample_step`.
 """
 
 from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from agent.effects import Reply
 from agent.execution import StartTask, StopTask, TaskExit
-from gossip.messages import Outgoing, TaskSpec, TaskState
+from agent.tasks import TaskSpec, TaskState
 from scenarios.sim.background import BackgroundTrace
 
 MIN_SPEED = 0.05
@@ -294,17 +295,18 @@ class SimNode:
     """Hosts a node core and its `SimExecutor` in the `Simulator` (on_message / on_tick /
     next_wakeup).
 
-    After every call into the core its actions (`core.take_actions()`) go to the executor at
-    that instant, and runs that end are told to the core (`core.on_task_exit`) at once; this
-    repeats until both are quiet. The machine's load (`executor.load`) is fed to
-    `core.observe_load` at ``first_sample + k * sample_step`` (a sample missed while the node
-    was paused is not replayed: the next one is taken on resume).
+    Every call into the core returns its effects (`agent.effects`); the host carries out runs
+    to start or stop on the executor at that instant and hands client replies to `on_reply`,
+    tells the core at once of runs that end (`core.on_task_exit`), repeats until both are quiet,
+    and returns the rest — messages, stream resets, status changes — to the simulator, in
+    order. The machine's load (`executor.load`) is fed to `core.observe_load` at
+    ``first_sample + k * sample_step`` (a sample missed while the node was paused is not
+    replayed: the next one is taken on resume).
 
     Scenario code reaches the core with ``sim.call(addr, on_core(fn))`` where
-    ``fn(core, now) -> list[Outgoing] | None`` (actions and exits are settled in the same call),
-    or plainly with ``sim.call(addr, lambda node, now: node.core.method(...))``: actions left
-    behind by such a call are drained by `next_wakeup`, which the simulator calls right after,
-    and run in a tick at the same virtual instant.
+    ``fn(core, now) -> list[effect] | None``, which goes through this host. A plain
+    ``sim.call(addr, lambda node, now: node.core.method(...))`` bypasses it: the simulator then
+    refuses a run or a reply among the effects, which only a host can carry out.
 
     A crashed node is never called again by the simulator, so its simulated tasks just stop
     with it (no exit is reported); `executor` keeps its state as of the crash.
@@ -321,21 +323,14 @@ class SimNode:
         self.first_sample = float(first_sample)
         self._k = 0  # index of the next load sample
         self._next_sample = self.first_sample
-        self._pending: list[StartTask | StopTask] = []  # drained by next_wakeup, not yet applied
 
     # ------------------------------------------------------------------ simulator interface
 
-    def take_stream_resets(self) -> list[str]:
-        return self.core.take_stream_resets()
+    def on_message(self, now: float, msg: Any) -> list:
+        return self._settle(now, self.core.on_message(now, msg))
 
-    def on_message(self, now: float, msg: Any) -> list[Outgoing]:
-        out = list(self.core.on_message(now, msg) or ())
-        self._settle(now, out)
-        return out
-
-    def on_tick(self, now: float) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        self._settle(now, out)
+    def on_tick(self, now: float) -> list:
+        out = self._settle(now, ())
         if now >= self._next_sample:
             self.core.observe_load(now, self.executor.load(now), self.executor.tasks_load(now))
             k = max(self._k + 1, math.floor((now - self.first_sample) / self.sample_step) + 1)
@@ -343,50 +338,53 @@ class SimNode:
                 k += 1
             self._k = k
             self._next_sample = self.first_sample + k * self.sample_step
-            self._settle(now, out)
+            out += self._settle(now, ())
         if self.core.next_wakeup() <= now:
-            out.extend(self.core.on_tick(now) or ())
-            self._settle(now, out)
+            out += self._settle(now, self.core.on_tick(now))
         return out
 
     def next_wakeup(self) -> float:
-        acts = self.core.take_actions()
-        if acts:
-            self._pending.extend(acts)
-        if self._pending:
-            return -math.inf  # run them in a tick now
         return min(self.core.next_wakeup(), self.executor.next_event(), self._next_sample)
+
+    def on_reply(self, now: float, reply: Reply) -> None:
+        """A client reply of the core: a host that lets clients in (`PlacementCluster`'s)
+        overrides this; here there is nobody to give it to."""
+        raise RuntimeError(f"a client reply with no client to take it: {reply!r}"[:200])
 
     # ------------------------------------------------------------------ scenario access
 
-    def run(self, now: float, fn: Callable[[Any, float], Any]) -> list[Outgoing]:
-        """fn(core, now) -> outgoings, then settle actions and exits; returns all outgoings."""
-        out = list(fn(self.core, now) or ())
-        self._settle(now, out)
-        return out
+    def run(self, now: float, fn: Callable[[Any, float], Any]) -> list:
+        """fn(core, now) -> effects; carries them out (see the class doc), returns the rest."""
+        return self._settle(now, fn(self.core, now) or ())
 
     # ------------------------------------------------------------------ internals
 
-    def _settle(self, now: float, out: list[Outgoing]) -> None:
+    def _settle(self, now: float, effects: Iterable[Any]) -> list:
+        out: list = []
         core = self.core
         ex = self.executor
         for _ in range(_MAX_SETTLE):
-            acts = self._pending + list(core.take_actions())
-            self._pending = []
-            for a in acts:
-                ex.apply(now, a)
+            acted = False
+            for e in effects:
+                match e:
+                    case StartTask() | StopTask():
+                        ex.apply(now, e)
+                        acted = True
+                    case Reply():
+                        self.on_reply(now, e)
+                    case _:
+                        out.append(e)  # the simulator's: messages, stream resets, status changes
             exits = ex.advance(now)
-            for e in exits:
-                out.extend(core.on_task_exit(now, e) or ())
-            if not acts and not exits:
-                return
+            if not acted and not exits:
+                return out
+            effects = [x for e in exits for x in core.on_task_exit(now, e) or ()]
         raise RuntimeError("core and executor keep producing actions and exits at one instant")
 
 
-def on_core(fn: Callable[[Any, float], Any]) -> Callable[[SimNode, float], list[Outgoing]]:
-    """Wrap fn(core, now) for ``Simulator.call`` on a `SimNode`, settling actions at once."""
+def on_core(fn: Callable[[Any, float], Any]) -> Callable[[SimNode, float], list]:
+    """Wrap fn(core, now) for ``Simulator.call`` on a `SimNode`, settling its effects at once."""
 
-    def call(node: SimNode, now: float) -> list[Outgoing]:
+    def call(node: SimNode, now: float) -> list:
         return node.run(now, fn)
 
     call.__name__ = getattr(fn, "__name__", "on_core")
