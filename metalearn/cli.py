@@ -189,7 +189,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--data", required=True, action="append",
                    help="directory of trace files, one per machine (repeat for several sets)")
     t.add_argument("--out", default="peak_forecaster.npz", help="forecaster file to write")
-    t.add_argument("--epochs", type=_positive, default=40, help="meta-training epochs")
+    t.add_argument("--epochs", type=_positive, default=100,  # PeakTrainConfig's (no torch here)
+                   help="meta-training epochs")
     t.add_argument("--shots", type=_positive, default=10,
                    help="support examples per adaptation (k), in training and at run time")
     t.add_argument("--stride", type=_positive, default=12,

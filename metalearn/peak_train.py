@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class PeakTrainConfig:
     spec: PeakSpec = field(default_factory=PeakSpec)
     hidden: int = 64
-    epochs: int = 40
+    epochs: int = 100
     shots: int = 10
     stride: int = 12  # support origins an hour apart: ten of them see the 8-hour targets
     inner_steps: int = 2
