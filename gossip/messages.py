@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import NamedTuple
 
-PROTOCOL_VERSION = 3  # 2: task specs name their submitter; 3: loads in thousandths (below)
+# 2: task specs name their submitter; 3: loads in thousandths (below); 4: push-pull sends a
+# digest first and then only the entries that differ (Sync, SyncReply, SyncPush)
+PROTOCOL_VERSION = 4
 
 # Loads and forecasts in resource records are kept, and sent, in thousandths: one or two bytes
 # each on the wire instead of nine (most of a record), and finer than any placement decision.
@@ -32,6 +34,7 @@ class Kind(IntEnum):
     SYNC = 5
     SYNC_REPLY = 6
     GOSSIP = 7
+    SYNC_PUSH = 8
     # client requests (CLI -> any agent), answered on the same connection
     QUERY = 32
     QUERY_REPLY = 33
@@ -135,16 +138,40 @@ class Nack:
 
 
 @dataclass(frozen=True, slots=True)
-class Sync:
-    """Push-pull anti-entropy (and join): the sender's full view."""
+class Digest:
+    """One member as a push-pull summarises it: enough to tell whose copy is newer, and a few
+    bytes however large its resource record is."""
 
-    members: tuple[MemberUpdate, ...]
-    resources: tuple[ResourceRecord, ...]
+    node: str
+    incarnation: int
+    status: Status
+    version: int  # of its resource record; 0 = none held
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Push-pull anti-entropy (and join), 1 of 3: a digest of the sender's whole view. Nothing
+    in it is taken in; it only says what to send."""
+
+    digest: tuple[Digest, ...]
     join: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class SyncReply:
+    """2 of 3: in full, what the Sync's digest lacked or held older; by id, the members and
+    records it held newer, for the third message."""
+
+    members: tuple[MemberUpdate, ...]
+    resources: tuple[ResourceRecord, ...]
+    want_members: tuple[str, ...] = ()
+    want_resources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPush:
+    """3 of 3: the entries a SyncReply asked for."""
+
     members: tuple[MemberUpdate, ...]
     resources: tuple[ResourceRecord, ...]
 
@@ -378,7 +405,7 @@ class ReportAck:
 
 
 Body = (
-    Ping | Ack | PingReq | Nack | Sync | SyncReply | GossipOnly | Query | QueryReply
+    Ping | Ack | PingReq | Nack | Sync | SyncReply | SyncPush | GossipOnly | Query | QueryReply
     | TaskPut | TaskPutAck | TaskGet | TaskGetReply | TaskList | TaskListReply | TaskCancel
     | TaskCancelReply | BidRequest | Bid | Award | AwardAck | Release | TaskReport | ReportAck
 )
@@ -390,6 +417,7 @@ KIND_OF_BODY: dict[type, Kind] = {
     Nack: Kind.NACK,
     Sync: Kind.SYNC,
     SyncReply: Kind.SYNC_REPLY,
+    SyncPush: Kind.SYNC_PUSH,
     GossipOnly: Kind.GOSSIP,
     Query: Kind.QUERY,
     QueryReply: Kind.QUERY_REPLY,

@@ -22,6 +22,7 @@ from gossip.messages import (
     AwardAck,
     Bid,
     BidRequest,
+    Digest,
     Gossip,
     GossipOnly,
     Kind,
@@ -37,6 +38,7 @@ from gossip.messages import (
     ResourceRecord,
     Status,
     Sync,
+    SyncPush,
     SyncReply,
     TaskCancel,
     TaskCancelReply,
@@ -102,6 +104,10 @@ def _resource(r: ResourceRecord) -> list:
     ]  # fmt: skip
 
 
+def _digest(d: Digest) -> list:
+    return [d.node, d.incarnation, int(d.status), d.version]
+
+
 def _gossip(g: Gossip) -> list:
     return [[_member(m) for m in g.members], [_resource(r) for r in g.resources]]
 
@@ -134,9 +140,12 @@ def _body(body: Any) -> list:
             return [target, target_addr, _gossip(gossip)]
         case Nack(target):
             return [target]
-        case Sync(members, resources, join):
-            return [[_member(m) for m in members], [_resource(r) for r in resources], join]
-        case SyncReply(members, resources):
+        case Sync(digest, join):
+            return [[_digest(d) for d in digest], join]
+        case SyncReply(members, resources, want_members, want_resources):
+            return [[_member(m) for m in members], [_resource(r) for r in resources],
+                    list(want_members), list(want_resources)]  # fmt: skip
+        case SyncPush(members, resources):
             return [[_member(m) for m in members], [_resource(r) for r in resources]]
         case GossipOnly(gossip):
             return [_gossip(gossip)]
@@ -237,14 +246,21 @@ def _bool(v: Any, what: str) -> bool:
     return v
 
 
+def _status(v: Any, what: str) -> Status:
+    return Status(_int(v, what, 0, max(Status)))
+
+
 def _decode_member(v: Any) -> MemberUpdate:
     node, addr, inc, status, by = _list(v, "member", 5)
-    try:
-        st = Status(_int(status, "member.status", 0, 3))
-    except ValueError as e:  # pragma: no cover - range checked above
-        raise WireError("malformed", "member.status") from e
     return MemberUpdate(_id(node, "member.node"), _id(addr, "member.addr"),
-                        _int(inc, "member.incarnation"), st, _str(by, "member.by"))  # fmt: skip
+                        _int(inc, "member.incarnation"), _status(status, "member.status"),
+                        _str(by, "member.by"))  # fmt: skip
+
+
+def _decode_digest(v: Any) -> Digest:
+    node, inc, status, version = _list(v, "digest", 4)
+    return Digest(_id(node, "digest.node"), _int(inc, "digest.incarnation"),
+                  _status(status, "digest.status"), _int(version, "digest.version"))  # fmt: skip
 
 
 def _decode_labels(v: Any) -> dict[str, str]:
@@ -306,14 +322,26 @@ def _nack(b: list) -> Nack:
     return Nack(_id(target, "nack.target"))
 
 
+def _ids(v: Any, what: str) -> tuple[str, ...]:
+    return tuple(_id(x, what) for x in _list(v, what))
+
+
 def _sync(b: list) -> Sync:
-    members, resources, join = _list(b, "sync", 3)
-    return Sync(_decode_members(members), _decode_resources(resources), _bool(join, "sync.join"))
+    digest, join = _list(b, "sync", 2)
+    return Sync(tuple(_decode_digest(d) for d in _list(digest, "sync.digest")),
+                _bool(join, "sync.join"))  # fmt: skip
 
 
 def _sync_reply(b: list) -> SyncReply:
-    members, resources = _list(b, "sync_reply", 2)
-    return SyncReply(_decode_members(members), _decode_resources(resources))
+    members, resources, want_members, want_resources = _list(b, "sync_reply", 4)
+    return SyncReply(_decode_members(members), _decode_resources(resources),
+                     _ids(want_members, "sync_reply.want_members[]"),
+                     _ids(want_resources, "sync_reply.want_resources[]"))  # fmt: skip
+
+
+def _sync_push(b: list) -> SyncPush:
+    members, resources = _list(b, "sync_push", 2)
+    return SyncPush(_decode_members(members), _decode_resources(resources))
 
 
 def _gossip_only(b: list) -> GossipOnly:
@@ -543,6 +571,7 @@ _DECODERS: dict[Kind, Callable[[list], Any]] = {
     Kind.NACK: _nack,
     Kind.SYNC: _sync,
     Kind.SYNC_REPLY: _sync_reply,
+    Kind.SYNC_PUSH: _sync_push,
     Kind.GOSSIP: _gossip_only,
     Kind.QUERY: _query,
     Kind.QUERY_REPLY: _query_reply,

@@ -23,6 +23,7 @@ from gossip.messages import (
     AwardAck,
     Bid,
     BidRequest,
+    Digest,
     Gossip,
     GossipOnly,
     MemberUpdate,
@@ -35,6 +36,7 @@ from gossip.messages import (
     ResourceRecord,
     Status,
     Sync,
+    SyncPush,
     SyncReply,
     TaskCancel,
     TaskCancelReply,
@@ -125,6 +127,9 @@ resource_records = st.builds(
     forecast=st.lists(loads(-1e6, 1e6), max_size=4).map(tuple)
     | st.just((1.0,) * wire.MAX_FORECAST),
 )  # fmt: skip
+# a digest entry names any id (known, unknown, the target itself) with any claim, absurd too
+digests = st.builds(Digest, node=ids, incarnation=incarnations, status=st.sampled_from(Status),
+                    version=incarnations | st.just(0))  # fmt: skip
 gossips = st.builds(Gossip, members=st.lists(member_updates, max_size=6).map(tuple),
                     resources=st.lists(resource_records, max_size=3).map(tuple))  # fmt: skip
 
@@ -133,9 +138,12 @@ membership_bodies = st.one_of(
     st.builds(Ack, target=ids, gossip=gossips),
     st.builds(PingReq, target=ids, target_addr=addrs, gossip=gossips),
     st.builds(Nack, target=ids),
-    st.builds(Sync, members=st.lists(member_updates, max_size=8).map(tuple),
-              resources=st.lists(resource_records, max_size=4).map(tuple), join=st.booleans()),
+    st.builds(Sync, digest=st.lists(digests, max_size=8).map(tuple), join=st.booleans()),
     st.builds(SyncReply, members=st.lists(member_updates, max_size=8).map(tuple),
+              resources=st.lists(resource_records, max_size=4).map(tuple),
+              want_members=st.lists(ids, max_size=8).map(tuple),
+              want_resources=st.lists(ids, max_size=8).map(tuple)),
+    st.builds(SyncPush, members=st.lists(member_updates, max_size=8).map(tuple),
               resources=st.lists(resource_records, max_size=4).map(tuple)),
     st.builds(GossipOnly, gossip=gossips),
 )  # fmt: skip
