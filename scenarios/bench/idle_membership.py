@@ -84,6 +84,9 @@ class Idle:
     answered: int
     window: float
     converge_s: float
+    # agora: resource records republished per node per second over the window (as node0 saw
+    # their versions move); what most of its bytes follow
+    publishes_s: float | None = None
 
 
 def measure(pids: Sequence[int], counters: Callable[[], list[Counters | None]],
@@ -271,8 +274,16 @@ def agora_idle(n: int, warmup: float, window: float) -> Idle:
                 out.append((time.monotonic(), sent, msgs))
             return out
 
+        def versions() -> dict[str, int]:
+            rows = query(cluster.nodes[0].addr, "members", QUERY_TIMEOUT)
+            return {r["node"]: r["version"] for r in rows if r["version"] is not None}
+
         time.sleep(warmup)
-        return measure([node.proc.pid for node in cluster.nodes], counters, window, converge_s)
+        v0 = versions()
+        idle = measure([node.proc.pid for node in cluster.nodes], counters, window, converge_s)
+        v1 = versions()
+        idle.publishes_s = sum(v - v0.get(k, v) for k, v in v1.items()) / n / idle.window
+        return idle
     finally:
         cluster.cleanup()
 
@@ -393,6 +404,11 @@ def render(ag: Idle, ag_start: float, ml: Idle | None, ml_start: float | None, n
         "",
         f"- max per node, agora: {maxima(ag)}; converged {ag.converge_s:.1f} s after the first "
         f"spawn; window {ag.window:.1f} s.",
+        f"- agora's resource records were republished {_num(ag.publishes_s, '.3f')} times per "
+        "node per second in the window (as node0's table saw their versions move): an agent "
+        "republishes when its machine's load (averaged over 10 s) or forecast moves by 5 %, "
+        "and every node then gossips the new record, so its bytes follow the machine's noise "
+        "(`python -m scenarios.bench.idle_bytes` shows them by kind for such rates).",
         *coverage("agora", ag),
         *ml_lines,
         "- memberlist: `mlnode -profile agora` (agora's timings: probe 0.4 s, gossip 0.2 s to "
