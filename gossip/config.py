@@ -51,7 +51,7 @@ class SwimConfig:
     suspicion_max_mult: float = 6.0  # maximum = max_mult * minimum (Lifeguard)
     suspicion_confirmations: int = 3  # independent suspicions that shrink the timeout to min
     awareness_max: int = 8  # Lifeguard local-health multiplier cap
-    push_pull_interval: float = 10.0  # full-state anti-entropy with one random peer
+    push_pull_interval: float = 10.0  # anti-entropy (a digest, then what differs) with one peer
     reconnect_interval: float = 5.0  # try one failed member, so partitions re-merge
     # keep gossiping to one member failed less than this long ago every round (memberlist's
     # GossipToTheDeadTime): after a partition heals, refutations cross at once

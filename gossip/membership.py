@@ -14,8 +14,9 @@ Protocol summary (see docs/protocol.md):
   awareness score that stretches our own probe interval and timeout (Lifeguard);
 - dissemination: membership updates and per-node resource records ride on every message
   through a transmit-limited queue, plus dedicated gossip rounds to a few random members;
-  periodic push-pull of the full state with one random member repairs what was missed, and a
-  periodic push-pull with one failed member lets a healed partition re-merge.
+  periodic push-pull with one random member repairs what was missed (a digest of the view
+  first, then only the entries that differ), and a periodic push-pull with one failed member
+  lets a healed partition re-merge.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from gossip.config import SwimConfig
 from gossip.effects import MembershipEffect, Outgoing, ResetStream, StatusChange
 from gossip.messages import (
     Ack,
+    Digest,
     Gossip,
     GossipOnly,
     MemberUpdate,
@@ -42,6 +44,7 @@ from gossip.messages import (
     ResourceRecord,
     Status,
     Sync,
+    SyncPush,
     SyncReply,
     quantized,
 )
@@ -551,15 +554,17 @@ class Membership:
                     p.nacks += 1
             case GossipOnly(gossip):
                 self._apply_gossip(now, gossip)
-            case Sync(members, resources, join):
-                self._merge_state(now, msg.sender, members, resources)
+            case Sync(digest, join):
                 if join:
                     self.stats["join_served"] += 1
-                out.append(self._send(msg.sender_addr, SyncReply(*self._full_state())))
-            case SyncReply(members, resources):
+                out.append(self._send(msg.sender_addr, self._answer_digest(now, digest)))
+            case SyncReply(members, resources, want_members, want_resources):
                 known = len(self._members)
                 self._merge_state(now, msg.sender, members, resources)
                 learned = len(self._members) > known
+                if want_members or want_resources:
+                    out.append(self._send(msg.sender_addr,
+                                          self._wanted(want_members, want_resources)))  # fmt: skip
                 if not self.joined:
                     self.joined = True
                     self._next_join = math.inf
@@ -574,6 +579,8 @@ class Membership:
                         self._next_push_pull = min(
                             self._next_push_pull, now + 5 * self.config.gossip_interval
                         )
+            case SyncPush(members, resources):
+                self._merge_state(now, msg.sender, members, resources)
             case _:
                 self.stats["unexpected_kind"] += 1
         return self._effects(out)
@@ -854,15 +861,78 @@ class Membership:
         resources = tuple(self._record_queue.take(room - len(members) + len(first), limit))
         return Gossip(members, resources)
 
-    def _full_state(self) -> tuple[tuple[MemberUpdate, ...], tuple[ResourceRecord, ...]]:
-        return (
-            tuple(self._update_of(m) for m in self._members.values()),
-            tuple(self._records.values()),
-        )
-
     def _sync_to(self, addr: str, join: bool = False) -> Outgoing:
+        """Start a push-pull: our view as a digest, a few bytes per member. The whole state
+        each way cost an idle 50-node cluster 630 of its 857 bytes a second per node."""
         self.stats["sync_sent"] += 1
-        return self._send(addr, Sync(*self._full_state(), join=join))
+        records = self._records
+        digest = tuple(Digest(m.node, m.incarnation, m.status,
+                              r.version if (r := records.get(m.node)) else 0)
+                       for m in self._members.values())  # fmt: skip
+        return self._send(addr, Sync(digest, join=join))
+
+    def _answer_digest(self, now: float, digest: Sequence[Digest]) -> SyncReply:
+        """In full, what the digest's sender lacks or holds older; by id, what it holds newer.
+
+        A digest is a claim, and claims are only merged from full entries: nothing here changes
+        our state. What we send is what we hold, each entry at most once; what we ask for is
+        bounded by our table and the room left in it. An entry the merge rules would ignore is
+        neither sent nor asked for (a member we do not know unless alive, a departure the
+        other does not hold), nor is a claim from the future (`_plausible`) or a repeated id.
+        """
+        theirs: dict[str, Digest] = {}
+        for d in digest:
+            if d.node in theirs:
+                self.stats["digest_repeated"] += 1
+            elif self._plausible(now, d.incarnation) and self._plausible(now, d.version):
+                theirs[d.node] = d
+            else:
+                self.stats["digest_implausible"] += 1
+        members: list[MemberUpdate] = []
+        records: list[ResourceRecord] = []
+        for m in self._members.values():
+            r = self._records.get(m.node)
+            d = theirs.get(m.node)
+            if d is None:
+                if m.status == Status.ALIVE:
+                    members.append(self._update_of(m))
+                    if r is not None:
+                        records.append(r)
+                continue
+            if (m.incarnation, m.status) > (d.incarnation, d.status):
+                members.append(self._update_of(m))
+            if r is not None and r.version > d.version:
+                records.append(r)
+        want_members: list[str] = []
+        want_records: list[str] = []
+        room = self.config.max_members - len(self._members)
+        for node, d in theirs.items():
+            m = self._members.get(node)
+            if m is None:
+                if d.status != Status.ALIVE or room <= 0:
+                    continue
+                room -= 1
+                want_members.append(node)
+                if d.version:
+                    want_records.append(node)
+                continue
+            if (d.incarnation, d.status) > (m.incarnation, m.status):
+                want_members.append(node)
+            r = self._records.get(node)
+            if d.version > (r.version if r is not None else 0):
+                want_records.append(node)
+        self.stats["sync_entries_sent"] += len(members) + len(records)
+        return SyncReply(tuple(members), tuple(records), tuple(want_members),
+                         tuple(want_records))  # fmt: skip
+
+    def _wanted(self, want_members: Iterable[str], want_records: Iterable[str]) -> SyncPush:
+        """What a SyncReply asked for, of what we hold, each entry once (however often it is
+        named)."""
+        members = [self._update_of(m) for n in dict.fromkeys(want_members)
+                   if (m := self._members.get(n)) is not None]  # fmt: skip
+        records = [r for n in dict.fromkeys(want_records) if (r := self._records.get(n))]
+        self.stats["sync_entries_sent"] += len(members) + len(records)
+        return SyncPush(tuple(members), tuple(records))
 
     def _random_members(self, k: int, exclude: set[str] | None = None) -> list[_Member]:
         live = self._live

@@ -14,7 +14,6 @@ from enum import IntEnum
 from typing import Any
 
 from gossip.fields import (
-    WireError,
     array,
     boolean,
     fail,
@@ -26,7 +25,9 @@ from gossip.fields import (
 )
 from gossip.kinds import CLIENT, MEMBERSHIP, Kind, kind_of, register
 
-PROTOCOL_VERSION = 3  # 2: task specs name their submitter; 3: loads in thousandths (below)
+# 2: task specs name their submitter; 3: loads in thousandths (below); 4: push-pull sends a
+# digest first and then only the entries that differ (Sync, SyncReply, SyncPush)
+PROTOCOL_VERSION = 4
 
 # Loads and forecasts in resource records are kept, and sent, in thousandths: one or two bytes
 # each on the wire instead of nine (most of a record), and finer than any placement decision.
@@ -108,10 +109,17 @@ def _encode_member(m: MemberUpdate) -> list:
 
 def _encode_resource(r: ResourceRecord) -> list:
     return [
-        r.node, r.version, float(r.cpus), int(r.memory), int(r.gpus), dict(r.labels),
-        float(r.alloc_cpus), int(r.alloc_memory), int(r.alloc_gpus), _steps(r.load),
+        r.node, r.version, _cpus(r.cpus), int(r.memory), int(r.gpus), dict(r.labels),
+        _cpus(r.alloc_cpus), int(r.alloc_memory), int(r.alloc_gpus), _steps(r.load),
         _steps(r.mem_load), [_steps(x) for x in r.forecast],
     ]  # fmt: skip
+
+
+def _cpus(x: float) -> float | int:
+    """A whole number of CPUs as an integer: 1 byte where a float takes 9 (the decoder takes
+    either, as a float)."""
+    x = float(x)
+    return int(x) if x.is_integer() and abs(x) <= 2**53 else x
 
 
 def _encode_members(ms: tuple[MemberUpdate, ...]) -> list:
@@ -126,14 +134,15 @@ def _encode_gossip(g: Gossip) -> list:
     return [_encode_members(g.members), _encode_resources(g.resources)]
 
 
+def _status(v: Any, what: str) -> Status:
+    return Status(integer(v, what, 0, max(Status)))
+
+
 def _decode_member(v: Any) -> MemberUpdate:
     node, addr, inc, status, by = array(v, "member", 5)
-    try:
-        st = Status(integer(status, "member.status", 0, 3))
-    except ValueError as e:  # pragma: no cover - range checked above
-        raise WireError("malformed", "member.status") from e
     return MemberUpdate(ident(node, "member.node"), ident(addr, "member.addr"),
-                        integer(inc, "member.incarnation"), st, text(by, "member.by"))  # fmt: skip
+                        integer(inc, "member.incarnation"), _status(status, "member.status"),
+                        text(by, "member.by"))  # fmt: skip
 
 
 def _decode_resource(v: Any) -> ResourceRecord:
@@ -265,21 +274,39 @@ register(4, "NACK", Nack, _encode_nack, _decode_nack, handler=MEMBERSHIP, datagr
 
 
 @dataclass(frozen=True, slots=True)
-class Sync:
-    """Push-pull anti-entropy (and join): the sender's full view."""
+class Digest:
+    """One member as a push-pull summarises it: enough to tell whose copy is newer, and a few
+    bytes however large its resource record is."""
 
-    members: tuple[MemberUpdate, ...]
-    resources: tuple[ResourceRecord, ...]
+    node: str
+    incarnation: int
+    status: Status
+    version: int  # of its resource record; 0 = none held
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """Push-pull anti-entropy (and join), 1 of 3: a digest of the sender's whole view. Nothing
+    in it is taken in; it only says what to send."""
+
+    digest: tuple[Digest, ...]
     join: bool = False
 
 
 def _encode_sync(b: Sync) -> list:
-    return [_encode_members(b.members), _encode_resources(b.resources), b.join]
+    return [[[d.node, d.incarnation, int(d.status), d.version] for d in b.digest], b.join]
+
+
+def _decode_digest(v: Any) -> Digest:
+    node, inc, status, version = array(v, "digest", 4)
+    return Digest(ident(node, "digest.node"), integer(inc, "digest.incarnation"),
+                  _status(status, "digest.status"), integer(version, "digest.version"))  # fmt: skip
 
 
 def _decode_sync(b: list) -> Sync:
-    members, resources, join = array(b, "sync", 3)
-    return Sync(_decode_members(members), _decode_resources(resources), boolean(join, "sync.join"))
+    digest, join = array(b, "sync", 2)
+    return Sync(tuple(_decode_digest(d) for d in array(digest, "sync.digest")),
+                boolean(join, "sync.join"))  # fmt: skip
 
 
 register(5, "SYNC", Sync, _encode_sync, _decode_sync, handler=MEMBERSHIP)
@@ -287,20 +314,52 @@ register(5, "SYNC", Sync, _encode_sync, _decode_sync, handler=MEMBERSHIP)
 
 @dataclass(frozen=True, slots=True)
 class SyncReply:
+    """2 of 3: in full, what the Sync's digest lacked or held older; by id, the members and
+    records it held newer, for the third message."""
+
+    members: tuple[MemberUpdate, ...]
+    resources: tuple[ResourceRecord, ...]
+    want_members: tuple[str, ...] = ()
+    want_resources: tuple[str, ...] = ()
+
+
+def _encode_sync_reply(b: SyncReply) -> list:
+    return [_encode_members(b.members), _encode_resources(b.resources), list(b.want_members),
+            list(b.want_resources)]  # fmt: skip
+
+
+def _ids(v: Any, what: str) -> tuple[str, ...]:
+    return tuple(ident(x, what) for x in array(v, what))
+
+
+def _decode_sync_reply(b: list) -> SyncReply:
+    members, resources, want_members, want_resources = array(b, "sync_reply", 4)
+    return SyncReply(_decode_members(members), _decode_resources(resources),
+                     _ids(want_members, "sync_reply.want_members[]"),
+                     _ids(want_resources, "sync_reply.want_resources[]"))  # fmt: skip
+
+
+register(6, "SYNC_REPLY", SyncReply, _encode_sync_reply, _decode_sync_reply, handler=MEMBERSHIP)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncPush:
+    """3 of 3: the entries a SyncReply asked for."""
+
     members: tuple[MemberUpdate, ...]
     resources: tuple[ResourceRecord, ...]
 
 
-def _encode_sync_reply(b: SyncReply) -> list:
+def _encode_sync_push(b: SyncPush) -> list:
     return [_encode_members(b.members), _encode_resources(b.resources)]
 
 
-def _decode_sync_reply(b: list) -> SyncReply:
-    members, resources = array(b, "sync_reply", 2)
-    return SyncReply(_decode_members(members), _decode_resources(resources))
+def _decode_sync_push(b: list) -> SyncPush:
+    members, resources = array(b, "sync_push", 2)
+    return SyncPush(_decode_members(members), _decode_resources(resources))
 
 
-register(6, "SYNC_REPLY", SyncReply, _encode_sync_reply, _decode_sync_reply, handler=MEMBERSHIP)
+register(8, "SYNC_PUSH", SyncPush, _encode_sync_push, _decode_sync_push, handler=MEMBERSHIP)
 
 
 @dataclass(frozen=True, slots=True)

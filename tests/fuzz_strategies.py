@@ -55,6 +55,7 @@ from gossip.membership import GEN_SHIFT, MAX_GENERATION
 from gossip.messages import (
     MAX_FORECAST,
     Ack,
+    Digest,
     Gossip,
     GossipOnly,
     MemberUpdate,
@@ -65,6 +66,7 @@ from gossip.messages import (
     ResourceRecord,
     Status,
     Sync,
+    SyncPush,
     SyncReply,
     quantized,
 )
@@ -143,6 +145,9 @@ resource_records = st.builds(
     forecast=st.lists(loads(-1e6, 1e6), max_size=4).map(tuple)
     | st.just((1.0,) * MAX_FORECAST),
 )  # fmt: skip
+# a digest entry names any id (known, unknown, the target itself) with any claim, absurd too
+digests = st.builds(Digest, node=ids, incarnation=incarnations, status=st.sampled_from(Status),
+                    version=incarnations | st.just(0))  # fmt: skip
 gossips = st.builds(Gossip, members=st.lists(member_updates, max_size=6).map(tuple),
                     resources=st.lists(resource_records, max_size=3).map(tuple))  # fmt: skip
 
@@ -151,9 +156,12 @@ membership_bodies = st.one_of(
     st.builds(Ack, target=ids, gossip=gossips),
     st.builds(PingReq, target=ids, target_addr=addrs, gossip=gossips),
     st.builds(Nack, target=ids),
-    st.builds(Sync, members=st.lists(member_updates, max_size=8).map(tuple),
-              resources=st.lists(resource_records, max_size=4).map(tuple), join=st.booleans()),
+    st.builds(Sync, digest=st.lists(digests, max_size=8).map(tuple), join=st.booleans()),
     st.builds(SyncReply, members=st.lists(member_updates, max_size=8).map(tuple),
+              resources=st.lists(resource_records, max_size=4).map(tuple),
+              want_members=st.lists(ids, max_size=8).map(tuple),
+              want_resources=st.lists(ids, max_size=8).map(tuple)),
+    st.builds(SyncPush, members=st.lists(member_updates, max_size=8).map(tuple),
               resources=st.lists(resource_records, max_size=4).map(tuple)),
     st.builds(GossipOnly, gossip=gossips),
 )  # fmt: skip

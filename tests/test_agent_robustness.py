@@ -23,6 +23,7 @@ from gossip.datagram import REFUSALS
 from gossip.messages import (
     PROTOCOL_VERSION,
     Ack,
+    Digest,
     Gossip,
     GossipOnly,
     MemberUpdate,
@@ -35,6 +36,7 @@ from gossip.messages import (
     ResourceRecord,
     Status,
     Sync,
+    SyncPush,
     SyncReply,
 )
 from gossip.wire import encode
@@ -166,14 +168,18 @@ finite = st.floats(0, 1e6, allow_nan=False)
 forecasts = st.lists(st.floats(-1e6, 1e6, allow_nan=False), max_size=4).map(tuple)
 records = st.builds(ResourceRecord, node=ids, version=st.integers(0, 2**63 - 1), cpus=finite,
                     memory=st.integers(0, 2**40), load=finite, forecast=forecasts)  # fmt: skip
+digests = st.builds(Digest, ids, st.integers(0, 2**63 - 1), st.sampled_from(list(Status)),
+                    st.integers(0, 2**63 - 1))  # fmt: skip
 gossips = st.builds(Gossip, st.lists(members, max_size=3).map(tuple),
                     st.lists(records, max_size=2).map(tuple))  # fmt: skip
 bodies = st.one_of(
     st.builds(Ping, ids, gossips), st.builds(Ack, ids, gossips),
     st.builds(PingReq, ids, addrs.filter(bool), gossips), st.builds(Nack, ids),
-    st.builds(Sync, st.lists(members, max_size=3).map(tuple),
-              st.lists(records, max_size=2).map(tuple), st.booleans()),
-    st.builds(SyncReply, st.lists(members, max_size=3).map(tuple), st.just(())),
+    st.builds(Sync, st.lists(digests, max_size=3).map(tuple), st.booleans()),
+    st.builds(SyncReply, st.lists(members, max_size=3).map(tuple), st.just(()),
+              st.lists(ids, max_size=3).map(tuple), st.lists(ids, max_size=3).map(tuple)),
+    st.builds(SyncPush, st.lists(members, max_size=3).map(tuple),
+              st.lists(records, max_size=2).map(tuple)),
     st.builds(GossipOnly, gossips),
     st.builds(Query, st.sampled_from(["members", "stats", "nope"]), st.just({})),
 )  # fmt: skip

@@ -38,3 +38,6 @@ def test_a_tiny_run_reports_every_figure() -> None:
             assert ml == "–", (measure, ml)
         assert target
     assert ("memberlist was not measured" in text) is not built
+    assert "agora's resource records were republished " in text
+    assert "republished – times" not in text
+    assert "agora's bytes: " in text and "agora's bytes: – " not in text

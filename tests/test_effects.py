@@ -92,7 +92,7 @@ def test_the_agent_carries_out_every_kind_of_effect_in_the_cores_order(tmp_path:
     peer, other = "tcp://127.0.0.1:2", "tcp://127.0.0.1:3"
     agent._apply([
         ResetStream(other),
-        Outgoing(peer, Message("me", ME, 0, Sync((), ()))),
+        Outgoing(peer, Message("me", ME, 0, Sync(()))),
         StopTask("t-unknown", 1),  # nothing runs: a no-op for the executor
         Reply(7, True, {"id": "t"}, ""),
         Outgoing(other, Message("me", ME, 1, Ping("n3"))),

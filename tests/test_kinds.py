@@ -26,6 +26,7 @@ def _codec(b: object) -> list:
 def test_the_protocol_numbers_are_the_registered_ones():
     assert {k.number: k.name for k in kinds()} == {
         1: "PING", 2: "ACK", 3: "PING_REQ", 4: "NACK", 5: "SYNC", 6: "SYNC_REPLY", 7: "GOSSIP",
+        8: "SYNC_PUSH",
         32: "QUERY", 33: "QUERY_REPLY", 40: "TASK_PUT", 41: "TASK_PUT_ACK", 42: "TASK_GET",
         43: "TASK_GET_REPLY", 44: "TASK_LIST", 45: "TASK_LIST_REPLY", 46: "TASK_CANCEL",
         47: "TASK_CANCEL_REPLY", 50: "BID_REQUEST", 51: "BID", 52: "AWARD", 53: "AWARD_ACK",

@@ -8,7 +8,15 @@ import pytest
 
 from agent.execution import StopTask
 from gossip.effects import Outgoing, StatusChange
-from gossip.messages import Gossip, MemberUpdate, Message, Ping, ResourceRecord, Status, Sync
+from gossip.messages import (
+    Gossip,
+    MemberUpdate,
+    Message,
+    Ping,
+    ResourceRecord,
+    Status,
+    SyncReply,
+)
 from scenarios.sim import NetworkModel, SimulationError, Simulator
 from scenarios.sim.toys import Recorder, Ticker, flood_cluster
 
@@ -286,7 +294,8 @@ def test_encode_messages_round_trips_real_messages_and_counts_bytes():
     rec = ResourceRecord("a", 3, cpus=4.0, memory=1 << 30, labels={"zone": "x"}, forecast=(0.5,))
     msgs = [
         Message("a", "a", 1, Ping("b", Gossip((MemberUpdate("c", "sim://c", 2, Status.SUSPECT),)))),
-        Message("a", "a", 2, Sync((MemberUpdate("a", "a", 0, Status.ALIVE),), (rec,), join=True)),
+        Message("a", "a", 2, SyncReply((MemberUpdate("a", "a", 0, Status.ALIVE),), (rec,),
+                                       ("b",))),
     ]
     sim.call("a", lambda core, now: [Outgoing("b", m) for m in msgs])
     sim.run_for(1.0)

@@ -30,7 +30,7 @@ def _sim(seed: int = 1, loss: float = 0.0, jitter: float = 0.0,
 
 
 def _syncs(src: str, dst: str, seqs: range | list[int]) -> list[Outgoing]:
-    return [Outgoing(dst, Message(src, src, s, Sync((), ()))) for s in seqs]
+    return [Outgoing(dst, Message(src, src, s, Sync(()))) for s in seqs]
 
 
 def _send(sim: Simulator, src: str, dst: str, *seqs: int, at: float | None = None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -51,6 +53,7 @@ from gossip.kinds import kinds
 from gossip.messages import (
     PROTOCOL_VERSION,
     Ack,
+    Digest,
     Gossip,
     GossipOnly,
     MemberUpdate,
@@ -63,6 +66,7 @@ from gossip.messages import (
     ResourceRecord,
     Status,
     Sync,
+    SyncPush,
     SyncReply,
 )
 
@@ -119,8 +123,11 @@ BODIES = [
     Ack("n2", G),
     PingReq("n3", "tcp://10.0.0.3:7946", G),
     Nack("n3"),
-    Sync((UPD,), (REC,), join=True),
-    SyncReply((UPD,), (REC,)),
+    Sync((Digest("n2", 3, Status.SUSPECT, 7), Digest("n1", 0, Status.ALIVE, 0)), join=True),
+    Sync(()),
+    SyncReply((UPD,), (REC,), ("n3",), ("n3", "n4")),
+    SyncReply((), ()),
+    SyncPush((UPD,), (REC,)),
     GossipOnly(G),
     Query("members", {"x": 1}),
     QueryReply(True, [{"node": "n1"}], ""),
@@ -413,11 +420,79 @@ def test_malformed_task_bodies_are_rejected(case):
     assert e.value.reason == "malformed"
 
 
+SYNC = Sync((Digest("n2", 3, Status.SUSPECT, 7),))
+REPLY = SyncReply((UPD,), (REC,), ("n3",), ("n4",))
+MALFORMED_SYNC_BODIES = [
+    # Sync [digest[], join]; a digest entry is [node, incarnation, status, version]
+    (SYNC, (), _APPEND),
+    (SYNC, (1,), _DROP),
+    (SYNC, (0,), "digest"),
+    (SYNC, (1,), 1),  # join must be a bool
+    (SYNC, (0, 0), _APPEND),  # entry arity
+    (SYNC, (0, 0, 3), _DROP),
+    (SYNC, (0, 0, 0), ""),
+    (SYNC, (0, 0, 0), 7),
+    (SYNC, (0, 0, 0), "n" * (MAX_ID_LEN + 1)),
+    (SYNC, (0, 0, 1), -1),
+    (SYNC, (0, 0, 1), 2**63),
+    (SYNC, (0, 0, 1), 1.0),
+    (SYNC, (0, 0, 2), 4),  # not a Status
+    (SYNC, (0, 0, 2), -1),
+    (SYNC, (0, 0, 2), None),
+    (SYNC, (0, 0, 3), -1),
+    (SYNC, (0, 0, 3), 2**63),
+    (SYNC, (0, 0, 3), "7"),
+    # SyncReply [members[], resources[], want_members[], want_resources[]]
+    (REPLY, (), _APPEND),
+    (REPLY, (3,), _DROP),
+    (REPLY, (2,), "n3"),
+    (REPLY, (2,), [""]),
+    (REPLY, (3,), [7]),
+    (REPLY, (3,), ["n" * (MAX_ID_LEN + 1)]),
+    (REPLY, (0, 0, 3), 4),  # a member's status
+    # SyncPush [members[], resources[]]
+    (SyncPush((UPD,), (REC,)), (), _APPEND),
+    (SyncPush((UPD,), (REC,)), (1, 0, 1), -1),  # a record's version
+]
+
+
+@pytest.mark.parametrize("case", MALFORMED_SYNC_BODIES, ids=map(_case_id, MALFORMED_SYNC_BODIES))
+def test_malformed_push_pull_bodies_are_rejected(case):
+    with pytest.raises(wire.WireError) as e:
+        wire.decode(_mutated(*case))
+    assert e.value.reason == "malformed"
+
+
+def test_push_pull_limits_are_inclusive():
+    top = Digest("n" * MAX_ID_LEN, MAX_INT, Status.LEFT, MAX_INT)
+    ids = ("n" * MAX_ID_LEN,) * 1000
+    for body in [Sync((top,) * 1000), SyncReply((), (), ids, ids)]:
+        msg = Message("n1", "a", 0, body)
+        assert wire.decode(wire.encode(msg)) == msg
+
+
+def test_a_records_whole_cpu_counts_travel_as_integers():
+    """A float is 9 bytes in msgpack, a small integer 1: an idle agent's record (2.0 CPUs, 0.0
+    allocated) was a quarter bigger for nothing, on every message that gossips it."""
+    rec = ResourceRecord("n1", 7, cpus=2.0, alloc_cpus=0.0, memory=1 << 34)
+    raw = msgpack.unpackb(wire.encode(Message("n1", "a", 0, GossipOnly(Gossip((), (rec,))))))
+    cpus, alloc = raw[5][0][1][0][2], raw[5][0][1][0][6]
+    assert (type(cpus), type(alloc)) == (int, int) and (cpus, alloc) == (2, 0)
+    for x in (2.0, 0.5, 1e18, 2.0**53 + 2, 1e-300, 0.0, -0.0):
+        r = dataclasses.replace(rec, cpus=x, alloc_cpus=x)
+        back = wire.decode(wire.encode(Message("n1", "a", 0, GossipOnly(Gossip((), (r,))))))
+        (got,) = back.body.gossip.resources
+        assert got == r and type(got.cpus) is float and type(got.alloc_cpus) is float, x
+    with pytest.raises(wire.WireError):  # out of range stays refused, and encoding never raises
+        wire.decode(wire.encode(Message("n1", "a", 0, GossipOnly(Gossip((), (
+            dataclasses.replace(rec, cpus=1e300),))))))  # fmt: skip
+
+
 def test_encode_refuses_oversized_messages():
     many = tuple(MemberUpdate(f"n{i}", "tcp://" + "h" * 200 + ":1", 0, Status.ALIVE)
                  for i in range(20_000))  # fmt: skip
     with pytest.raises(wire.WireError):
-        wire.encode(Message("n1", "a", 0, Sync(many, ())))
+        wire.encode(Message("n1", "a", 0, SyncPush(many, ())))
 
 
 @settings(max_examples=500, deadline=None)

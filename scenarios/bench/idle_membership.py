@@ -84,6 +84,11 @@ class Idle:
     answered: int
     window: float
     converge_s: float
+    # agora: resource records republished per node per second over the window (as node0 saw
+    # their versions move); what most of its bytes follow
+    publishes_s: float | None = None
+    # agora: of bytes_s, what went on streams (push-pull, and gossip too big for a datagram)
+    stream_bytes_s: float | None = None
 
 
 def measure(pids: Sequence[int], counters: Callable[[], list[Counters | None]],
@@ -256,23 +261,39 @@ def agora_idle(n: int, warmup: float, window: float) -> Idle:
         _progress(f"agora: {n} agents converged in {converge_s:.1f} s; "
                   f"{warmup:g} s warm-up, then {window:g} s measured")  # fmt: skip
 
+        streams: list[list[Counters | None]] = []  # per reading: (time, stream bytes, 0)
+
         def counters() -> list[Counters | None]:
             """Each agent's transport counters: stream + datagram bytes, multipart stream
             messages + datagrams (a query's reply is not counted there)."""
             out: list[Counters | None] = []
+            streams.append([])
             for node in cluster.nodes:
                 try:
                     tr = query(node.addr, "stats", QUERY_TIMEOUT)["transport"]
                 except ClientError:
                     out.append(None)
+                    streams[-1].append(None)
                     continue
                 sent = tr.get("bytes_sent", 0) + tr.get("datagram_bytes_sent", 0)
                 msgs = tr.get("stream_messages", 0) + tr.get("datagrams_sent", 0)
                 out.append((time.monotonic(), sent, msgs))
+                streams[-1].append((out[-1][0], tr.get("bytes_sent", 0), 0))
             return out
 
+        def versions() -> dict[str, int]:
+            rows = query(cluster.nodes[0].addr, "members", QUERY_TIMEOUT)
+            return {r["node"]: r["version"] for r in rows if r["version"] is not None}
+
         time.sleep(warmup)
-        return measure([node.proc.pid for node in cluster.nodes], counters, window, converge_s)
+        v0 = versions()
+        idle = measure([node.proc.pid for node in cluster.nodes], counters, window, converge_s)
+        v1 = versions()
+        idle.publishes_s = sum(v - v0.get(k, v) for k, v in v1.items()) / n / idle.window
+        rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in zip(*streams, strict=True)
+                 if a is not None and b is not None]  # fmt: skip
+        idle.stream_bytes_s = _mean(rates)
+        return idle
     finally:
         cluster.cleanup()
 
@@ -393,6 +414,14 @@ def render(ag: Idle, ag_start: float, ml: Idle | None, ml_start: float | None, n
         "",
         f"- max per node, agora: {maxima(ag)}; converged {ag.converge_s:.1f} s after the first "
         f"spawn; window {ag.window:.1f} s.",
+        f"- agora's bytes: {_num(ag.stream_bytes_s, ',.0f')} bytes/s per node on streams "
+        "(push-pull, and gossip too big for a datagram), the rest datagrams (probes and "
+        "gossip).",
+        f"- agora's resource records were republished {_num(ag.publishes_s, '.3f')} times per "
+        "node per second in the window (as node0's table saw their versions move): an agent "
+        "republishes when its machine's load (averaged over 10 s) or forecast moves by 5 %, "
+        "and every node then gossips the new record, so its bytes follow the machine's noise "
+        "(`python -m scenarios.bench.idle_bytes` shows them by kind for such rates).",
         *coverage("agora", ag),
         *ml_lines,
         "- memberlist: `mlnode -profile agora` (agora's timings: probe 0.4 s, gossip 0.2 s to "
