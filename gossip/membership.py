@@ -852,13 +852,14 @@ class Membership:
         self._member_queue.put(m.node, self._update_of(m, by))
 
     def _piggyback(self, first: tuple[MemberUpdate, ...] = ()) -> Gossip:
-        limit = self.config.retransmit_limit(self.live_count())
+        n = self.live_count()
         if self._now < self._speak_up_until:
             me = self._update_of(self._members[self.node_id])
             first = (me, *(u for u in first if u.node != self.node_id))
         room = self.config.gossip_max_items - len(first)
-        members = first + tuple(self._member_queue.take(room, limit))
-        resources = tuple(self._record_queue.take(room - len(members) + len(first), limit))
+        members = first + tuple(self._member_queue.take(room, self.config.retransmit_limit(n)))
+        resources = tuple(self._record_queue.take(room - len(members) + len(first),
+                                                  self.config.record_retransmit_limit(n)))
         return Gossip(members, resources)
 
     def _sync_to(self, addr: str, join: bool = False) -> Outgoing:
