@@ -8,7 +8,8 @@ It owns one `Transport` (ZeroMQ), one `NodeCore` (membership + placement) and on
   loop never dies), answer client `Query` messages (``members``, ``stats``, ``set_labels``,
   ``logs`` at once; ``submit``, ``status``, ``tasks``, ``cancel`` once the core has its answer
   from the cluster: the client's identity is held until then), hand everything else to the core;
-- tick loop: call `core.on_tick` when `core.next_wakeup()` is due;
+- tick timer: call `core.on_tick` when `core.next_wakeup()` is due (one event-loop timer, moved
+  earlier when something the core handled brings its next wakeup forward);
 - load loop: sample this machine's load every `load_interval` and feed it to the placement core,
   which keeps the forecast and decides when load, forecast and allocation are worth gossiping;
 - executor: runs the tasks the core awards to this node and reports how they ended;
@@ -45,6 +46,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import random
 import signal
@@ -143,6 +145,8 @@ def start_generation() -> int:
 
 MAX_SUBMITTERS_KEPT = 4 * HISTORY  # who submitted the runs whose logs are still kept here
 KEYS_POLL_INTERVAL = 1.0  # seconds between looks at the cluster key file (rotations)
+MAX_TICK_SLEEP = 5.0  # seconds: the timer fires at least this often (a wall-clock step heals)
+TICK_ERROR_PAUSE = 0.05  # seconds: after a failing tick, so a broken core is never spun on
 RECV_BATCH = 32  # messages handled before the receive loop yields to the others
 REFUSAL_LOG_EVERY = 10.0  # seconds: refused messages are counted always, logged this often
 
@@ -267,7 +271,10 @@ class Agent:
             sampler = ReplayLoadSampler.from_trace(options.replay, c.cpus, self.running_cpus)
         self._sampler: LoadSource | None = sampler
         self.events: EventLog | None = None  # opened by run()
-        self._wake = asyncio.Event()
+        # the tick timer: when it fires (wall clock), and its handle; none outside `run()`
+        self._tick_due = math.inf
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested = asyncio.Event()
         self._crashed = asyncio.Event()
         self._statuses: dict[str, Status] = {}
@@ -314,7 +321,34 @@ class Agent:
                 case _:
                     assert_never(e)
         self._log_commits()
-        self._wake.set()  # the core's next wakeup may have moved
+        self._arm_tick()  # the core's next wakeup may have moved
+
+    def _arm_tick(self, due: float | None = None) -> None:
+        """Have the tick timer fire by the core's next wakeup (or `due`). Only ever moved
+        earlier: a tick that comes too soon does nothing and arms the timer again. One timer
+        instead of a loop woken by an event after every message: an idle agent's event loop
+        turned over three times per tick it ran, most of its CPU (issue 10)."""
+        if self._loop is None or self._closed:
+            return
+        now = self.now()
+        if due is None:
+            due = self.node.next_wakeup()
+        due = min(due, now + MAX_TICK_SLEEP)
+        if due >= self._tick_due:
+            return
+        if self._tick_timer is not None:
+            self._tick_timer.cancel()
+        self._tick_due = due
+        self._tick_timer = self._loop.call_later(max(0.0, due - now), self._tick)
+
+    def _tick(self) -> None:
+        self._tick_timer, self._tick_due = None, math.inf
+        try:
+            self._apply(self.node.on_tick(self.now()))  # arms the timer again
+        except Exception as e:
+            self.counters["tick_errors"] += 1
+            log.debug("on_tick failed: %r", e, exc_info=True)
+            self._arm_tick(self.now() + TICK_ERROR_PAUSE)
 
     def _send(self, addr: str, msg: Message) -> None:
         try:
@@ -586,7 +620,7 @@ class Agent:
         if len(merged) > MAX_LABELS:
             return QueryReply(ok=False, error=f"too many labels ({len(merged)} > {MAX_LABELS})")
         self.core.update_resources(self.now(), labels=merged)
-        self._wake.set()
+        self._arm_tick()
         rec = self.core.resources
         log.info("labels set: %s (record version %d)",
                  ", ".join(f"{k}={v}" for k, v in sorted(labels.items())), rec.version)  # fmt: skip
@@ -639,25 +673,6 @@ class Agent:
                 continue
             self.handle_frame(ident, payload, key)
 
-    async def _tick_loop(self) -> None:
-        while True:
-            delay = self.node.next_wakeup() - self.now()
-            if delay > 0:
-                self._wake.clear()
-                # not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
-                # arrives as the event is set, and this loop would then never stop
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(delay, 5.0)):
-                        await self._wake.wait()
-                continue
-            try:
-                self._apply(self.node.on_tick(self.now()))
-            except Exception as e:
-                self.counters["tick_errors"] += 1
-                log.debug("on_tick failed: %r", e, exc_info=True)
-                await asyncio.sleep(0.05)  # never spin on a failing core
-            await asyncio.sleep(0)  # let receives run between ticks
-
     async def _load_loop(self) -> None:
         if self._sampler is None:
             self._sampler = LoadSampler()
@@ -666,7 +681,7 @@ class Agent:
             try:
                 s = self._sampler.sample()
                 self.node.observe_load(self.now(), s.load)
-                self._wake.set()
+                self._arm_tick()
                 self._event("load", load=round(s.load, 6), tasks_cpus=self.running_cpus())
             except Exception as e:
                 self.counters["load_errors"] += 1
@@ -740,7 +755,8 @@ class Agent:
         graceful = False
         try:
             self._open_event_log()
-            loops = [self._recv_loop(), self._tick_loop(), self._load_loop()]
+            self._loop = loop
+            loops = [self._recv_loop(), self._load_loop()]
             if self.verifier is not None:
                 loops.append(self._keys_loop())
             if self._rules_file is not None:
@@ -761,6 +777,9 @@ class Agent:
                 await self._leave()
                 graceful = not self._crashed.is_set()
         finally:
+            self._loop = None  # no tick after this
+            if self._tick_timer is not None:
+                self._tick_timer.cancel()
             pending = set(tasks)
             while pending:  # cancel until every loop has really stopped
                 for t in pending:
