@@ -300,7 +300,11 @@ class Membership:
         self._record_queue.put(self.node_id, new)
 
     def next_wakeup(self) -> float:
-        times = [self._next_gossip, self._next_push_pull, self._next_join, self._next_reconnect]
+        times = [self._next_push_pull, self._next_join, self._next_reconnect]
+        if len(self._member_queue) or len(self._record_queue):
+            # a gossip round with nothing queued sends nothing: an idle agent woke 5 times a
+            # second for it (news queued later makes the next round due at once)
+            times.append(self._next_gossip)
         if not self.left:
             times.append(self._next_probe)
         if self._probe is not None:
