@@ -22,6 +22,9 @@ class BroadcastQueue:
     def __len__(self) -> int:
         return len(self._level_of)
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._level_of
+
     def put(self, key: Hashable, item: Any) -> None:
         """Queue `item`, replacing any queued item with the same key (it is now stale)."""
         old = self._level_of.pop(key, None)

@@ -47,10 +47,10 @@ class SwimConfig:
     gossip_fanout: int = 3  # peers per gossip round
     gossip_max_items: int = 32  # updates piggybacked on one message
     retransmit_mult: int = 6  # each update is sent retransmit_mult * ceil(log10(N+1)) times
-    # ...and each resource record this many: a record is soft state, republished when the load
-    # moves, and push-pull repairs a node the gossip missed; sent as often as a membership
-    # change, record republishes were most of an idle agent's bytes (issue 10)
-    record_retransmit_mult: int = 2
+    # ...and each record update in which only load, allocation or forecast moved this many: soft
+    # state, republished whenever the load moves, and push-pull repairs a node the gossip
+    # missed; sent as often as a membership change, they were most of an idle agent's bytes
+    load_retransmit_mult: int = 2
     suspicion_mult: float = 3.0  # minimum suspicion timeout = mult * log10(N) * probe_interval
     suspicion_max_mult: float = 6.0  # maximum = max_mult * minimum (Lifeguard)
     suspicion_confirmations: int = 3  # independent suspicions that shrink the timeout to min
@@ -79,8 +79,8 @@ class SwimConfig:
     def retransmit_limit(self, n: int) -> int:
         return self.retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
 
-    def record_retransmit_limit(self, n: int) -> int:
-        return self.record_retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
+    def load_retransmit_limit(self, n: int) -> int:
+        return self.load_retransmit_mult * max(1, math.ceil(math.log10(n + 1)))
 
     def suspicion_bounds(self, n: int) -> tuple[float, float]:
         scale = max(1.0, math.log10(max(1, n)))

@@ -166,7 +166,8 @@ class Membership:
         # membership changes go first: a flood of resource records must never delay the news
         # that a member failed
         self._member_queue = BroadcastQueue()
-        self._record_queue = BroadcastQueue()
+        self._record_queue = BroadcastQueue()  # records with new capacity or labels
+        self._load_queue = BroadcastQueue()  # records in which only load moved (`_spread_record`)
         self._events: list[tuple[float, str, Status, int]] = []
         self._seq = 0
         self._probe: _Probe | None = None
@@ -189,7 +190,7 @@ class Membership:
         record = resources or ResourceRecord(node=node_id, version=0)
         self._records[node_id] = dataclasses.replace(record, node=node_id, version=base + 1)
         self._enqueue_member(self._members[node_id])
-        self._record_queue.put(node_id, self._records[node_id])
+        self._spread_record(self._records[node_id], None)
 
     # ------------------------------------------------------------------ public API
 
@@ -297,11 +298,11 @@ class Membership:
                 fields[k] = quantized(fields[k])  # type: ignore[arg-type]
         new = dataclasses.replace(old, version=old.version + 1, **fields)  # type: ignore[arg-type]
         self._records[self.node_id] = new
-        self._record_queue.put(self.node_id, new)
+        self._spread_record(new, old)
 
     def next_wakeup(self) -> float:
         times = [self._next_push_pull, self._next_join, self._next_reconnect]
-        if len(self._member_queue) or len(self._record_queue):
+        if len(self._member_queue) or len(self._record_queue) or len(self._load_queue):
             # a gossip round with nothing queued sends nothing: an idle agent woke 5 times a
             # second for it (news queued later makes the next round due at once)
             times.append(self._next_gossip)
@@ -377,6 +378,7 @@ class Membership:
             table.pop(node, None)
         self._member_queue.discard(node)
         self._record_queue.discard(node)
+        self._load_queue.discard(node)
         self.stats["reaped"] += 1
 
     def _admit(self, node: str) -> bool:
@@ -495,7 +497,7 @@ class Membership:
                     self.stats["declared_dead"] += 1
 
     def _gossip_round(self, out: list[Outgoing]) -> None:
-        if not len(self._member_queue) and not len(self._record_queue):
+        if not (len(self._member_queue) or len(self._record_queue) or len(self._load_queue)):
             return
         targets = self._random_members(self.config.gossip_fanout)
         dead = self._recently_dead
@@ -660,14 +662,29 @@ class Membership:
                 # echoed back, the same version and contents, is no news: refuting that too
                 # republished every record on every echo and doubled the gossip.)
                 self._records[self.node_id] = dataclasses.replace(mine, version=r.version + 1)
-                self._record_queue.put(self.node_id, self._records[self.node_id])
+                self._spread_record(self._records[self.node_id], None)
                 self.stats["record_refuted"] += 1
             return
         cur = self._records.get(r.node)
         if cur is None or r.version > cur.version:
             self._records[r.node] = r
             if spread:
-                self._record_queue.put(r.node, r)
+                self._spread_record(r, cur)
+
+    def _spread_record(self, r: ResourceRecord, before: ResourceRecord | None) -> None:
+        """Queue a record for gossip. One in which only load, allocation or forecast moved
+        since `before` is soft state, outdated soon and repaired by push-pull: it is sent
+        `load_retransmit_mult × log10 N` times (at the membership rate, load republishes
+        were most of an idle agent's bytes). Anything else (capacity, labels, a record first
+        seen, or one replacing such a record still being spread) as often as a member update."""
+        if before is not None and r.node not in self._record_queue and (
+            (r.cpus, r.memory, r.gpus, r.labels) == (before.cpus, before.memory, before.gpus,
+                                                     before.labels)
+        ):  # fmt: skip
+            self._load_queue.put(r.node, r)
+        else:
+            self._load_queue.discard(r.node)
+            self._record_queue.put(r.node, r)
 
     def _apply_update(self, now: float, u: MemberUpdate, spread: bool = True) -> None:
         if not self._plausible(now, u.incarnation):
@@ -861,10 +878,13 @@ class Membership:
             me = self._update_of(self._members[self.node_id])
             first = (me, *(u for u in first if u.node != self.node_id))
         room = self.config.gossip_max_items - len(first)
-        members = first + tuple(self._member_queue.take(room, self.config.retransmit_limit(n)))
-        resources = tuple(self._record_queue.take(room - len(members) + len(first),
-                                                  self.config.record_retransmit_limit(n)))
-        return Gossip(members, resources)
+        limit = self.config.retransmit_limit(n)
+        members = first + tuple(self._member_queue.take(room, limit))
+        room -= len(members) - len(first)
+        resources = self._record_queue.take(room, limit)
+        resources += self._load_queue.take(room - len(resources),
+                                           self.config.load_retransmit_limit(n))
+        return Gossip(members, tuple(resources))
 
     def _sync_to(self, addr: str, join: bool = False) -> Outgoing:
         """Start a push-pull: our view as a digest, a few bytes per member. The whole state

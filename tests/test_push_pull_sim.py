@@ -205,11 +205,11 @@ BEFORE = {0.0: ((0.943, 1.10), (1.702, 2.65)), 0.1: ((1.050, 1.80), (1.870, 3.10
 # The old protocol's means moved by up to 8 % between sets of 20-100 seeds (0-19, 10-39,
 # 100-199): a mean up to 15 % above it is within what the seeds alone do.
 SPREAD = 1.15
-# Records are gossiped a third as often as membership changes since (`record_retransmit_mult`),
-# so a node the gossip misses waits for a push-pull: with it, seeds 0-19 took (mean, worst)
-# 2.21 / 8.2 s without loss and 1.95 / 3.7 s with 10 % loss for every record to be everywhere,
-# against 1.70 / 2.65 and 1.87 / 3.10 s before. The bound: within half as long again on
-# average, and in every run within one push-pull interval.
+# Load-only record updates (as here) are gossiped a third as often as member updates since
+# (`load_retransmit_mult`), so a node the gossip misses waits for a push-pull: for every record
+# to be everywhere, seeds 0-19 took (mean, worst) 2.21 / 8.2 s without loss and 1.95 / 3.7 s
+# with 10 % loss, against 1.70 / 2.65 and 1.87 / 3.10 s before. The bound: within half as long
+# again on average, and in every run within one push-pull interval.
 RECORD_SPREAD = 1.5
 
 
@@ -327,20 +327,15 @@ class _RecordCounter:
         return self._count(self.core.on_tick(now))
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_a_republished_record_rides_few_gossip_messages_and_still_reaches_everyone(
-    seed: int,
-) -> None:
-    """A record is soft state, republished whenever the load moves, and push-pull repairs a
-    node that missed one: gossiping each as often as a membership change (6 × log10 N) made
-    record republishes most of an idle agent's bytes (issue 10). Now each node carries a
-    record `record_retransmit_mult × ceil(log10(N + 1))` times (4 at 30 nodes, was 12)."""
+def _spread(seed: int, change: dict) -> tuple[list[float], list[float]]:
+    """A third of a quiet 30-node cluster publish `change` one after another: seconds until
+    each new record is on every node, and how many messages per node carried it."""
     n = 30
     sim, nodes = _quiet_cluster(n, 40 + seed, wrap=_RecordCounter)
     publishers = [nodes[i] for i in range(0, n, 3)]
     reached: list[float] = []
     for p in publishers:
-        sim.call(p.addr, lambda c, now: c.update_resources(now, load=0.5))
+        sim.call(p.addr, lambda c, now: c.update_resources(now, **change))
         start, want = sim.now, p.resources
         t = sim.run_until_true(lambda w=want: all(x.record_of(w.node) == w for x in nodes),
                                timeout=60.0, check_every=0.05)  # fmt: skip
@@ -349,6 +344,27 @@ def test_a_republished_record_rides_few_gossip_messages_and_still_reaches_everyo
         sim.run_for(5.0)  # its gossip has run out
     per_node = [sum(x.carried.get((p.node_id, p.resources.version), 0) for x in nodes) / n
                 for p in publishers]  # fmt: skip
+    return reached, per_node
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_load_republish_rides_few_gossip_messages_and_still_reaches_everyone(
+    seed: int,
+) -> None:
+    """A record in which only the load moved is soft state, republished whenever the load
+    moves, and push-pull repairs a node that missed one: gossiped as often as a membership
+    change (6 × log10 N), load republishes were most of an idle agent's bytes (issue 10). Now
+    each node carries one `load_retransmit_mult × ceil(log10(N + 1))` times (4 at 30, was 12)."""
+    reached, per_node = _spread(seed, {"load": 0.5})
     assert max(per_node) <= 4.5, per_node  # 12 before
     assert statistics.median(reached) < 2.0, reached  # gossip alone reaches nearly all
     assert max(reached) < 2 * SwimConfig().push_pull_interval, reached  # push-pull the rest
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_new_labels_spread_as_reliably_as_a_member_update(seed: int) -> None:
+    """Labels and capacity decide where a task may run: a change to them is not soft state
+    and still rides as many messages as a membership change, so gossip alone brings it."""
+    reached, per_node = _spread(seed, {"labels": {"zone": "b"}})
+    assert min(per_node) >= 10.0, per_node
+    assert max(reached) < 1.5, reached

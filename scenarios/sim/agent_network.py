@@ -3,7 +3,7 @@ clock) exchanging messages in one process, with no sockets, through a `NetworkMo
 decides each message's delay or loss and applies partitions.
 
 This is the transport seam's third implementation (with ZeroMQ and the fault-rule wrapper): the
-agent's own shell — receive loop, tick loop, executor, client queries — runs unchanged on it,
+agent's own shell — receive loop, tick timer, executor, client queries — runs unchanged on it,
 which the deterministic simulator (which drives the cores directly, in virtual time) cannot
 show. Useful for tests of the shell and of fault handling without ports or processes.
 
