@@ -368,3 +368,41 @@ def test_new_labels_spread_as_reliably_as_a_member_update(seed: int) -> None:
     reached, per_node = _spread(seed, {"labels": {"zone": "b"}})
     assert min(per_node) >= 10.0, per_node
     assert max(reached) < 1.5, reached
+
+
+# ---------------------------------------------------------------- an idle node's wake-ups
+
+
+class _TickCounter:
+    """A core that counts the ticks it is woken for."""
+
+    def __init__(self, core: Membership) -> None:
+        self.core = core
+        self.ticks = 0
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.core, name)
+
+    def on_tick(self, now: float):  # noqa: ANN201
+        self.ticks += 1
+        return self.core.on_tick(now)
+
+
+def test_an_idle_node_is_woken_for_its_probes_not_for_empty_gossip_rounds() -> None:
+    """With nothing queued a gossip round sends nothing, yet its deadline woke every idle node
+    five times a second, more than its probes did: a third of an idle agent's CPU went to
+    event-loop turns (issue 10). Now an idle node wakes about as often as it probes."""
+    n = 20
+    sim, nodes = _quiet_cluster(n, 3, wrap=_TickCounter)
+    for x in nodes:
+        x.ticks = 0
+    window = 20.0
+    sim.run_for(window)
+    per_second = sum(x.ticks for x in nodes) / n / window
+    probes = 1 / SwimConfig().probe_interval  # 2.5 a second
+    assert per_second < probes + 1.0, per_second  # 7.8 before: probes + 5 gossip rounds
+    # and news queued on an idle node still goes out at once
+    p = nodes[4]
+    sim.call(p.addr, lambda c, now: c.update_resources(now, labels={"zone": "b"}))
+    everywhere = lambda: all(x.record_of(p.node_id) == p.resources for x in nodes)  # noqa: E731
+    assert sim.run_until_true(everywhere, timeout=1.5, check_every=0.05) is not None
