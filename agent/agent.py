@@ -342,9 +342,10 @@ class Agent:
         self._tick_timer = self._loop.call_later(max(0.0, due - now), self._tick)
 
     def _tick(self) -> None:
+        """The timer's callback: one `on_tick`, whose effects arm the timer again."""
         self._tick_timer, self._tick_due = None, math.inf
         try:
-            self._apply(self.node.on_tick(self.now()))  # arms the timer again
+            self._apply(self.node.on_tick(self.now()))
         except Exception as e:
             self.counters["tick_errors"] += 1
             log.debug("on_tick failed: %r", e, exc_info=True)

@@ -166,7 +166,7 @@ class Membership:
         # membership changes go first: a flood of resource records must never delay the news
         # that a member failed
         self._member_queue = BroadcastQueue()
-        self._record_queue = BroadcastQueue()  # records with new capacity or labels
+        self._record_queue = BroadcastQueue()  # records new here, or with new capacity or labels
         self._load_queue = BroadcastQueue()  # records in which only load moved (`_spread_record`)
         self._events: list[tuple[float, str, Status, int]] = []
         self._seq = 0
@@ -302,7 +302,7 @@ class Membership:
 
     def next_wakeup(self) -> float:
         times = [self._next_push_pull, self._next_join, self._next_reconnect]
-        if len(self._member_queue) or len(self._record_queue) or len(self._load_queue):
+        if self._anything_queued():
             # a gossip round with nothing queued sends nothing: an idle agent woke 5 times a
             # second for it (news queued later makes the next round due at once)
             times.append(self._next_gossip)
@@ -496,8 +496,11 @@ class Membership:
                     self._enqueue_member(m, by=self.node_id)
                     self.stats["declared_dead"] += 1
 
+    def _anything_queued(self) -> bool:
+        return bool(len(self._member_queue) or len(self._record_queue) or len(self._load_queue))
+
     def _gossip_round(self, out: list[Outgoing]) -> None:
-        if not (len(self._member_queue) or len(self._record_queue) or len(self._load_queue)):
+        if not self._anything_queued():
             return
         targets = self._random_members(self.config.gossip_fanout)
         dead = self._recently_dead
