@@ -25,6 +25,11 @@ class Round:
     deadline: float
     bids: dict[str, Bid] = field(default_factory=dict)
 
+    @property
+    def answered(self) -> bool:
+        """Every candidate asked has answered."""
+        return len(self.bids) == len(self.asked)
+
 
 @dataclass(slots=True)
 class Negotiation:
@@ -100,7 +105,7 @@ class Negotiator:
         rnd.bids[sender] = b
         # past the deadline the round should be closed already (we were stopped): the owner
         # decides at its next look, after re-confirming its copy (`Owner.tick`)
-        return len(rnd.bids) == len(rnd.asked) and now <= rnd.deadline
+        return rnd.answered and now <= rnd.deadline
 
     def decide(
         self, now: float, rec: TaskRecord, neg: Negotiation,

@@ -146,14 +146,20 @@ class Owner:
         self._wake(tid, now)
 
     def write(self, now: float, rec: TaskRecord, **changes) -> TaskRecord:
-        """A new version of a record we own; pushed to the replicas at the next wake."""
+        """A new version of a record we own; pushed to the replicas at the next wake — except
+        that a run's start waits for the next push due (`put_timeout` after the placed
+        version's): the replicas' placed copy already names the runner and the attempt, so a
+        new owner finds the run from it (it re-sends the award, which the runner confirms),
+        and a short run's start then travels with its result instead of costing a round of
+        puts and acks of its own."""
         if "state" in changes:
             task_states.check(rec.id, rec.state, changes["state"])
         new = dataclasses.replace(rec, version=rec.version + 1, writer=self.ctx.node_id, **changes)
         self.store.put(now, new)
         d = self.drives.get(rec.id)
         if d is not None:
-            d.sync.next_push = now
+            if not (rec.state == TaskState.PLACED and new.state == TaskState.RUNNING):
+                d.sync.next_push = now
             self._wake(rec.id, now)
         return new
 
@@ -290,10 +296,17 @@ class Owner:
             # a partition): it used to act at once, placing the task a second time.
             # The preferred nodes are asked too: a copy whose listed replicas have all failed
             # since it was written (a replica dropped while it was paused, that later finds
-            # itself first) learns there that the record lives on elsewhere.
+            # itself first) learns there that the record lives on elsewhere. Bids are asked
+            # for meanwhile, which saves a round trip before the award: a round only reserves,
+            # a copy found stale abandons it (`hold`), and the award waits for the confirmations.
             rep.push(now, rec, d.sync)
+            if rec.state == TaskState.PENDING and d.neg.round is None and now >= d.neg.next_try:
+                self.negotiator.start_round(now, rec, d.neg)
             if not rep.replicated(rec, d.sync, hints=True):
-                self._wake(tid, max(d.sync.next_push, now))
+                t = d.sync.next_push  # or the confirmations: a round is decided after them
+                if rec.state == TaskState.PENDING and d.neg.round is None:
+                    t = min(t, d.neg.next_try)
+                self._wake(tid, max(t, now))
                 return
             d.sync.synced = True
         replicas = rep.repaired(rec)
@@ -304,7 +317,7 @@ class Owner:
             self.watcher.refresh(rec, d.watch)
         if st == TaskState.PENDING:
             if d.neg.round is not None:
-                if now >= d.neg.round.deadline:
+                if now >= d.neg.round.deadline or d.neg.round.answered:
                     self._decide(now, tid, d)
             elif now >= d.neg.next_try:
                 self.negotiator.start_round(now, rec, d.neg)
@@ -353,6 +366,8 @@ class Owner:
         if rec.state != TaskState.PENDING:
             d.neg.round = None  # moved on meanwhile (a cancel, a report): nothing to award
             return
+        if not d.sync.synced:
+            return  # decided once the replicas confirmed our copy (`_drive`)
         won = self.negotiator.decide(now, rec, d.neg)
         if won is None:
             self._wake(tid, d.neg.next_try)

@@ -1,0 +1,75 @@
+"""What one placement costs on a quiet cluster: agent-to-agent messages and one-way hops.
+
+Every message is a wake-up of an agent process, and under a burst on a shared machine each
+costs a core's time (issue 10: 33 messages per placement, five hops from submit to placed).
+These tests pin the protocol's cost so that a change adding a round trip is seen here, not
+only in a benchmark. Membership traffic is left out: it does not depend on placements.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from gossip.kinds import MEMBERSHIP, kind_of
+from scenarios.sim.network import NetworkModel
+from scenarios.sim.placement_cluster import PlacementCluster, task_spec
+
+LATENCY = 0.01  # fixed, no jitter: a submit placed after k one-way hops is placed k x LATENCY later
+N = 10
+TASKS = 20
+
+
+def _placements(tasks: int = TASKS, expected: float = 0.05, gap: float = 1.0):
+    """`tasks` short tasks submitted one at a time (each through another entry): the
+    placement-kind messages delivered per task, by kind, and each task's hops submit→placed."""
+    c = PlacementCluster(N, 3, network=NetworkModel(latency=LATENCY, jitter=0.0))
+    c.run_for(1.0)
+    sent: collections.Counter[str] = collections.Counter()
+
+    def count(cl, addr, now, msg):  # noqa: ANN001, ANN202
+        if msg is not None and kind_of(msg.body).handler != MEMBERSHIP:
+            sent[kind_of(msg.body).name] += 1
+        return False
+
+    c.watch(count)
+    submitted = {}
+    for i in range(tasks):
+        at = c.now + 0.5 + gap * i
+        submitted[f"t{i}"] = at
+        c.submit(f"t{i}", task_spec(cpus=0.5, expected=expected), via=i % N, at=at)
+    assert c.settle(60.0)
+    assert c.states() == {"succeeded": tasks}
+    assert not c.problems()
+    hops = [round((c.newest(t).placed - at) / LATENCY, 3) for t, at in submitted.items()]
+    return {k: v / tasks for k, v in sent.items()}, hops
+
+
+def test_a_placement_on_a_quiet_cluster_costs_few_messages():
+    per_kind, _ = _placements()
+    total = sum(per_kind.values())
+    # 28.3 before the owner stopped pushing a run's start on its own (24.9 after); the
+    # issue's target is 20
+    assert total <= 26.0, per_kind
+    # a run that starts and ends between two pushes has its start replicated with its result:
+    # version 1 (the entry's submission and the owner's confirmation), placed, and the result
+    assert per_kind["TASK_PUT"] <= 9.0, per_kind
+
+
+def test_a_task_is_placed_three_hops_after_its_submit():
+    """entry→owner, owner→bidders, bidders→owner: the owner confirms the new record with its
+    replicas while the bidders answer, not before asking them (five hops before)."""
+    _, hops = _placements(tasks=10)
+    assert max(hops) <= 3.0, hops
+
+
+def test_a_long_run_is_replicated_as_running_without_waiting_for_its_end():
+    """The running version goes out a push interval after the placed one, so a replica's
+    `status` shows a long run as running, and a new owner knows it has started."""
+    c = PlacementCluster(N, 4, network=NetworkModel(latency=LATENCY, jitter=0.0))
+    c.run_for(1.0)
+    c.submit("long", task_spec(cpus=0.5, expected=30.0), via=0)
+    c.run_for(5.0)
+    rec = c.newest("long")
+    states = {c.core(c.addr_of(n)).placement.owner.store.records["long"].state.label
+              for n in rec.replicas}  # fmt: skip
+    assert states == {"running"}, c.describe("long")
