@@ -37,18 +37,21 @@ MAX_BID_LOAD = 1e6
 
 @dataclass(frozen=True, slots=True)
 class TaskPut:
-    """Store (or update) a replica of a task record; answered with TaskPutAck."""
+    """Store (or update) a replica of a task record; answered with TaskPutAck. `submission`:
+    an entry's new record, sent to its owner alone, which answers once every live replica
+    holds it (`TaskPutAck.all_replicas`) if it can."""
 
     record: TaskRecord
+    submission: bool = False
 
 
 def _encode_task_put(b: TaskPut) -> list:
-    return [encode_record(b.record)]
+    return [encode_record(b.record), b.submission]
 
 
 def _decode_task_put(b: list) -> TaskPut:
-    (record,) = array(b, "task_put", 1)
-    return TaskPut(decode_record(record))
+    record, submission = array(b, "task_put", 2)
+    return TaskPut(decode_record(record), boolean(submission, "task_put.submission"))
 
 
 register(40, "TASK_PUT", TaskPut, _encode_task_put, _decode_task_put, handler=PLACEMENT)
@@ -57,25 +60,29 @@ register(40, "TASK_PUT", TaskPut, _encode_task_put, _decode_task_put, handler=PL
 @dataclass(frozen=True, slots=True)
 class TaskPutAck:
     """`ok` False: the id is taken by a different task (`error` says so). `state`/`version`
-    are the replica's copy after the write, so a resubmission learns the task's progress."""
+    are the replica's copy after the write, so a resubmission learns the task's progress.
+    `all_replicas`: the owner's answer to a submission — every live replica holds the record,
+    not only the sender."""
 
     task_id: str
     version: int
     state: TaskState
     ok: bool = True
     error: str = ""
+    all_replicas: bool = False
 
 
 def _encode_task_put_ack(b: TaskPutAck) -> list:
-    return [b.task_id, b.version, int(b.state), b.ok, b.error]
+    return [b.task_id, b.version, int(b.state), b.ok, b.error, b.all_replicas]
 
 
 def _decode_task_put_ack(b: list) -> TaskPutAck:
-    task_id, version, state, ok, error = array(b, "task_put_ack", 5)
+    task_id, version, state, ok, error, everywhere = array(b, "task_put_ack", 6)
     return TaskPutAck(ident(task_id, "task_put_ack.task_id"),
                       integer(version, "task_put_ack.version"),
                       task_state(state, "task_put_ack.state"), boolean(ok, "task_put_ack.ok"),
-                      reason_text(error, "task_put_ack.error"))  # fmt: skip
+                      reason_text(error, "task_put_ack.error"),
+                      boolean(everywhere, "task_put_ack.all_replicas"))  # fmt: skip
 
 
 register(41, "TASK_PUT_ACK", TaskPutAck, _encode_task_put_ack, _decode_task_put_ack,

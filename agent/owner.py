@@ -57,6 +57,7 @@ class _Drive:
     watch: RunnerWatch = field(default_factory=RunnerWatch)
     sync: ReplicaSync = field(default_factory=ReplicaSync)
     waiting: set[str] = field(default_factory=set)  # runner addrs waiting for a result ack
+    entries: set[str] = field(default_factory=set)  # entries' addrs waiting (`on_put`)
     cancels: list[tuple[str, int]] = field(default_factory=list)  # (client addr, req) to answer
 
 
@@ -172,6 +173,15 @@ class Owner:
         old = self.store.records.get(rec.id)
         if not self.hold(now, rec) and old is None:
             return  # refused: nothing to acknowledge
+        d = self.drives.get(rec.id)
+        if put.submission and d is not None and self.deciding(now):
+            # An entry sent a new record to us, its owner, alone (`Requests.submit`): our
+            # confirmation push is its replication, and we answer for every replica once
+            # each has confirmed (`_drive`). Otherwise we answer for ourselves only, and the
+            # entry asks the others.
+            d.entries.add(sender_addr)
+            self._wake(rec.id, now)
+            return
         self.replication.confirm_put(sender_addr, rec)
 
     def on_put_ack(self, now: float, sender: str, sender_addr: str, a: TaskPutAck) -> None:
@@ -309,6 +319,9 @@ class Owner:
                 self._wake(tid, max(t, now))
                 return
             d.sync.synced = True
+        for addr in sorted(d.entries):  # sorted: a set's order varies between processes
+            c.send(addr, TaskPutAck(tid, rec.version, rec.state, all_replicas=True))
+        d.entries.clear()
         replicas = rep.repaired(rec)
         if replicas is not None:
             rec = self.write(now, rec, replicas=replicas)

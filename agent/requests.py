@@ -1,9 +1,12 @@
 """Client requests any agent accepts (submit, status, list, cancel), answered once the cluster
 has answered: these are the operations that need other nodes before they can reply.
 
-`submit` writes version 1 of the record to every node of its replica set (consistent hashing
-over the live members) and replies only when all of them hold it, so an id printed to the user
-survives the failure of fewer than r of those nodes. Lookups ask the nodes most likely to hold
+`submit` writes version 1 of the record for its replica set (consistent hashing over the live
+members) and replies only when all of them hold it, so an id printed to the user survives the
+failure of fewer than r of those nodes. It sends the record to the owner alone, which pushes
+it to the other replicas as it starts driving it and answers for all of them once they hold
+it (`Owner.on_put`); if the owner answers only for itself, or not within `put_timeout`, the
+entry sends it to every replica and waits for each. Lookups ask the nodes most likely to hold
 the record first and widen to everyone if none has it. A list asks every live node for the
 records it owns as summaries (`summary`), bounded in number and in bytes so that every reply
 and the client's answer fit in one message; what is left out is counted, never hidden. Each
@@ -97,6 +100,7 @@ class _Pending:
     record: TaskRecord | None = None  # submit: what was written
     next_resend: float = 0.0
     existing: bool = False
+    via_owner: bool = False  # submit: sent to the owner alone, whose ack may speak for all
     by: str | None = None  # cancel: only a task this client submitted (None: any task)
     limit: int = MAX_LIST_RECORDS  # list: rows in the answer at most
     omitted: int = 0  # list: matching records left out so far
@@ -139,9 +143,21 @@ class Requests:
         replicas = tuple(c.ring().preference(task_id, c.config.replicas))
         rec = held or TaskRecord(task_id, spec, TaskState.PENDING, 1, c.node_id, replicas,
                                  submitted=now)  # fmt: skip
-        p = _Pending("submit", task_id, now + c.config.submit_timeout, set(rec.replicas),
-                     record=rec, existing=held is not None)  # fmt: skip
+        owner = c.owner_of(rec)
+        p = _Pending("submit", task_id, now + c.config.submit_timeout, {owner}, record=rec,
+                     existing=held is not None, via_owner=True)  # fmt: skip
         self._new(req, p)
+        if c.send_to(owner, TaskPut(rec, submission=True)):
+            p.next_resend = now + c.config.put_timeout
+        else:
+            self._ask_every_replica(now, p)
+
+    def _ask_every_replica(self, now: float, p: _Pending, answered: str = "") -> None:
+        """The owner did not answer for the others (it `answered` for itself, or not in time):
+        send the record to each replica that has not said it holds it, and wait for each."""
+        if p.via_owner:
+            p.via_owner = False
+            p.waiting = set(p.record.replicas) - {answered}
         self._send_puts(now, p)
 
     def _send_puts(self, now: float, p: _Pending) -> None:
@@ -161,6 +177,8 @@ class Requests:
             p.waiting.discard(sender)
             if a.version > 1 or a.state != TaskState.PENDING:
                 p.existing = True
+            if p.via_owner and not a.all_replicas:
+                self._ask_every_replica(now, p, answered=sender)
             if not p.waiting:
                 state = a.state.label if p.existing else TaskState.PENDING.label
                 self._reply(req, True, {"id": p.task_id, "state": state,
@@ -367,12 +385,15 @@ class Requests:
         for req, p in list(self.pending.items()):
             if p.kind == "submit":
                 if now >= p.deadline:
-                    got = len(p.record.replicas) - len(p.waiting)
+                    n = len(p.record.replicas)
+                    where = ("its owner did not confirm that its replicas hold it"
+                             if p.via_owner else
+                             f"it is stored on {n - len(p.waiting)} of {n} replicas, not all")
                     self._reply(req, False, error=(
-                        f"task {p.task_id} is stored on {got} of {len(p.record.replicas)} "
-                        f"replicas, not all; submit again with --id {p.task_id} to retry"))
+                        f"task {p.task_id}: {where}; submit again with --id {p.task_id} to "
+                        "retry"))  # fmt: skip
                 elif now >= p.next_resend:
-                    self._send_puts(now, p)
+                    self._ask_every_replica(now, p)
             elif now >= p.deadline:
                 if p.kind == "list":
                     self._list_done(req, p)

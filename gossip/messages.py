@@ -27,7 +27,7 @@ from gossip.kinds import CLIENT, MEMBERSHIP, Kind, kind_of, register
 
 # 2: task specs name their submitter; 3: loads in thousandths (below); 4: push-pull sends a
 # digest first and then only the entries that differ (Sync, SyncReply, SyncPush)
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 
 # Loads and forecasts in resource records are kept, and sent, in thousandths: one or two bytes
 # each on the wire instead of nine (most of a record), and finer than any placement decision.

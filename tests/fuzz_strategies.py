@@ -194,9 +194,9 @@ def placement_bodies(task_ids: st.SearchStrategy[str],
     holds, so that wrong attempts, rounds and states reach the code that checks them."""
     att, rnd = ints(), ints()
     return st.one_of(
-        st.builds(TaskPut, record=records),
+        st.builds(TaskPut, record=records, submission=st.booleans()),
         st.builds(TaskPutAck, task_id=task_ids, version=incarnations, state=states,
-                  ok=st.booleans(), error=texts(MAX_REASON_LEN)),
+                  ok=st.booleans(), error=texts(MAX_REASON_LEN), all_replicas=st.booleans()),
         st.builds(TaskGet, task_id=task_ids, req=ints()),
         st.builds(TaskGetReply, task_id=task_ids, req=ints(), record=st.none() | records),
         st.builds(TaskList, req=ints(), state=ints(max(TaskState), -1),

@@ -30,6 +30,7 @@ from agent.messages import (
     ReportAck,
     TaskCancel,
     TaskPut,
+    TaskPutAck,
     TaskReport,
 )
 from agent.ring import HashRing
@@ -264,19 +265,37 @@ def test_runner_crash_mid_run_replaces_the_task_with_attempt_2():
     assert_clean(c, tid)
 
 
+def slow_bidders(c: PlacementCluster, owner: str) -> None:
+    """Bids reach `owner` 50 ms late, so its round is still open when the submit is answered
+    (the owner asks for bids as it confirms the record with the replicas, a few ms)."""
+    for i in ZONE_B:
+        c.sim.network.set_link(owner, c.addrs[i], latency=0.05)
+
+
+def crash_once_answered(c: PlacementCluster, tid: str, box: list, *crash: str) -> None:
+    """Crash `crash` as soon as the submit in `box` is answered, with the round still open."""
+    owner = crash[0]
+
+    def watch(cl, addr, now, msg):  # noqa: ANN001, ANN202
+        if not box or box[0].reply is None:
+            return False
+        assert box[0].ok, box[0].error
+        assert cl.core(owner).placement.owner.drives[tid].neg.round is not None
+        for a in crash:
+            cl.crash_soon(a)  # the bidders' answers go to a dead owner
+        return True
+
+    c.watch(watch)
+
+
 def test_owner_crash_mid_negotiation_next_replica_takes_over():
     c = make(7)
     tid, spec = pinned(c, "o")
     owner = c.addr_of(preference(c, tid)[0])
-
-    def crash_owner_once_bids_are_asked(cl, addr, now, msg):
-        if msg is not None and isinstance(msg.body, BidRequest) and msg.body.task_id == tid:
-            cl.crash_soon(msg.sender_addr)  # the bidder's answer goes to a dead owner
-            return True
-        return False
-
-    c.watch(crash_owner_once_bids_are_asked)
-    sub = c.submit(tid, spec, via=1)
+    slow_bidders(c, owner)
+    box: list = []
+    crash_once_answered(c, tid, box, owner)
+    box.append(sub := c.submit(tid, spec, via=1))
     settle(c)
     assert sub.ok and owner in c.crashed
     att, node, st = one_result(c, tid)
@@ -359,15 +378,10 @@ def test_r_minus_1_replicas_crash_at_once(when):
     tid, spec = pinned(c, "x")
     first, second, third = (c.addr_of(n) for n in preference(c, tid))
     if when == "negotiation":
-        def crash_two(cl, addr, now, msg):
-            if msg is not None and isinstance(msg.body, BidRequest) and msg.body.task_id == tid:
-                cl.crash_soon(first)
-                cl.crash_soon(second)
-                return True
-            return False
-
-        c.watch(crash_two)
-        c.submit(tid, spec, via=third)
+        slow_bidders(c, first)
+        box: list = []
+        crash_once_answered(c, tid, box, first, second)
+        box.append(c.submit(tid, spec, via=third))
     else:
         c.submit(tid, spec, via=third)
         wait_state(c, tid, TaskState.RUNNING)
@@ -931,3 +945,87 @@ def test_property_long_partition_loses_nothing_and_converges(seed, schedule):
     assert not c.lost_tasks() and not c.overcommit_violations(), (schedule, c.events)
     assert not c.replica_disagreements() and not c.result_mismatches(), (schedule, c.events)
     assert not c.double_results() and not c.broken_cancels(), (schedule, c.events)
+
+
+# ---------------------------------------------------------------------- submission via the owner
+
+
+def _puts_and_holders_at_reply(c: PlacementCluster, tid: str, sub_box: list) -> tuple[list, set]:
+    """Watch the submit of `tid`: every TaskPut delivered (sender, receiver, submission flag),
+    and the nodes holding a copy when the client was answered."""
+    puts: list[tuple[str, str, bool]] = []
+    held: set[str] = set()
+
+    def watch(cl, addr, now, msg):  # noqa: ANN001, ANN202
+        if msg is not None and isinstance(msg.body, TaskPut) and msg.body.record.id == tid:
+            puts.append((msg.sender_addr, addr, msg.body.submission))
+        sub = sub_box[0] if sub_box else None
+        if sub is not None and sub.reply is not None and not held:
+            held.update(n for n, r in cl.copies(tid).items() if r is not None)
+            held.add("answered")
+        return False
+
+    c.watch(watch)
+    return puts, held
+
+
+def test_a_submit_goes_to_the_owner_alone_which_answers_once_every_replica_holds_it():
+    c = make(21)
+    tid = zone_a_task_id(c, "s")
+    owner, *others = (c.addr_of(n) for n in preference(c, tid))
+    entry = next(a for a in c.addrs if a not in (owner, *others))
+    box: list = []
+    puts, held = _puts_and_holders_at_reply(c, tid, box)
+    box.append(c.submit(tid, task_spec(cpus=1, expected=0.5), via=entry))
+    settle(c)
+    assert box[0].ok and box[0].data["existing"] is False
+    from_entry = [(to, flag) for src, to, flag in puts if src == entry]
+    assert from_entry == [(owner, True)]  # one put: the submission, to the owner
+    # the owner's own push is the replication; the client is answered once it is done
+    assert {(src, to) for src, to, _ in puts if src == owner} >= {(owner, o) for o in others}
+    assert held >= {c.addr_of(n) for n in preference(c, tid)} | {"answered"}
+    assert one_result(c, tid)[2] == TaskState.SUCCEEDED
+    assert_clean(c, tid)
+
+
+def test_an_owner_that_cannot_confirm_in_time_leaves_the_entry_to_ask_each_replica():
+    """The owner's pushes to one replica are lost: it cannot answer for the others, so after
+    `put_timeout` the entry sends the record to every replica itself and answers from their
+    own acks (the owner answers for itself at once this time)."""
+    c = make(22)
+    tid = zone_a_task_id(c, "u")
+    owner, second, third = (c.addr_of(n) for n in preference(c, tid))
+    entry = next(a for a in c.addrs if a not in (owner, second, third))
+    c.sim.network.set_link(owner, second, loss=1.0, symmetric=False)
+    box: list = []
+    puts, _ = _puts_and_holders_at_reply(c, tid, box)
+    box.append(sub := c.submit(tid, task_spec(cpus=1, expected=0.5), via=entry))
+    c.run_for(FAST_PLACEMENT.put_timeout / 2)
+    assert sub.reply is None  # the owner's ack would have come within a few milliseconds
+    c.run_for(FAST_PLACEMENT.put_timeout)
+    assert sub.ok, sub.error
+    assert {to for src, to, flag in puts if src == entry and not flag} == {owner, second, third}
+    c.sim.network.clear_link(owner, second, symmetric=False)
+    settle(c)
+    assert one_result(c, tid)[2] == TaskState.SUCCEEDED
+    assert_clean(c, tid)
+
+
+def test_an_ack_for_all_replicas_counts_only_from_the_owner_that_was_asked():
+    """Another replica (or any peer) saying "every replica holds it" is not taken for the
+    owner's word: the client is answered only when the owner answers."""
+    c = make(23)
+    tid = zone_a_task_id(c, "v")
+    owner, second, third = (c.addr_of(n) for n in preference(c, tid))
+    entry = next(a for a in c.addrs if a not in (owner, second, third))
+    c.sim.network.set_link(entry, owner, latency=0.2)  # the submission reaches the owner late
+    sub = c.submit(tid, task_spec(cpus=1, expected=0.5), via=entry)
+    forged = TaskPutAck(tid, 1, TaskState.PENDING, all_replicas=True)
+    c.inject(entry, second, forged, at=c.now + 0.01)
+    c.run_for(0.1)
+    assert sub.reply is None
+    c.sim.network.clear_link(entry, owner)
+    settle(c)
+    assert sub.ok
+    assert one_result(c, tid)[2] == TaskState.SUCCEEDED
+    assert_clean(c, tid)

@@ -94,7 +94,9 @@ MINIMAL_TASK = TaskRecord("t-2", TaskSpec(("true",)))
 TASK_BODIES = [
     TaskPut(TASK),
     TaskPut(MINIMAL_TASK),
+    TaskPut(MINIMAL_TASK, submission=True),
     TaskPutAck("t-1", 5, TaskState.RUNNING, ok=False, error="id taken"),
+    TaskPutAck("t-1", 1, TaskState.PENDING, all_replicas=True),
     TaskGet("t-1", 3),
     TaskGetReply("t-1", 3, TASK),
     TaskGetReply("t-1", 3, None),
@@ -258,6 +260,8 @@ MALFORMED_TASK_BODIES = [
     (PUT, (), _APPEND),
     (PUT, (0,), None),
     (PUT, (0,), "record"),
+    (PUT, (1,), 1),  # submission: a bool, not a number
+    (PUT, (1,), _DROP),
     (PUT, REC_, _APPEND),  # record arity
     (PUT, (0, R_STDERR), _DROP),
     (PUT, REC_ + (R_ID,), ""),
@@ -321,13 +325,15 @@ MALFORMED_TASK_BODIES = [
     (PUT, SPEC_ + (S_TIMEOUT,), float("inf")),
     (PUT, SPEC_ + (S_DEADLINE,), MAX_DURATION * 2),
     (PUT, SPEC_ + (S_EXPECTED,), None),
-    # TaskPutAck [task_id, version, state, ok, error]
+    # TaskPutAck [task_id, version, state, ok, error, all_replicas]
     (TaskPutAck("t", 1, TaskState.PENDING), (0,), ""),
     (TaskPutAck("t", 1, TaskState.PENDING), (1,), -1),
     (TaskPutAck("t", 1, TaskState.PENDING), (2,), 9),
     (TaskPutAck("t", 1, TaskState.PENDING), (3,), 1),
     (TaskPutAck("t", 1, TaskState.PENDING), (4,), "e" * (MAX_REASON_LEN + 1)),
     (TaskPutAck("t", 1, TaskState.PENDING), (4,), _DROP),
+    (TaskPutAck("t", 1, TaskState.PENDING), (5,), "yes"),
+    (TaskPutAck("t", 1, TaskState.PENDING), (5,), _DROP),
     # TaskGet [task_id, req]
     (TaskGet("t", 1), (0,), None),
     (TaskGet("t", 1), (1,), -1),

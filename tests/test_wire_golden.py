@@ -2,9 +2,10 @@
 
 `tests/fixtures/wire_golden.json` holds the encodings of `samples()`. They were first made by the
 code at commit e86aec7, before the kind registry, and showed that moving kinds between packages
-and registering them changed not one byte. They were regenerated once, for protocol 4
-(push-pull digests, whole CPU counts as integers); a later difference must come with a protocol
-version of its own, and a regeneration said in its commit.
+and registering them changed not one byte. They were regenerated for protocol 4
+(push-pull digests, whole CPU counts as integers) and for protocol 5 (a submission goes to the
+owner alone: `TaskPut.submission`, `TaskPutAck.all_replicas`); a later difference must come with
+a protocol version of its own, and a regeneration said in its commit.
 """
 
 from __future__ import annotations
@@ -109,6 +110,8 @@ def samples() -> list[tuple[str, Message]]:
         ("task_put-ints", TaskPut(int_spec)),
         ("task_put_ack", TaskPutAck("t-1", 5, TaskState.RUNNING, ok=False, error="id taken")),
         ("task_put_ack-ok", TaskPutAck("t-1", 1, TaskState.PENDING)),
+        ("task_put-submission", TaskPut(minimal, submission=True)),
+        ("task_put_ack-all_replicas", TaskPutAck("t-1", 1, TaskState.PENDING, all_replicas=True)),
         ("task_get", TaskGet("t-1", 3)),
         ("task_get_reply", TaskGetReply("t-1", 3, task)),
         ("task_get_reply-none", TaskGetReply("t-1", 3, None)),
