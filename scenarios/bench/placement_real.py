@@ -11,8 +11,9 @@ each, so capacity never limits placement). Measured:
 2. throughput: a burst of tasks with many submits in flight at once (one asyncio client, one
    connection per agent); placements per second = tasks / (last ``placed`` − first
    ``submitted``), and submits per second as the client saw them;
-3. messages per placement: messages sent by all agents during the burst, minus the membership
-   traffic of the same agents over an idle window of equal length, divided by the tasks.
+3. messages per placement: placement messages (every kind of `agent.messages` but the lookups,
+   which are this benchmark's own status reads) sent by all agents from the burst's start
+   until its last task is terminal, divided by the tasks; and the same by kind.
 
 Everything is measured twice in the same run: on a plain cluster and on a keyed one (every
 message CURVE-encrypted and authenticated, the client with an admin credential): CURVE's cost.
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import itertools
 import random
 import statistics
@@ -36,9 +38,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
+from agent.messages import PLACEMENT
 from deploy.client import query
 from deploy.local_cluster import LocalCluster
 from gossip.auth import Credential
+from gossip.kinds import kinds
 from gossip.messages import Message, Query, QueryReply
 from gossip.wire import decode, encode
 
@@ -144,9 +148,20 @@ async def submit_all(client: _Client, addrs: list[str], ids: list[str],
     return errors
 
 
-def _sent(addrs: list[str], credential: Credential | None) -> int:
-    return sum(query(a, "stats", 5.0, credential=credential)["transport"].get("sent", 0)
-               for a in addrs)  # fmt: skip
+# what an agent sends to place and run a task; the lookups (TaskGet, TaskList and their replies)
+# are left out: they answer this benchmark's own status reads
+PLACEMENT_KINDS = frozenset(
+    k.body.__name__ for k in kinds() if k.handler == PLACEMENT
+) - {"TaskGet", "TaskGetReply", "TaskList", "TaskListReply"}  # fmt: skip
+
+
+def _sent(addrs: list[str], credential: Credential | None) -> collections.Counter[str]:
+    """Placement messages sent so far by all agents, by kind."""
+    out: collections.Counter[str] = collections.Counter()
+    for a in addrs:
+        by_kind = query(a, "stats", 5.0, credential=credential)["sent_by_kind"]
+        out.update({k: v for k, v in by_kind.items() if k in PLACEMENT_KINDS})
+    return out
 
 
 async def _measure(
@@ -170,14 +185,8 @@ async def _measure(
                    lat_ok=sum(r["state"] == "succeeded" for r in recs.values()))  # fmt: skip
         _stderr(f"latency: {len(recs)}/{len(ids)} done")
 
-        # 3a. idle membership traffic over a window as long as the burst will roughly take
-        await asyncio.sleep(2.0)
-        idle_window = 5.0
-        s0 = _sent(addrs, credential)
-        await asyncio.sleep(idle_window)
-        idle_rate = (_sent(addrs, credential) - s0) / idle_window
-
         # 2. throughput: a burst with IN_FLIGHT submits outstanding
+        await asyncio.sleep(2.0)
         bids = [f"burst-{i}" for i in range(n_burst)]
 
         s0 = _sent(addrs, credential)
@@ -185,16 +194,16 @@ async def _measure(
         errors = await submit_all(client, addrs, bids, rng)
         submit_s = time.perf_counter() - t0
         recs = await _records(client, addrs, bids)
-        s1 = _sent(addrs, credential)
-        elapsed = time.perf_counter() - t0
+        sent = _sent(addrs, credential)
+        sent.subtract(s0)
         rs = [r for r in recs.values() if r["placed"]]
         span = max(r["placed"] for r in rs) - min(r["submitted"] for r in rs) if rs else 0.0
         res.update(burst_n=n_burst, burst_done=len(recs), burst_errors=errors,
                    submit_rate=n_burst / submit_s, place_rate=len(rs) / span if span else 0.0,
                    burst_placed=[(r["placed"] - r["submitted"]) * 1000 for r in rs],
-                   msgs_per_task=max(0.0, (s1 - s0) - idle_rate * elapsed) / max(1, len(rs)),
-                   attempts=statistics.mean(r["attempt"] for r in rs) if rs else 0.0,
-                   idle_rate=idle_rate)  # fmt: skip
+                   msgs_per_task=sum(sent.values()) / max(1, len(rs)),
+                   msgs_by_kind={k: v / max(1, len(rs)) for k, v in sent.most_common() if v},
+                   attempts=statistics.mean(r["attempt"] for r in rs) if rs else 0.0)  # fmt: skip
         _stderr(f"burst: {len(recs)}/{n_burst} done, {errors} submit errors")
     finally:
         client.close()
@@ -247,8 +256,9 @@ def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000) -> str:
             f"**{r['place_rate']:.0f} placements/s** sustained (target ≥ 1,000); the client saw "
             f"{r['submit_rate']:.0f} accepted submits/s; {r['burst_done']}/{r['burst_n']} "
             f"terminal, {r['burst_errors']} submit errors, mean attempts {r['attempts']:.2f}; "
-            f"**{r['msgs_per_task']:.1f} messages per placement** (all agents' sends during the "
-            f"burst minus {r['idle_rate']:.0f} msg/s of idle membership traffic).",
+            f"**{r['msgs_per_task']:.1f} placement messages per task** (all agents' sends from "
+            "the burst's start until every task was terminal; by kind: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in r["msgs_by_kind"].items()) + ").",
         ]
     lines += [
         f"- CURVE's cost: placements/s keyed/plain = "
