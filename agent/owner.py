@@ -98,7 +98,7 @@ class Owner:
             if d is not None and d.due == due:
                 return min(t, due)
             heapq.heappop(self._timers)
-        return min(t, self.replication.handback_at)
+        return min(t, self.replication.handback_at, self.replication.acks_at)
 
     # ------------------------------------------------------------------ holding and writing
 
@@ -166,7 +166,7 @@ class Owner:
 
     # ------------------------------------------------------------------ replication messages
 
-    def on_put(self, now: float, sender_addr: str, put: TaskPut) -> None:
+    def on_put(self, now: float, sender: str, sender_addr: str, put: TaskPut) -> None:
         rec = put.record
         if self.replication.refuse_put(sender_addr, rec):
             return
@@ -182,7 +182,7 @@ class Owner:
             d.entries.add(sender_addr)
             self._wake(rec.id, now)
             return
-        self.replication.confirm_put(sender_addr, rec)
+        self.replication.confirm_put(now, sender, sender_addr, rec)
 
     def on_put_ack(self, now: float, sender: str, sender_addr: str, a: TaskPutAck) -> None:
         d = self.drives.get(a.task_id)
@@ -268,6 +268,7 @@ class Owner:
         self.check_membership(now)
         self.store.collect(now, self.drives)
         self.replication.hand_back(now)
+        self.replication.send_held_acks(now)
         while self._timers and self._timers[0][0] <= now:
             t, _, tid = heapq.heappop(self._timers)
             d = self.drives.get(tid)

@@ -118,7 +118,7 @@ class PlacementCore:
             case ReportAck():
                 w.on_report_ack(b)
             case TaskPut():
-                o.on_put(now, a, b)
+                o.on_put(now, s, a, b)
             case TaskPutAck():
                 o.on_put_ack(now, s, a, b)
                 r.on_put_ack(now, s, b)

@@ -20,6 +20,10 @@ INF = math.inf
 HANDBACK_BURST = 16
 HANDBACK_PACE = 0.05  # seconds
 COLLECTED = "finished and collected"  # a put's refusal: the task ended, its record is gone
+# A replica holds back its ack of a placed or running version its writer pushed this long
+# (`confirm_put`): a short run's result usually follows within it, and one ack answers both.
+# Far below `put_timeout`, after which the owner would push again.
+ACK_DELAY = 0.1  # seconds
 
 
 @dataclass(slots=True)
@@ -45,6 +49,8 @@ class Replication:
         # (re-)send it, in that order; an entry leaves when the replica confirms the record
         self._handback: dict[str, OrderedDict[str, float]] = {}
         self.handback_at = INF  # when `hand_back` has something to send next
+        self._held_acks: dict[tuple[str, str], float] = {}  # (pusher addr, record id) -> due
+        self.acks_at = INF  # when `send_held_acks` has one due
 
     # ------------------------------------------------------------------ owner side
 
@@ -152,9 +158,21 @@ class Replication:
             return True
         return False
 
-    def confirm_put(self, sender_addr: str, rec: TaskRecord) -> None:
-        """Acknowledge a put with the copy we now hold."""
+    def confirm_put(self, now: float, sender: str, sender_addr: str, rec: TaskRecord) -> None:
+        """Acknowledge a put with the copy we now hold — at once, unless it is a placed or
+        running version pushed by its writer that we now hold: that ack waits `ACK_DELAY`
+        for a newer version to answer with instead (a run's start and its result travel
+        soon after the placement). A copy of ours that differs is answered at once."""
         mine = self.store.records[rec.id]
+        key = (sender_addr, rec.id)
+        if mine == rec and rec.writer == sender and rec.state in (
+            TaskState.PLACED, TaskState.RUNNING
+        ):
+            if key not in self._held_acks:
+                self._held_acks[key] = now + ACK_DELAY
+                self.acks_at = min(self.acks_at, now + ACK_DELAY)
+            return
+        self._held_acks.pop(key, None)
         self.ctx.send(sender_addr, TaskPutAck(rec.id, mine.version, mine.state))
         if mine != rec:
             # We keep a copy that outranks the one pushed (another owner wrote it: a takeover,
@@ -162,6 +180,22 @@ class Replication:
             # same version and state, so hand the pusher our copy: it adopts it (`Owner.hold`)
             # and the two lineages converge instead of each believing the replica holds its own.
             self.ctx.send(sender_addr, TaskGetReply(rec.id, 0, mine))
+
+    def send_held_acks(self, now: float) -> None:
+        """Send the acks `confirm_put` held back that are due, each for the copy held now."""
+        if now < self.acks_at:
+            return
+        nxt = INF
+        for key, due in list(self._held_acks.items()):
+            if due > now:
+                nxt = min(nxt, due)
+                continue
+            del self._held_acks[key]
+            addr, tid = key
+            mine = self.store.records.get(tid)
+            if mine is not None:
+                self.ctx.send(addr, TaskPutAck(tid, mine.version, mine.state))
+        self.acks_at = nxt
 
     # ------------------------------------------------------------------ returning replicas
 
