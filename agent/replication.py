@@ -21,8 +21,8 @@ HANDBACK_BURST = 16
 HANDBACK_PACE = 0.05  # seconds
 COLLECTED = "finished and collected"  # a put's refusal: the task ended, its record is gone
 # A replica holds back its ack of a placed or running version its writer pushed this long
-# (`confirm_put`): a short run's result usually follows within it, and one ack answers both.
-# Far below `put_timeout`, after which the owner would push again.
+# (`confirm_put`): a short run's result often follows within it, and one ack answers both.
+# At most a third of `put_timeout`, after which the owner would push again.
 ACK_DELAY = 0.1  # seconds
 
 
@@ -169,8 +169,9 @@ class Replication:
             TaskState.PLACED, TaskState.RUNNING
         ):
             if key not in self._held_acks:
-                self._held_acks[key] = now + ACK_DELAY
-                self.acks_at = min(self.acks_at, now + ACK_DELAY)
+                due = now + min(ACK_DELAY, self.ctx.config.put_timeout / 3)
+                self._held_acks[key] = due
+                self.acks_at = min(self.acks_at, due)
             return
         self._held_acks.pop(key, None)
         self.ctx.send(sender_addr, TaskPutAck(rec.id, mine.version, mine.state))
