@@ -49,7 +49,8 @@ class Replication:
         # (re-)send it, in that order; an entry leaves when the replica confirms the record
         self._handback: dict[str, OrderedDict[str, float]] = {}
         self.handback_at = INF  # when `hand_back` has something to send next
-        self._held_acks: dict[tuple[str, str], float] = {}  # (pusher addr, record id) -> due
+        # (pusher addr, record id) -> (when due, the writer of the version pushed)
+        self._held_acks: dict[tuple[str, str], tuple[float, str]] = {}
         self.acks_at = INF  # when `send_held_acks` has one due
 
     # ------------------------------------------------------------------ owner side
@@ -170,7 +171,7 @@ class Replication:
         ):
             if key not in self._held_acks:
                 due = now + min(ACK_DELAY, self.ctx.config.put_timeout / 3)
-                self._held_acks[key] = due
+                self._held_acks[key] = (due, sender)
                 self.acks_at = min(self.acks_at, due)
             return
         self._held_acks.pop(key, None)
@@ -183,11 +184,12 @@ class Replication:
             self.ctx.send(sender_addr, TaskGetReply(rec.id, 0, mine))
 
     def send_held_acks(self, now: float) -> None:
-        """Send the acks `confirm_put` held back that are due, each for the copy held now."""
+        """Send the acks `confirm_put` held back that are due, each for the copy held now —
+        with that copy too if another node wrote it meanwhile (as `confirm_put` does)."""
         if now < self.acks_at:
             return
         nxt = INF
-        for key, due in list(self._held_acks.items()):
+        for key, (due, writer) in list(self._held_acks.items()):
             if due > now:
                 nxt = min(nxt, due)
                 continue
@@ -196,6 +198,8 @@ class Replication:
             mine = self.store.records.get(tid)
             if mine is not None:
                 self.ctx.send(addr, TaskPutAck(tid, mine.version, mine.state))
+                if mine.writer != writer:
+                    self.ctx.send(addr, TaskGetReply(tid, 0, mine))
         self.acks_at = nxt
 
     # ------------------------------------------------------------------ returning replicas

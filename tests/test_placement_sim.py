@@ -1029,3 +1029,19 @@ def test_an_ack_for_all_replicas_counts_only_from_the_owner_that_was_asked():
     assert sub.ok
     assert one_result(c, tid)[2] == TaskState.SUCCEEDED
     assert_clean(c, tid)
+
+
+def test_a_submit_its_owner_never_answers_fails_with_the_id_to_resubmit_with():
+    """With `submit_timeout` below `put_timeout` the entry never gets to ask the replicas
+    itself: the error says that the owner did not confirm, and how to retry."""
+    placement = dataclasses.replace(FAST_PLACEMENT, put_timeout=2.0, submit_timeout=1.0)
+    c = make(24, placement=placement)
+    tid = zone_a_task_id(c, "w")
+    owner, second, third = (c.addr_of(n) for n in preference(c, tid))
+    entry = next(a for a in c.addrs if a not in (owner, second, third))
+    c.sim.network.set_link(entry, owner, loss=1.0, symmetric=False)
+    sub = c.submit(tid, task_spec(cpus=1, expected=0.5), via=entry)
+    c.run_for(1.5)
+    assert not sub.ok
+    assert sub.error == (f"task {tid}: its owner did not confirm that its replicas hold it; "
+                         f"submit again with --id {tid} to retry")  # fmt: skip
