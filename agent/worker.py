@@ -8,6 +8,7 @@ releases of unknown leases, duplicate awards) are answered harmlessly and counte
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from agent.context import Context
@@ -17,6 +18,12 @@ from agent.messages import Award, AwardAck, Bid, BidRequest, Release, ReportAck,
 from agent.policies.base import peak, usable_forecast
 from agent.records import demand_of, labels_match
 from agent.tasks import TaskRecord, TaskState
+
+INF = math.inf
+# A run's start is confirmed to its owner this long after the award (at most a third of
+# `award_timeout`, after which the owner re-sends it), unless the run has ended by then: its
+# result then says both (a record may go from placed to its result), one message instead of two.
+AWARD_ACK_DELAY = 0.1  # seconds
 
 
 @dataclass(slots=True)
@@ -28,6 +35,8 @@ class _Run:
     finished: float = 0.0
     abandoned: bool = False  # the owner does not want it any more: stopped, nothing to report
     result_sent: bool = False  # the final report went out once (to the owner alone)
+    ack_to: str = ""  # the owner's address while the award's confirmation waits (`tick`)
+    ack_at: float = INF  # when it is due
 
 
 class Worker:
@@ -108,6 +117,7 @@ class Worker:
                 c.stats["award_refreshes"] += 1
             else:
                 c.stats["duplicate_awards"] += 1
+            run.ack_to, run.ack_at = "", INF  # answered here
             ok = not run.abandoned
             c.send(sender_addr, AwardAck(rec.id, rec.attempt, ok, run.started,
                                          "" if ok else "stopped"))  # fmt: skip
@@ -137,10 +147,11 @@ class Worker:
             if tid == rec.id and not old.abandoned and old.ended is None:
                 old.abandoned = True
                 c.effects.append(StopTask(tid, att))
-        self.runs[run_key] = _Run(rec, now, now + c.config.heartbeat)
+        due = now + min(AWARD_ACK_DELAY, c.config.award_timeout / 3)
+        self.runs[run_key] = _Run(rec, now, now + c.config.heartbeat, ack_to=sender_addr,
+                                  ack_at=due)  # fmt: skip
         c.effects.append(StartTask(rec.id, rec.attempt, rec.spec))
         c.stats["runs_started"] += 1
-        c.send(sender_addr, AwardAck(rec.id, rec.attempt, True, started=now))
 
     # ------------------------------------------------------------------ running and reporting
 
@@ -175,6 +186,11 @@ class Worker:
         if self.ledger.expire(now):
             c.stats["leases_expired"] += 1
         for (tid, att), run in self.runs.items():
+            if run.ack_to and (run.ended is not None or run.abandoned):
+                run.ack_to, run.ack_at = "", INF  # its result says it started; or unwanted
+            elif run.ack_to and run.ack_at <= now:
+                c.send(run.ack_to, AwardAck(tid, att, True, started=run.started))
+                run.ack_to, run.ack_at = "", INF
             if run.abandoned or run.next_report > now:
                 continue
             rec = run.record
@@ -200,8 +216,8 @@ class Worker:
     def next_wakeup(self) -> float:
         t = self.ledger.next_expiry()
         for run in self.runs.values():
-            if not run.abandoned and run.next_report < t:
-                t = run.next_report
+            if not run.abandoned:
+                t = min(t, run.next_report, run.ack_at)
         return t
 
     def running(self) -> list[tuple[str, int]]:

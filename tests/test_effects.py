@@ -9,11 +9,12 @@ from pathlib import Path
 
 from agent.agent import Agent, AgentOptions
 from agent.effects import Reply
-from agent.execution import StartTask, StopTask
-from agent.messages import Award, AwardAck
+from agent.execution import StartTask, StopTask, TaskExit
+from agent.messages import Award, AwardAck, TaskReport
 from agent.node import NodeCore
 from agent.resources import Capacity
 from agent.tasks import TaskRecord, TaskSpec, TaskState
+from agent.worker import AWARD_ACK_DELAY
 from gossip.auth import Principal
 from gossip.effects import Outgoing, ResetStream, StatusChange
 from gossip.messages import (
@@ -41,14 +42,30 @@ def _node_with_peers() -> NodeCore:
     return core
 
 
-def test_an_award_starts_the_run_before_acknowledging_it_in_one_list() -> None:
-    core = _node_with_peers()
-    rec = TaskRecord("t", TaskSpec(("x",)), TaskState.PLACED, version=3,
+AWARDED = TaskRecord("t", TaskSpec(("x",)), TaskState.PLACED, version=3,
                      replicas=("n1", "n2", "n0"), attempt=1, node="n0", node_addr="sim://n0")
-    effects = core.on_message(1.0, Message("n1", "sim://n1", 0, Award(rec, 1)))
-    assert [type(e) for e in effects] == [StartTask, Outgoing]
-    assert effects[0] == StartTask("t", 1, rec.spec)
-    assert effects[1].addr == "sim://n1" and effects[1].msg.body == AwardAck("t", 1, True, 1.0)
+
+
+def _bodies(effects: list) -> list:
+    return [type(e.msg.body) for e in effects if isinstance(e, Outgoing)]
+
+
+def test_an_award_starts_the_run_and_confirms_it_once_the_run_is_still_going() -> None:
+    core = _node_with_peers()
+    effects = core.on_message(1.0, Message("n1", "sim://n1", 0, Award(AWARDED, 1)))
+    assert effects == [StartTask("t", 1, AWARDED.spec)]
+    assert core.next_wakeup() <= 1.0 + AWARD_ACK_DELAY
+    acks = [e for e in core.on_tick(1.0 + AWARD_ACK_DELAY) if isinstance(e, Outgoing)
+            and isinstance(e.msg.body, AwardAck)]  # fmt: skip
+    assert [(e.addr, e.msg.body) for e in acks] == [("sim://n1", AwardAck("t", 1, True, 1.0))]
+
+
+def test_a_run_that_ends_before_its_confirmation_is_due_reports_its_result_alone() -> None:
+    core = _node_with_peers()
+    core.on_message(1.0, Message("n1", "sim://n1", 0, Award(AWARDED, 1)))
+    sent = _bodies(core.on_task_exit(1.01, TaskExit("t", 1, TaskState.SUCCEEDED)))
+    sent += _bodies(core.on_tick(1.01)) + _bodies(core.on_tick(1.0 + AWARD_ACK_DELAY))
+    assert TaskReport in sent and AwardAck not in sent, sent
 
 
 def test_membership_tells_what_it_saw_in_the_list_of_the_call_that_saw_it() -> None:

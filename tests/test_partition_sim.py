@@ -149,8 +149,8 @@ def test_a_forged_dead_about_a_live_runner_does_not_get_its_task_run_again(seed:
     forged = GossipOnly(Gossip((MemberUpdate(rec.node, runner, victim.incarnation, Status.DEAD,
                                              c.core(liar).node_id),), ()))  # fmt: skip
     for n in rec.replicas:
-        c.inject(c.addr_of(n), liar, forged)
-    c.run_for(0.01)
+        if n != rec.node:  # the runner may be a replica: told at once, it refutes at once
+            c.inject(c.addr_of(n), liar, forged)
     believed = [n for n in rec.replicas if n != rec.node
                 and c.core(c.addr_of(n)).membership.status_of(rec.node) == Status.DEAD]
     assert believed, "nobody believed the forgery: the test shows nothing"

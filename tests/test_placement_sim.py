@@ -29,12 +29,13 @@ from agent.messages import (
     Release,
     ReportAck,
     TaskCancel,
+    TaskGetReply,
     TaskPut,
     TaskPutAck,
     TaskReport,
 )
 from agent.ring import HashRing
-from agent.tasks import TaskState
+from agent.tasks import TaskRecord, TaskState
 from scenarios.sim.background import BackgroundTrace
 from scenarios.sim.network import NetworkModel
 from scenarios.sim.placement_cluster import (
@@ -1045,3 +1046,40 @@ def test_a_submit_its_owner_never_answers_fails_with_the_id_to_resubmit_with():
     assert not sub.ok
     assert sub.error == (f"task {tid}: its owner did not confirm that its replicas hold it; "
                          f"submit again with --id {tid} to retry")  # fmt: skip
+
+
+def test_a_held_back_ack_hands_over_a_copy_another_node_wrote_meanwhile():
+    """A replica holds back its ack of A's placed version; B's copy of the same version
+    outranks it before the ack is due. The ack A then gets comes with B's copy: an ack alone
+    (same version, same state) would have let A believe the replica holds its own."""
+    c = make(25)
+    tid = zone_a_task_id(c, "y")
+    p0, p1, p2 = preference(c, tid)
+    a, b = sorted((p0, p2))  # at equal versions the higher writer id wins (`records.rank`)
+    replica = c.addr_of(p1)
+    spec = task_spec(cpus=1, expected=5.0, labels={"zone": "b"})
+    v1 = TaskRecord(tid, spec, TaskState.PENDING, 1, p0, (p0, p1, p2), submitted=c.now)
+    runner = c.ids[min(ZONE_B)]
+
+    def placed(writer: str) -> TaskRecord:
+        return dataclasses.replace(v1, version=2, writer=writer, state=TaskState.PLACED,
+                                   attempt=1, node=runner, node_addr=c.addr_of(runner))
+
+    got: list[TaskRecord] = []
+
+    def watch(cl, addr, now, msg):  # noqa: ANN001, ANN202
+        if msg is not None and addr == c.addr_of(a) and msg.sender_addr == replica and (
+            isinstance(msg.body, TaskGetReply) and msg.body.record is not None
+        ):
+            got.append(msg.body.record)
+        return False
+
+    c.watch(watch)
+    t = c.now
+    c.inject(replica, c.addr_of(p0), TaskPut(v1), at=t + 0.001)
+    c.inject(replica, c.addr_of(a), TaskPut(placed(a)), at=t + 0.002)
+    c.inject(replica, c.addr_of(b), TaskPut(placed(b)), at=t + 0.003)
+    c.run_for(0.05)
+    assert got == []  # the ack to `a` is still held back
+    c.run_for(0.2)
+    assert [r.writer for r in got] == [b], got
