@@ -42,6 +42,11 @@ def test_a_small_run_reports_every_figure() -> None:
         for cell in cells:
             value = float(cell)
             assert math.isfinite(value) and value > 0, f"{label}: {cell!r}"
+    _, ray_cell, agora_cell, _, target = _cells(
+        section, f"submit→started p99 under the burst (ms; agora: from the entry's receipt, "
+        f"{vs_ray.IN_FLIGHT} in flight)")
+    assert ray_cell == "–" and target == "≤ 15 ms"
+    assert math.isfinite(float(agora_cell)) and float(agora_cell) > 0
     _, ray_cell, declarations, _, target = _cells(
         section, "false failure declarations during the burst (all rounds)"
     )
