@@ -49,7 +49,8 @@ class Replication:
         # (re-)send it, in that order; an entry leaves when the replica confirms the record
         self._handback: dict[str, OrderedDict[str, float]] = {}
         self.handback_at = INF  # when `hand_back` has something to send next
-        # (pusher addr, record id) -> (when due, the writer of the version pushed)
+        # (pusher addr, record id) -> (when due, the writer of the version pushed), in due
+        # order: every ack is held back by the same delay
         self._held_acks: dict[tuple[str, str], tuple[float, str]] = {}
         self.acks_at = INF  # when `send_held_acks` has one due
 
@@ -188,19 +189,20 @@ class Replication:
         with that copy too if another node wrote it meanwhile (as `confirm_put` does)."""
         if now < self.acks_at:
             return
-        nxt = INF
-        for key, (due, writer) in list(self._held_acks.items()):
+        held = self._held_acks
+        while held:  # oldest first: stop at the first not yet due (a burst holds hundreds)
+            key = next(iter(held))
+            due, writer = held[key]
             if due > now:
-                nxt = min(nxt, due)
-                continue
-            del self._held_acks[key]
+                break
+            del held[key]
             addr, tid = key
             mine = self.store.records.get(tid)
             if mine is not None:
                 self.ctx.send(addr, TaskPutAck(tid, mine.version, mine.state))
                 if mine.writer != writer:
                     self.ctx.send(addr, TaskGetReply(tid, 0, mine))
-        self.acks_at = nxt
+        self.acks_at = held[next(iter(held))][0] if held else INF
 
     # ------------------------------------------------------------------ returning replicas
 

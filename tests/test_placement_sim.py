@@ -951,19 +951,17 @@ def test_property_long_partition_loses_nothing_and_converges(seed, schedule):
 # ---------------------------------------------------------------------- submission via the owner
 
 
-def _puts_and_holders_at_reply(c: PlacementCluster, tid: str, sub_box: list) -> tuple[list, set]:
+def _puts_and_holders_at_reply(c: PlacementCluster, tid: str, sub_box: list) -> tuple[list, list]:
     """Watch the submit of `tid`: every TaskPut delivered (sender, receiver, submission flag),
-    and the nodes holding a copy when the client was answered."""
+    and (once answered) the set of nodes holding a copy when the client was answered."""
     puts: list[tuple[str, str, bool]] = []
-    held: set[str] = set()
+    held: list[set[str]] = []
 
     def watch(cl, addr, now, msg):  # noqa: ANN001, ANN202
         if msg is not None and isinstance(msg.body, TaskPut) and msg.body.record.id == tid:
             puts.append((msg.sender_addr, addr, msg.body.submission))
-        sub = sub_box[0] if sub_box else None
-        if sub is not None and sub.reply is not None and not held:
-            held.update(n for n, r in cl.copies(tid).items() if r is not None)
-            held.add("answered")
+        if sub_box and sub_box[0].reply is not None and not held:
+            held.append(set(cl.copies(tid)))
         return False
 
     c.watch(watch)
@@ -984,7 +982,7 @@ def test_a_submit_goes_to_the_owner_alone_which_answers_once_every_replica_holds
     assert from_entry == [(owner, True)]  # one put: the submission, to the owner
     # the owner's own push is the replication; the client is answered once it is done
     assert {(src, to) for src, to, _ in puts if src == owner} >= {(owner, o) for o in others}
-    assert held >= {c.addr_of(n) for n in preference(c, tid)} | {"answered"}
+    assert held and held[0] >= {c.addr_of(n) for n in preference(c, tid)}
     assert one_result(c, tid)[2] == TaskState.SUCCEEDED
     assert_clean(c, tid)
 
