@@ -35,14 +35,22 @@ def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namesp
     return run
 
 
-def _positive(text: str) -> int:
+def _integer(text: str, least: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {v}")
     return v
+
+
+def _positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _non_negative(text: str) -> int:
+    return _integer(text, 0)
 
 
 def _shots_list(text: str) -> tuple[int, ...]:
@@ -89,7 +97,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     spec = PeakSpec(window=args.window, horizons=args.horizons, quantiles=args.quantiles)
     cfg = PeakTrainConfig(spec=spec, hidden=args.hidden, epochs=args.epochs, shots=args.shots,
-                          stride=args.stride, inner_steps=args.inner_steps, seed=args.seed)
+                          stride=args.stride, near_stride=args.near_stride,
+                          inner_steps=args.inner_steps, seed=args.seed)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ForecastError(f"{out}: directory {out.parent} does not exist")
@@ -195,6 +204,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="support examples per adaptation (k), in training and at run time")
     t.add_argument("--stride", type=_positive, default=12,
                    help="steps between support examples (12 = an hour of 5-minute steps)")
+    t.add_argument("--near-stride", type=_non_negative, default=3,
+                   help="with a day of history, steps between support examples taken now and "
+                        "one day earlier (0: never reach a day back)")
     t.add_argument("--window", type=_positive, default=24, help="recent values seen (steps)")
     t.add_argument("--horizons", type=_int_list, default=(1, 6, 24, 96),
                    help="comma-separated horizons in steps (default 1,6,24,96)")

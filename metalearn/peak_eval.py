@@ -37,7 +37,16 @@ import numpy as np
 from metalearn import peak_baselines as pb
 from metalearn.data import Series
 from metalearn.errors import DataError, ForecastError
-from metalearn.peak_runtime import PeakForecaster, diverged, forward, inner_loop
+from metalearn.peak_runtime import (
+    DAILY_CORR,
+    PeakForecaster,
+    daily_autocorr,
+    diverged,
+    forward,
+    has_daily_cycle,
+    inner_loop,
+    support_grid,
+)
 from metalearn.peaks import PeakSpec, SeriesView, decode, quantile_name
 
 META = "meta-learned"
@@ -48,7 +57,6 @@ BASELINES = (pb.LAST, pb.SEASONAL, pb.MA, pb.AR, pb.QUANTILE)
 DEFINED: dict[str, tuple[str, ...]] = {**pb.DEFINED, **{m: pb.ALL for m in NETWORKS}}
 
 LR_GRID = (0.0, 1e-3, 3e-3, 1e-2, 3e-2)
-DAILY_CORR = 0.3
 HEADLINE_K = 10
 STEP_MINUTES = 5
 GCD, BITBRAINS = "gcd-vms", "bitbrains-rnd"  # the data sets the issue's targets name
@@ -65,23 +73,6 @@ def default_t0(n: int, spec: PeakSpec) -> int:
     """First forecast origin: half a day for series shorter than two days plus the longest
     horizon (144 for 5-minute steps), else two days (576)."""
     return spec.day // 2 if n < 2 * spec.day + spec.horizons[-1] else 2 * spec.day
-
-
-def daily_autocorr(values: np.ndarray, day: int) -> float:
-    """Pearson correlation of the series with itself ``day`` steps later (NaN if undefined:
-    too short or constant)."""
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    if v.size < day + 2:
-        return float("nan")
-    a, b = v[:-day], v[day:]
-    if a.std() == 0.0 or b.std() == 0.0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def has_daily_cycle(values: np.ndarray, day: int, threshold: float = DAILY_CORR) -> bool:
-    c = daily_autocorr(values, day)
-    return bool(np.isfinite(c) and c > threshold)
 
 
 def truth(values: np.ndarray, origins: np.ndarray, spec: PeakSpec
@@ -133,6 +124,7 @@ class Machine:
     s: np.ndarray
     y: np.ndarray
     m: np.ndarray
+    _daily: dict[tuple[bytes, bytes], np.ndarray] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, values: np.ndarray, spec: PeakSpec) -> Machine:
@@ -146,6 +138,15 @@ class Machine:
         for f, a in zip(full, (x, r, s, y, m), strict=True):
             f[t] = a
         return cls(v, view, *full)
+
+    def daily(self, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:
+        """Whether each ``values[start:stop]`` has a daily cycle, as ``PeakForecaster.adapt``
+        tests its history; cached, since every ``k`` asks the same."""
+        key = (starts.tobytes(), stops.tobytes())
+        if key not in self._daily:
+            self._daily[key] = np.array([has_daily_cycle(self.values[a:b], self.view.spec.day)
+                                         for a, b in zip(starts, stops, strict=True)], bool)
+        return self._daily[key]
 
 
 def adapt_blocks(fc: PeakForecaster, mc: Machine, starts: np.ndarray, shots: int,
@@ -162,8 +163,8 @@ def adapt_blocks(fc: PeakForecaster, mc: Machine, starts: np.ndarray, shots: int
         return None, fell
     hist_len = np.minimum(starts, history)
     hs = starts - hist_len
-    rel = hist_len[:, None] - 1 - fc.stride * np.arange(shots)[None, :]  # in history coords
-    valid = rel >= sp.window
+    rel, valid = support_grid(hist_len, sp, shots, fc.stride, fc.near_stride,
+                              mc.daily(hs, starts))
     too_short = hist_len <= sp.window  # adapt() keeps the initialization
     lowest = np.where(valid, rel, np.iinfo(np.int64).max).min(axis=1)
     # a cut history changes the level, spread and seasonal features of an origin whose

@@ -4,8 +4,9 @@
     node = fc.adapt(history)              # this machine's own past values, any unit, oldest first
     node.forecast(history)                # a PeakForecast for the origin after history's last value
 
-``adapt`` takes the last ``shots`` origins of the history, ``stride`` steps apart, as support
-examples (each output counts only if its horizon lies inside the history) and runs
+``adapt`` takes ``shots`` origins of the history as support examples (the newest ones and,
+once the history holds a day, some from the same time one day earlier: :func:`support_grid`;
+each output counts only if its horizon lies inside the history) and runs
 ``inner_steps`` plain gradient steps on the masked loss: squared error on the point and mean
 outputs, pinball loss on the peak quantiles, with the meta-learned per-parameter learning
 rates. A step that makes the support loss non-finite or larger than before adaptation is
@@ -29,9 +30,31 @@ from metalearn.peaks import PeakForecast, PeakSpec, SeriesView, decode, to_forec
 Params = list[np.ndarray]
 
 FORMAT = "agora-peak-forecaster"
-VERSION = 2  # 2: calibration offsets per history regime (without / with a day)
+VERSION = 3  # 2: calibration offsets per history regime; 3: support reaching a day back
 DEFAULT_PATH = Path(__file__).with_name("peak_forecaster.npz")
 DIVERGED = 2.0  # adaptation that ends with more than this times its starting loss is discarded
+
+
+DAILY_CORR = 0.3  # autocorrelation at one day above which a history counts as daily-cycled
+
+
+def daily_autocorr(values: np.ndarray, day: int) -> float:
+    """Pearson correlation of the series with itself ``day`` steps later (NaN if undefined:
+    too short, constant or overflowing)."""
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    if v.size < day + 2:
+        return float("nan")
+    with np.errstate(all="ignore"):
+        v = v / np.max(np.abs(v))  # scale-free, and squares of huge values cannot overflow
+        a, b = v[:-day], v[day:]
+        if not (a.std() > 0.0 and b.std() > 0.0):  # also False for NaN
+            return float("nan")
+        return float(np.corrcoef(a, b)[0, 1])
+
+
+def has_daily_cycle(values: np.ndarray, day: int, threshold: float = DAILY_CORR) -> bool:
+    c = daily_autocorr(values, day)
+    return bool(np.isfinite(c) and c > threshold)
 
 
 REGIMES = 2  # calibration rows: origins without, and with, a day of history before them
@@ -151,11 +174,37 @@ def diverged(params: Params, before: np.ndarray, after: np.ndarray) -> np.ndarra
     return bad
 
 
-def support_origins(n: int, spec: PeakSpec, shots: int, stride: int) -> np.ndarray:
-    """The last ``shots`` origins of a history of ``n`` values, ``stride`` apart, newest first;
-    only origins with a full window before them."""
-    t = n - 1 - stride * np.arange(max(shots, 0))
-    return t[t >= spec.window]
+def support_grid(n: np.ndarray | int, spec: PeakSpec, shots: int, stride: int,
+                 near_stride: int = 0, daily: np.ndarray | bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Support origins for histories of ``n`` values (one row per history, newest first) and
+    which of them count (a full window before them).
+
+    Without a day of history, without a daily cycle in it (``daily``, one flag per history)
+    or with ``near_stride == 0``: the last ``shots`` origins, ``stride`` apart. With a day of
+    daily-cycled history before the oldest window: half of them (rounded
+    up) the newest origins ``near_stride`` apart, and the rest from the same moment one day
+    earlier onwards, ``near_stride`` apart, whose targets up to the longest horizon are all
+    known: on held-out daily-cycle VMs this alone lifted the gain of adaptation over the
+    initialization at 5 min / 30 min / 2 h / 8 h from +0.4/+0.6/+1.1/+2.5 % to
+    +1.0/+3.1/+3.0/+4.2 % (docs/forecasting.md)."""
+    last = np.asarray(n, dtype=np.int64)[..., None] - 1
+    j = np.arange(max(shots, 0))
+    origins = last - stride * j
+    if near_stride > 0:
+        recent = (shots + 1) // 2
+        near = np.where(j < recent, last - near_stride * j,
+                        last - spec.day + near_stride * (j - recent))
+        reach = (last - spec.day >= spec.window) & np.asarray(daily, dtype=bool)[..., None]
+        origins = np.where(reach, near, origins)
+    return origins, origins >= spec.window
+
+
+def support_origins(n: int, spec: PeakSpec, shots: int, stride: int, near_stride: int = 0,
+                    daily: bool = True) -> np.ndarray:
+    """The support origins of one history of ``n`` values (see :func:`support_grid`)."""
+    origins, valid = support_grid(n, spec, shots, stride, near_stride, daily)
+    return origins[valid]
 
 
 class PeakNode:
@@ -202,7 +251,7 @@ class PeakForecaster:
     def __init__(self, spec: PeakSpec, params: Sequence[np.ndarray],
                  lrs: Sequence[np.ndarray] | float, inner_steps: int, shots: int, stride: int,
                  adapt: bool = True, source_hash: str = "",
-                 offsets: np.ndarray | None = None) -> None:
+                 offsets: np.ndarray | None = None, near_stride: int = 0) -> None:
         """``offsets`` (REGIMES, n_outputs): added to the normalized outputs, fitted after
         training so that each peak quantile covers its share of outcomes on training machines
         (0 = none); one row per history regime, see :meth:`calibrated`."""
@@ -217,6 +266,7 @@ class PeakForecaster:
         self.inner_steps = int(inner_steps)
         self.shots = int(shots)
         self.stride = int(stride)
+        self.near_stride = int(near_stride)
         self.adapts = bool(adapt)
         self.source_hash = source_hash
         self.levels = spec.output_levels
@@ -245,7 +295,8 @@ class PeakForecaster:
         if not self.adapts or k <= 0 or self.inner_steps <= 0 or h.size <= self.spec.window:
             return self.init_node()
         view = SeriesView(h, self.spec)
-        origins = support_origins(h.size, self.spec, k, self.stride)
+        origins = support_origins(h.size, self.spec, k, self.stride, self.near_stride,
+                                  has_daily_cycle(h, self.spec.day))
         x, _, _ = view.features(origins)
         y, m = view.targets(origins, known=h.size)
         with np.errstate(all="ignore"):
@@ -276,6 +327,7 @@ class PeakForecaster:
                             context=int(a["context"]))
             hidden, shots = int(a["hidden"]), int(a["shots"])
             stride, steps = int(a["stride"]), int(a["inner_steps"])
+            near_stride = int(a["near_stride"])
             params = [np.asarray(a[f"{weights}.{n}"]) for n in PARAM_NAMES]
             rates = [np.asarray(a[f"lr.{n}"]) for n in PARAM_NAMES]
             offsets = np.asarray(a[f"offsets.{weights}"], dtype=np.float64)
@@ -295,7 +347,8 @@ class PeakForecaster:
         if offsets.shape != (REGIMES, spec.n_outputs) or not np.isfinite(offsets).all():
             raise CheckpointError(f"{where}: offsets.{weights} is not {REGIMES} x "
                                   f"{spec.n_outputs} finite numbers")
-        if min(shots, stride) < 1 or steps < 0:
+        if min(shots, stride) < 1 or steps < 0 or near_stride < 0:
             raise CheckpointError(f"{where}: invalid adaptation settings")
         return cls(spec, params, rates if lrs is None else float(lrs), steps, shots, stride,
-                   adapt=adapt, source_hash=str(a["hash"]), offsets=offsets)
+                   adapt=adapt, source_hash=str(a["hash"]), offsets=offsets,
+                   near_stride=near_stride)

@@ -1,9 +1,10 @@
 """Meta-training the peak forecaster with learn2learn's Meta-SGD, and its joint baseline.
 
-One task = one training machine at one moment ``T``: the support set is the last ``shots``
-origins before ``T`` (``stride`` steps apart; an output counts only if its horizon ends by
-``T``, as at run time), the query set origins from the day after ``T``. The inner loop and the
-loss are those of :mod:`metalearn.peak_runtime` (squared error on point and mean outputs,
+One task = one training machine at one moment ``T``: the support set is ``shots`` origins
+before ``T``, laid out as at run time (:func:`metalearn.peak_runtime.support_grid`, with
+the daily-cycle test on the last ``history`` values; an output counts only if its horizon
+ends by ``T``), the query set origins from the day after ``T``. The inner loop and the loss
+are those of :mod:`metalearn.peak_runtime` (squared error on point and mean outputs,
 pinball loss on the peak quantiles), written again here in torch so learn2learn can
 differentiate through them; ``tests/test_peak_forecaster.py`` checks that both agree.
 
@@ -32,6 +33,7 @@ from metalearn.peak_runtime import (
     VERSION,
     PeakForecaster,
     forward,
+    has_daily_cycle,
     regime,
     support_origins,
 )
@@ -46,6 +48,7 @@ class PeakTrainConfig:
     epochs: int = 100
     shots: int = 10
     stride: int = 12  # support origins an hour apart: ten of them see the 8-hour targets
+    near_stride: int = 3  # with a day of history: 15 minutes apart, now and a day earlier
     inner_steps: int = 2
     inner_lr: float = 0.01  # starting value of Meta-SGD's per-parameter rates
     meta_batch: int = 32
@@ -96,7 +99,8 @@ class MachineTasks:
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
         cfg, sp = self.cfg, self.cfg.spec
         t = int(rng.integers(self.lo, self.hi))
-        so = support_origins(t, sp, cfg.shots, cfg.stride)
+        daily = has_daily_cycle(self.view.v[max(0, t - cfg.history):t], sp.day)
+        so = support_origins(t, sp, cfg.shots, cfg.stride, cfg.near_stride, daily)
         xs, _, _ = self.view.features(so)
         ys, ms = self.view.targets(so, known=t)
         span = np.arange(t, min(self.view.n, t + cfg.query_span))
@@ -253,7 +257,8 @@ def train_file(train: list[Series], held_out: list[Series], out: str | Path,
     meta_seconds = time.perf_counter() - started
     joint = train_joint(train, cfg)
     sp = cfg.spec
-    common = dict(inner_steps=cfg.inner_steps, shots=cfg.shots, stride=cfg.stride)
+    common = dict(inner_steps=cfg.inner_steps, shots=cfg.shots, stride=cfg.stride,
+                  near_stride=cfg.near_stride)
     meta_fc = PeakForecaster(sp, _arrays(net), [a.numpy() for a in lrs], **common)
     joint_fc = PeakForecaster(sp, _arrays(joint), 0.0, adapt=False, **common)
     arrays: dict[str, np.ndarray] = {
@@ -262,7 +267,8 @@ def train_file(train: list[Series], held_out: list[Series], out: str | Path,
         "horizons": np.asarray(sp.horizons, dtype=np.int64),
         "quantiles": np.asarray(sp.quantiles, dtype=np.float64),
         "hidden": np.asarray(cfg.hidden), "shots": np.asarray(cfg.shots),
-        "stride": np.asarray(cfg.stride), "inner_steps": np.asarray(cfg.inner_steps),
+        "stride": np.asarray(cfg.stride), "near_stride": np.asarray(cfg.near_stride),
+        "inner_steps": np.asarray(cfg.inner_steps),
         "data_name": np.asarray(data_name),
         "train_digests": np.asarray(sorted(s.digest for s in train)),
         "heldout_digests": np.asarray(sorted(s.digest for s in held_out)),

@@ -22,15 +22,15 @@ DAY = SPEC.day
 
 
 def tiny(seed: int = 0, scale: float = 0.1, lr: float = 0.01, hidden: int = 4,
-         shots: int = 10, stride: int = 12, steps: int = 2, adapt: bool = True
-         ) -> PeakForecaster:
+         shots: int = 10, stride: int = 12, steps: int = 2, adapt: bool = True,
+         near_stride: int = 3) -> PeakForecaster:
     """A small random peak forecaster (no trained file needed)."""
     rng = np.random.default_rng(seed)
     f, o = SPEC.n_features, SPEC.n_outputs
     shapes = [(hidden, f), (hidden,), (o, hidden), (o,), (o, f), (o,)]
     params = [rng.normal(0.0, scale, s) for s in shapes]
     return PeakForecaster(SPEC, params, [np.full(s, lr) for s in shapes], steps, shots,
-                          stride, adapt=adapt)
+                          stride, adapt=adapt, near_stride=near_stride)
 
 
 def zero_net() -> PeakForecaster:
@@ -202,11 +202,16 @@ def _reference(fc: PeakForecaster, v: np.ndarray, t0: int, k: int, block: int,
     return np.concatenate(out), fell
 
 
-@pytest.mark.parametrize("k,history,lr", [(10, 672, 0.01), (3, 672, 0.05), (20, 300, 0.01),
-                                          (10, 672, 50.0)])
-def test_batched_walk_forward_equals_adapt_and_predict(bundles, k, history, lr) -> None:
-    v = bundles["bitbrains-rnd"][0].values[:1300] + 0.0
-    fc = tiny(seed=2, scale=0.3, lr=lr)
+@pytest.mark.parametrize("k,history,lr,near,vm", [
+    (10, 672, 0.01, 3, 0), (3, 672, 0.05, 3, 0), (20, 300, 0.01, 3, 0), (10, 672, 50.0, 3, 0),
+    (10, 672, 0.01, 0, 0),  # never reaching a day back
+    (10, 330, 0.01, 3, 0),  # the day-back origins' own features reach before a cut history
+    (10, 672, 0.01, 3, 3),  # a daily cycle in some blocks' histories only
+])
+def test_batched_walk_forward_equals_adapt_and_predict(bundles, k, history, lr, near, vm
+                                                       ) -> None:
+    v = bundles["bitbrains-rnd"][vm].values[:1300] + 0.0
+    fc = tiny(seed=2, scale=0.3, lr=lr, near_stride=near)
     fc.offsets = np.random.default_rng(0).normal(0.0, 0.5, (2, SPEC.n_outputs))  # calibration
     got, fell = pe.walk_forward(fc, v, 576, k, 12, history)
     want, want_fell = _reference(fc, v, 576, k, 12, history)

@@ -16,7 +16,10 @@ from metalearn.peak_runtime import (
     PARAM_NAMES,
     LastValuePeak,
     PeakForecaster,
+    daily_autocorr,
+    has_daily_cycle,
     loss_and_grads,
+    support_grid,
     support_origins,
 )
 from metalearn.peaks import CLIP, PeakSpec, SeriesView
@@ -164,6 +167,60 @@ def test_bad_history_values():
 def test_support_origins_are_strided_and_have_a_window():
     assert support_origins(30, SPEC, 4, 3).tolist() == [29, 26, 23, 20]
     assert support_origins(12, SPEC, 4, 3).tolist() == [11, 8]
+
+
+def test_support_reaches_a_day_back_once_the_history_holds_one():
+    w, day = SPEC.window, SPEC.day
+    n = w + day + 1  # the oldest origin a day back has a full window
+    assert support_origins(n, SPEC, 5, 4, near_stride=2).tolist() == \
+        [n - 1, n - 3, n - 5, n - 1 - day, n + 1 - day]
+    assert support_origins(n - 1, SPEC, 5, 4, near_stride=2).tolist() == \
+        support_origins(n - 1, SPEC, 5, 4).tolist()  # one step short: strided
+    assert support_origins(n, SPEC, 5, 4, near_stride=0).tolist() == \
+        support_origins(n, SPEC, 5, 4).tolist()
+    lengths = np.arange(1, 3 * day)
+    grid, valid = support_grid(lengths, SPEC, 7, 4, 2)
+    for n_, row, ok in zip(lengths, grid, valid, strict=True):
+        assert row[ok].tolist() == support_origins(int(n_), SPEC, 7, 4, 2).tolist()
+        assert (row[ok] >= w).all() and (row[ok] < n_).all()
+
+
+def test_day_back_support_sees_every_horizon_of_the_day_before():
+    v = daily(3 * SPEC.day)
+    o = support_origins(len(v), SPEC, 4, 2, near_stride=2)
+    _, m = SeriesView(v, SPEC).targets(o, known=len(v))
+    assert m[2:].all()  # the two origins a day back: every output is known
+
+
+def test_support_reaches_a_day_back_only_on_a_daily_cycle():
+    n = 3 * SPEC.day
+    day_back = support_origins(n, SPEC, 4, 2, near_stride=2, daily=True)
+    recent = support_origins(n, SPEC, 4, 2, near_stride=2, daily=False)
+    assert recent.tolist() == support_origins(n, SPEC, 4, 2).tolist()
+    assert day_back.min() < n - SPEC.day < recent.min()
+    grid, _ = support_grid(np.array([n, n]), SPEC, 4, 2, 2, np.array([True, False]))
+    assert grid.tolist() == [day_back.tolist(), recent.tolist()]
+
+    def adapted(v: np.ndarray, near_stride: int) -> list[np.ndarray]:
+        fc = tiny(lr=0.05)
+        fc.near_stride = near_stride
+        return fc.adapt(v).params
+
+    noise = np.random.default_rng(3).normal(40, 5, n)  # a day of history, no daily cycle
+    for p, q in zip(adapted(noise, 2), adapted(noise, 0), strict=True):
+        np.testing.assert_array_equal(p, q)
+    cycle = daily(n)
+    assert any(not np.array_equal(p, q)
+               for p, q in zip(adapted(cycle, 2), adapted(cycle, 0), strict=True))
+
+
+def test_daily_cycle_test_is_total_on_any_finite_history():
+    assert not has_daily_cycle(np.full(3 * SPEC.day, 7.0), SPEC.day)  # constant
+    assert not has_daily_cycle(np.arange(10.0), SPEC.day)  # shorter than a day
+    assert not has_daily_cycle(np.zeros(3 * SPEC.day), SPEC.day)
+    huge = np.random.default_rng(1).uniform(-1.0, 1.0, 3 * SPEC.day) * 1.7e308  # squares overflow
+    assert np.isfinite(daily_autocorr(huge, SPEC.day)) and not has_daily_cycle(huge, SPEC.day)
+    assert has_daily_cycle(daily(3 * SPEC.day) * 1e300, SPEC.day)  # scale-free
 
 
 def test_adaptation_lowers_the_support_loss():
