@@ -205,8 +205,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     t.add_argument("--stride", type=_positive, default=12,
                    help="steps between support examples (12 = an hour of 5-minute steps)")
     t.add_argument("--near-stride", type=_non_negative, default=3,
-                   help="with a day of history, steps between support examples taken now and "
-                        "one day earlier (0: never reach a day back)")
+                   help="on a history holding a day with a daily cycle, steps between "
+                        "support examples taken now and one day earlier (0: never reach a "
+                        "day back)")
     t.add_argument("--window", type=_positive, default=24, help="recent values seen (steps)")
     t.add_argument("--horizons", type=_int_list, default=(1, 6, 24, 96),
                    help="comma-separated horizons in steps (default 1,6,24,96)")

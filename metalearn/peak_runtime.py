@@ -5,8 +5,9 @@
     node.forecast(history)                # a PeakForecast for the origin after history's last value
 
 ``adapt`` takes ``shots`` origins of the history as support examples (the newest ones and,
-once the history holds a day, some from the same time one day earlier: :func:`support_grid`;
-each output counts only if its horizon lies inside the history) and runs
+once the history holds a day with a daily cycle in it, some from the same time one day
+earlier: :func:`support_grid`; each output counts only if its horizon lies inside the
+history) and runs
 ``inner_steps`` plain gradient steps on the masked loss: squared error on the point and mean
 outputs, pinball loss on the peak quantiles, with the meta-learned per-parameter learning
 rates. A step that makes the support loss non-finite or larger than before adaptation is
@@ -180,14 +181,13 @@ def support_grid(n: np.ndarray | int, spec: PeakSpec, shots: int, stride: int,
     """Support origins for histories of ``n`` values (one row per history, newest first) and
     which of them count (a full window before them).
 
-    Without a day of history, without a daily cycle in it (``daily``, one flag per history)
-    or with ``near_stride == 0``: the last ``shots`` origins, ``stride`` apart. With a day of
-    daily-cycled history before the oldest window: half of them (rounded
-    up) the newest origins ``near_stride`` apart, and the rest from the same moment one day
-    earlier onwards, ``near_stride`` apart, whose targets up to the longest horizon are all
-    known: on held-out daily-cycle VMs this alone lifted the gain of adaptation over the
-    initialization at 5 min / 30 min / 2 h / 8 h from +0.4/+0.6/+1.1/+2.5 % to
-    +1.0/+3.1/+3.0/+4.2 % (docs/forecasting.md)."""
+    With a day of history before the oldest window and a daily cycle in it (``daily``, one
+    flag per history) and ``near_stride > 0``: half of them (rounded up) the newest origins
+    ``near_stride`` apart, the rest from the same moment one day earlier onwards, as far
+    apart, whose targets up to the longest horizon are all known. Otherwise the last
+    ``shots`` origins, ``stride`` apart. Why the daily-cycle test: on a machine without one,
+    yesterday is a worse support than the last hours (docs/forecasting.md, "What was
+    tried")."""
     last = np.asarray(n, dtype=np.int64)[..., None] - 1
     j = np.arange(max(shots, 0))
     origins = last - stride * j

@@ -48,7 +48,7 @@ class PeakTrainConfig:
     epochs: int = 100
     shots: int = 10
     stride: int = 12  # support origins an hour apart: ten of them see the 8-hour targets
-    near_stride: int = 3  # with a day of history: 15 minutes apart, now and a day earlier
+    near_stride: int = 3  # daily-cycled history: 15 minutes apart, now and a day earlier
     inner_steps: int = 2
     inner_lr: float = 0.01  # starting value of Meta-SGD's per-parameter rates
     meta_batch: int = 32
