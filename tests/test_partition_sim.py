@@ -48,7 +48,10 @@ def split_for(c: PlacementCluster, side: list[str], seconds: float) -> None:
     c.heal(at=c.now + seconds)
 
 
-@pytest.mark.parametrize("seed", range(4))
+# Seeds 24, 26 and 33 recorded two results while owners decided right after seeing a failure
+# (`Owner.deciding`): the smaller side does not know it is one until it has seen enough of the
+# other side fail.
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 24, 26, 33])
 def test_a_long_split_into_unequal_sides_records_one_result_per_task(seed: int) -> None:
     c = make(100 + seed)
     tids = load(c, "u", 40, seed)
