@@ -1,6 +1,8 @@
 """Negotiating where a pending task runs: a round asks a few candidates (the policy's choice)
 for bids, and closes when all answered or at its deadline with a winner among the yes-bids;
-a round no node had room in is retried after a jittered, doubling back-off.
+a round no node had room in is retried after a jittered, doubling back-off. When gossip shows
+the policy's first choice with ample room, the task is awarded there without a round (a
+direct award, round 0): the award then reserves nothing ahead, and a refusal brings a round.
 """
 
 from __future__ import annotations
@@ -39,12 +41,19 @@ class Negotiation:
     rounds: int = 0
     next_try: float = 0.0
     backoff: float = 0.0
+    direct_refused: bool = False  # a direct award of this record was refused: bid from now on
+
+
+DIRECT = 0  # the round number of a direct award: no round, no lease behind it
 
 
 class Negotiator:
     def __init__(self, ctx: Context, policy: Policy) -> None:
         self.ctx = ctx
         self.policy = policy
+        # CPUs this owner awarded directly, per node, not yet in that node's gossip:
+        # node -> [(until, cpus)]
+        self._awarded: dict[str, list[tuple[float, float]]] = {}
 
     def candidates(self, rec: TaskRecord) -> list[Candidate]:
         """Alive nodes that could run the task; those whose gossiped allocation still leaves
@@ -65,6 +74,39 @@ class Negotiator:
                  and x.record.memory - x.record.alloc_memory >= s.memory
                  and x.record.gpus - x.record.alloc_gpus >= s.gpus]  # fmt: skip
         return roomy or out
+
+    def direct_pick(self, now: float, rec: TaskRecord, neg: Negotiation) -> Candidate | None:
+        """The node to award `rec` to without a round, if the policy's first choice has, by its
+        gossiped allocation less what this owner awarded there since, `direct_award_room` of
+        its CPUs free with the task on it (and the memory and GPUs it needs); else None."""
+        c = self.ctx
+        cfg = c.config
+        if not cfg.direct_awards or neg.direct_refused:
+            return None
+        s = rec.spec
+        cands = [x for x in self.candidates(rec)
+                 if x.record.cpus - x.record.alloc_cpus - self._recent(now, x.node) - s.cpus
+                 >= cfg.direct_award_room * x.record.cpus - EPS
+                 and x.record.memory - x.record.alloc_memory >= s.memory
+                 and x.record.gpus - x.record.alloc_gpus >= s.gpus]  # fmt: skip
+        chosen = self.policy.choose(s, cands, 1, c.rng) if cands else []
+        return chosen[0] if chosen else None
+
+    def awarded_directly(self, now: float, node: str, cpus: float) -> None:
+        """Count a direct award against `node` until its gossip can show it (a republish is
+        at most `publish_interval` away, twice that for the gossip to arrive)."""
+        self._awarded.setdefault(node, []).append(
+            (now + 2 * self.ctx.config.publish_interval, cpus))
+        self.ctx.stats["direct_awards"] += 1
+
+    def _recent(self, now: float, node: str) -> float:
+        held = self._awarded.get(node)
+        if not held:
+            return 0.0
+        held[:] = [x for x in held if x[0] > now]
+        if not held:
+            del self._awarded[node]
+        return sum(cpus for _, cpus in held)
 
     def start_round(self, now: float, rec: TaskRecord, neg: Negotiation) -> None:
         c = self.ctx

@@ -34,8 +34,9 @@ from agent.messages import (
     TaskPutAck,
     TaskReport,
 )
-from agent.negotiation import Negotiation, Negotiator
+from agent.negotiation import DIRECT, Negotiation, Negotiator
 from agent.policies import Policy
+from agent.policies.base import Candidate
 from agent.records import newer, plausible
 from agent.replication import ReplicaSync, Replication
 from agent.runner_watch import RunnerWatch, RunnerWatcher
@@ -328,11 +329,14 @@ class Owner:
             # for meanwhile, which saves a round trip before the award: a round only reserves,
             # a copy found stale abandons it (`hold`), and the award waits for the confirmations.
             rep.push(now, rec, d.sync)
-            if rec.state == TaskState.PENDING and d.neg.round is None and now >= d.neg.next_try:
+            # (a task to be awarded directly needs no round: it waits for the confirmations)
+            bids = rec.state == TaskState.PENDING and d.neg.round is None and (
+                self.negotiator.direct_pick(now, rec, d.neg) is None)  # fmt: skip
+            if bids and now >= d.neg.next_try:
                 self.negotiator.start_round(now, rec, d.neg)
             if not rep.replicated(rec, d.sync, hints=True):
                 t = d.sync.next_push  # or the confirmations: a round is decided after them
-                if rec.state == TaskState.PENDING and d.neg.round is None:
+                if bids and d.neg.round is None:
                     t = min(t, d.neg.next_try)
                 self._wake(tid, max(t, now))
                 return
@@ -351,7 +355,12 @@ class Owner:
                 if now >= d.neg.round.deadline or d.neg.round.answered:
                     self._decide(now, tid, d)
             elif now >= d.neg.next_try:
-                self.negotiator.start_round(now, rec, d.neg)
+                cand = self.negotiator.direct_pick(now, rec, d.neg)
+                if cand is not None:
+                    self._place(now, rec, d, rec.attempt + 1, DIRECT, cand)
+                    self.negotiator.awarded_directly(now, cand.node, rec.spec.cpus)
+                else:
+                    self.negotiator.start_round(now, rec, d.neg)
         elif st in (TaskState.PLACED, TaskState.RUNNING):
             why = self.watcher.check(now, rec, d.watch)
             if why:
@@ -404,11 +413,16 @@ class Owner:
             self._wake(tid, d.neg.next_try)
             return
         rnd, cand = won
-        rec = self.write(now, rec, state=TaskState.PLACED, attempt=rnd.attempt, node=cand.node,
+        self._place(now, rec, d, rnd.attempt, rnd.no, cand)
+
+    def _place(self, now: float, rec: TaskRecord, d: _Drive, attempt: int, round_no: int,
+               cand: Candidate) -> None:  # fmt: skip
+        """Write `placed` for a new attempt on `cand` and send it the award."""
+        rec = self.write(now, rec, state=TaskState.PLACED, attempt=attempt, node=cand.node,
                          node_addr=cand.addr, placed=now,
                          node_generation=self.ctx.view.generation_of_member(cand.node) or 0)
-        self.watcher.award(now, rec, rnd.no, d.watch)
-        self._wake(tid, now)
+        self.watcher.award(now, rec, round_no, d.watch)
+        self._wake(rec.id, now)
 
     def _replace(self, now: float, rec: TaskRecord, d: _Drive, why: str) -> None:
         """Back to negotiation; the next placement is a new attempt (the old one is fenced)."""
@@ -436,6 +450,9 @@ class Owner:
             self.write(now, rec, state=TaskState.RUNNING, started=a.started, reason="")
         else:
             c.stats["awards_refused"] += 1
+            if d.watch.award_round == DIRECT:
+                d.neg.direct_refused = True  # its gossip was stale: ask for bids next
+                c.stats["direct_awards_refused"] += 1
             self.write(now, rec, state=TaskState.PENDING, node="", node_addr="",
                        node_generation=0, reason=f"award refused: {a.reason}")  # fmt: skip
             d.neg.next_try = now

@@ -15,6 +15,7 @@ from agent.context import Context
 from agent.execution import StartTask, StopTask, TaskExit
 from agent.ledger import Demand, Ledger
 from agent.messages import Award, AwardAck, Bid, BidRequest, Release, ReportAck, TaskReport
+from agent.negotiation import DIRECT
 from agent.policies.base import peak, usable_forecast
 from agent.records import demand_of, labels_match
 from agent.tasks import TaskRecord, TaskState
@@ -130,7 +131,9 @@ class Worker:
             return
         lease_key = ("lease", rec.id, rec.attempt, a.round, sender_addr)
         if not self.ledger.holds(lease_key):
-            c.stats["stale_awards"] += 1  # lease expired or never given: take it only if it fits
+            # a direct award (no round, `negotiation.DIRECT`), or a lease that expired or was
+            # never given: take it only if it fits
+            c.stats["direct_awards_taken" if a.round == DIRECT else "stale_awards"] += 1
             if any(tid == rec.id and not old.abandoned and old.ended is None
                    for (tid, _), old in self.runs.items()):  # fmt: skip
                 # ...and never let it supersede a run of this task that we do have: a stale or

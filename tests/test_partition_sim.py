@@ -27,8 +27,9 @@ from scenarios.sim.placement_cluster import (
 N = 8
 
 
-def make(seed: int) -> PlacementCluster:
-    c = PlacementCluster(N, seed, shape=NodeShape(cpus=4.0, memory=16 * GiB))
+def make(seed: int, placement=FAST_PLACEMENT) -> PlacementCluster:  # noqa: ANN001
+    c = PlacementCluster(N, seed, shape=NodeShape(cpus=4.0, memory=16 * GiB),
+                         placement=placement)  # fmt: skip
     c.run_for(0.5)
     return c
 
@@ -48,12 +49,14 @@ def split_for(c: PlacementCluster, side: list[str], seconds: float) -> None:
     c.heal(at=c.now + seconds)
 
 
-# Seeds 24, 26 and 33 recorded two results while owners decided right after seeing a failure
-# (`Owner.deciding`): the smaller side does not know it is one until it has seen enough of the
-# other side fail.
-@pytest.mark.parametrize("seed", [0, 1, 2, 3, 24, 26, 33])
-def test_a_long_split_into_unequal_sides_records_one_result_per_task(seed: int) -> None:
-    c = make(100 + seed)
+# Seeds 24, 26 and 33 without direct awards (and 1, 5, 6 and 14 with them) recorded two results
+# while owners decided right after seeing a failure (`Owner.deciding`): the smaller side does
+# not know it is one until it has seen enough of the other side fail.
+@pytest.mark.parametrize("seed, direct", [(s, True) for s in (0, 1, 2, 3, 5, 6, 14)]
+                         + [(s, False) for s in (24, 26, 33)])  # fmt: skip
+def test_a_long_split_into_unequal_sides_records_one_result_per_task(seed: int,
+                                                                     direct: bool) -> None:
+    c = make(100 + seed, dataclasses.replace(FAST_PLACEMENT, direct_awards=direct))
     tids = load(c, "u", 40, seed)
     c.run_for(2.5)  # most are running, on both sides
     small = c.addrs[:3]
