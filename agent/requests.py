@@ -101,6 +101,7 @@ class _Pending:
     next_resend: float = 0.0
     existing: bool = False
     via_owner: bool = False  # submit: sent to the owner alone, whose ack may speak for all
+    asked_again: bool = False  # submit: the owner was sent it a second time (`_resend`)
     by: str | None = None  # cancel: only a task this client submitted (None: any task)
     limit: int = MAX_LIST_RECORDS  # list: rows in the answer at most
     omitted: int = 0  # list: matching records left out so far
@@ -159,6 +160,19 @@ class Requests:
             p.via_owner = False
             p.waiting = set(p.record.replicas) - {answered}
         self._send_puts(now, p)
+
+    def _resend(self, now: float, p: _Pending) -> None:
+        """Unanswered in `put_timeout`: ask the owner once more if it is still the owner (under
+        a burst an owner is often just slow: asking every replica then cost six messages more,
+        three puts and their acks), else, or when that too goes unanswered, every replica."""
+        c = self.ctx
+        owner = next(iter(p.waiting), None) if p.via_owner else None
+        if owner is not None and not p.asked_again and c.owner_of(p.record) == owner:
+            p.asked_again = True
+            if c.send_to(owner, TaskPut(p.record, submission=True)):
+                p.next_resend = now + c.config.put_timeout
+                return
+        self._ask_every_replica(now, p)
 
     def _send_puts(self, now: float, p: _Pending) -> None:
         c = self.ctx
@@ -393,7 +407,7 @@ class Requests:
                         f"task {p.task_id}: {where}; submit again with --id {p.task_id} to "
                         "retry"))  # fmt: skip
                 elif now >= p.next_resend:
-                    self._ask_every_replica(now, p)
+                    self._resend(now, p)
             elif now >= p.deadline:
                 if p.kind == "list":
                     self._list_done(req, p)

@@ -997,8 +997,9 @@ def test_a_submit_goes_to_the_owner_alone_which_answers_once_every_replica_holds
 
 
 def test_an_owner_that_cannot_confirm_in_time_leaves_the_entry_to_ask_each_replica():
-    """The owner's pushes to one replica are lost: it cannot answer for the others, so after
-    `put_timeout` the entry sends the record to every replica itself and answers from their
+    """The owner's pushes to one replica are lost: it cannot answer for the others. After
+    `put_timeout` the entry asks the owner once more, alone (an owner is most often just slow),
+    and after another the entry sends the record to every replica itself and answers from their
     own acks (the owner answers for itself at once this time)."""
     c = make(22)
     tid = zone_a_task_id(c, "u")
@@ -1011,8 +1012,71 @@ def test_an_owner_that_cannot_confirm_in_time_leaves_the_entry_to_ask_each_repli
     c.run_for(FAST_PLACEMENT.put_timeout / 2)
     assert sub.reply is None  # the owner's ack would have come within a few milliseconds
     c.run_for(FAST_PLACEMENT.put_timeout)
+    assert sub.reply is None
+    assert [(to, flag) for src, to, flag in puts if src == entry] == [(owner, True)] * 2
+    c.run_for(FAST_PLACEMENT.put_timeout)
     assert sub.ok, sub.error
     assert {to for src, to, flag in puts if src == entry and not flag} == {owner, second, third}
+    c.sim.network.clear_link(owner, second, symmetric=False)
+    settle(c)
+    assert one_result(c, tid)[2] == TaskState.SUCCEEDED
+    assert_clean(c, tid)
+
+
+def test_an_entry_whose_owner_changed_asks_every_replica_at_once():
+    """The owner died after the submission reached it, and the entry saw it declared failed
+    before its re-send was due: the re-send goes to every replica (the next owner among them),
+    not to the dead owner alone."""
+    placement = dataclasses.replace(FAST_PLACEMENT, put_timeout=3.0, submit_timeout=8.0)
+    c = make(26, placement=placement)
+    tid = zone_a_task_id(c, "z")
+    owner, second, third = (c.addr_of(n) for n in preference(c, tid))
+    entry = next(a for a in c.addrs if a not in (owner, second, third))
+    c.sim.network.set_link(owner, second, loss=1.0, symmetric=False)  # it cannot confirm
+    box: list = []
+    puts, _ = _puts_and_holders_at_reply(c, tid, box)
+    box.append(sub := c.submit(tid, task_spec(cpus=1, expected=0.5), via=entry))
+    c.run_for(0.05)
+    c.crash(owner)
+    dead = c.ids[c.addrs.index(owner)]
+    seen = c.sim.run_until_true(lambda: not c.core(entry).placement.ctx.is_live(dead), 30.0, 0.01)
+    assert seen is not None and seen < sub.at + placement.put_timeout
+    c.sim.run_until(sub.at + placement.put_timeout + 0.05)
+    assert [(to, flag) for src, to, flag in puts if src == entry] == [
+        (owner, True), (second, False), (third, False)]  # fmt: skip
+    settle(c)
+    # the record names the dead owner among its replicas, which never confirms: the submit says
+    # so, and a new owner carries the task on from the copies it holds
+    assert not sub.ok and "2 of 3 replicas" in sub.error
+    assert one_result(c, tid)[2] == TaskState.SUCCEEDED
+    assert_clean(c, tid)
+
+
+def test_a_runner_resends_its_result_to_the_owner_alone_once_then_to_every_replica():
+    """The owner cannot replicate the result in time (its pushes to one replica are lost), so
+    the runner re-sends it: once more to the same owner alone (the other replicas would drop
+    it), then to every replica, since ownership may have moved without the runner seeing it."""
+    c = make(27, placement=BID_ROUNDS)
+    tid = zone_a_task_id(c, "r")
+    owner, second, third = (c.addr_of(n) for n in preference(c, tid))
+    reports: list[tuple[float, str]] = []
+
+    def watch(cl, addr, now, msg):  # noqa: ANN001, ANN202
+        if msg is not None and isinstance(msg.body, TaskReport) and msg.body.task_id == tid \
+                and msg.body.state.terminal:  # fmt: skip
+            reports.append((now, addr))
+        return False
+
+    c.watch(watch)
+    c.submit(tid, task_spec(cpus=1, expected=0.5, labels={"zone": "b"}))  # runs in zone b
+    wait_state(c, tid, TaskState.PLACED, TaskState.RUNNING)
+    c.sim.network.set_link(owner, second, loss=1.0, symmetric=False)
+    t = c.sim.run_until_true(lambda: len(reports) >= 4, 30.0, 0.01)
+    assert t is not None, c.describe(tid)
+    first, again, *wide = reports
+    assert first[1] == owner and again[1] == owner, reports
+    assert {a for _, a in wide[:3]} == {owner, second, third}, reports
+    assert again[0] - first[0] >= FAST_PLACEMENT.report_retry * 0.99
     c.sim.network.clear_link(owner, second, symmetric=False)
     settle(c)
     assert one_result(c, tid)[2] == TaskState.SUCCEEDED
