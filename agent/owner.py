@@ -60,6 +60,9 @@ class _Drive:
     waiting: set[str] = field(default_factory=set)  # runner addrs waiting for a result ack
     entries: set[str] = field(default_factory=set)  # entries' addrs waiting (`on_put`)
     cancels: list[tuple[str, int]] = field(default_factory=list)  # (client addr, req) to answer
+    # the attempt this owner awarded directly on a new submission before its replicas confirmed
+    # it (`_drive`): the award goes out once they have; 0 = none
+    award_held: int = 0
 
 
 class Owner:
@@ -136,6 +139,7 @@ class Owner:
         if d is not None:
             self.negotiator.release(d.neg)  # someone else moved the task on: re-read it
             d.sync.forget()
+            d.award_held = 0  # ...and did not place it where we were about to award it
             d.watch.runner_heard = now
             d.watch.runner_lost = INF  # the record may name another runner now
             self._wake(rec.id, now)
@@ -185,7 +189,7 @@ class Owner:
             d.entries.add(sender_addr)
             self._wake(rec.id, now)
             return
-        self.replication.confirm_put(now, sender, sender_addr, rec)
+        self.replication.confirm_put(now, sender, sender_addr, rec, first=old is None)
 
     def on_put_ack(self, now: float, sender: str, sender_addr: str, a: TaskPutAck) -> None:
         d = self.drives.get(a.task_id)
@@ -317,6 +321,15 @@ class Owner:
             self._wake(tid, max(now + c.config.put_timeout, self._settled_at()))
             return
         if not d.sync.synced:
+            if d.award_held == 0 and self._new_submission(rec, d):
+                # A new task that gossip shows ample room for: place it now, so that the
+                # replicas' first copy is the placed one (one push and its acks instead of
+                # two), and award it once they hold it (below).
+                cand = self.negotiator.direct_pick(now, rec, d.neg)
+                if cand is not None:
+                    rec = self._place(now, rec, d, rec.attempt + 1, DIRECT, cand, award=False)
+                    self.negotiator.awarded_directly(now, cand.node, rec.spec.cpus)
+                    d.award_held = rec.attempt
             # We just took the record over (or learnt that another owner moved it on): decide
             # nothing until every live replica has confirmed our copy. A replica holding one
             # that outranks ours answers with it instead (`on_put_ack` fetches it), so a new
@@ -341,9 +354,16 @@ class Owner:
                 self._wake(tid, max(t, now))
                 return
             d.sync.synced = True
+        # Entries are answered for the version they sent when our own direct award is what
+        # moved it on: the task is theirs, not one that existed before.
+        version, state = (1, TaskState.PENDING) if d.award_held else (rec.version, rec.state)
         for addr in sorted(d.entries):  # sorted: a set's order varies between processes
-            c.send(addr, TaskPutAck(tid, rec.version, rec.state, all_replicas=True))
+            c.send(addr, TaskPutAck(tid, version, state, all_replicas=True))
         d.entries.clear()
+        if d.award_held:
+            if rec.state == TaskState.PLACED and rec.attempt == d.award_held:
+                self.watcher.award(now, rec, DIRECT, d.watch)
+            d.award_held = 0
         replicas = rep.repaired(rec)
         if replicas is not None:
             rec = self.write(now, rec, replicas=replicas)
@@ -416,13 +436,23 @@ class Owner:
         self._place(now, rec, d, rnd.attempt, rnd.no, cand)
 
     def _place(self, now: float, rec: TaskRecord, d: _Drive, attempt: int, round_no: int,
-               cand: Candidate) -> None:  # fmt: skip
-        """Write `placed` for a new attempt on `cand` and send it the award."""
+               cand: Candidate, award: bool = True) -> TaskRecord:  # fmt: skip
+        """Write `placed` for a new attempt on `cand` and (unless told not to yet) send it the
+        award."""
         rec = self.write(now, rec, state=TaskState.PLACED, attempt=attempt, node=cand.node,
                          node_addr=cand.addr, placed=now,
                          node_generation=self.ctx.view.generation_of_member(cand.node) or 0)
-        self.watcher.award(now, rec, round_no, d.watch)
+        if award:
+            self.watcher.award(now, rec, round_no, d.watch)
         self._wake(rec.id, now)
+        return rec
+
+    def _new_submission(self, rec: TaskRecord, d: _Drive) -> bool:
+        """Whether `rec` is a submission's first version, which nobody has moved on: no other
+        node can have placed it, so it may be placed before the replicas confirm it (a copy
+        that outranks ours still wins: the award waits for their confirmations)."""
+        return (rec.version == 1 and rec.state == TaskState.PENDING and rec.attempt == 0
+                and d.neg.round is None and bool(d.entries))  # fmt: skip
 
     def _replace(self, now: float, rec: TaskRecord, d: _Drive, why: str) -> None:
         """Back to negotiation; the next placement is a new attempt (the old one is fenced)."""

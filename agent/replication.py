@@ -160,14 +160,17 @@ class Replication:
             return True
         return False
 
-    def confirm_put(self, now: float, sender: str, sender_addr: str, rec: TaskRecord) -> None:
+    def confirm_put(self, now: float, sender: str, sender_addr: str, rec: TaskRecord,
+                    first: bool = False) -> None:  # fmt: skip
         """Acknowledge a put with the copy we now hold — at once, unless it is a placed or
-        running version pushed by its writer that we now hold: that ack waits `ACK_DELAY`
-        for a newer version to answer with instead (a run's start and its result travel
-        soon after the placement). A copy of ours that differs is answered at once."""
+        running version pushed by its writer that we now hold and did not hold an earlier
+        version of (`first`: a task placed on submission, whose award waits for this ack):
+        that ack waits `ACK_DELAY` for a newer version to answer with instead (a run's start
+        and its result travel soon after the placement). A copy of ours that differs is
+        answered at once."""
         mine = self.store.records[rec.id]
         key = (sender_addr, rec.id)
-        if mine == rec and rec.writer == sender and rec.state in (
+        if not first and mine == rec and rec.writer == sender and rec.state in (
             TaskState.PLACED, TaskState.RUNNING
         ):
             if key not in self._held_acks:

@@ -9,6 +9,9 @@ import dataclasses
 
 import pytest
 
+from agent.messages import Award, TaskPut, TaskPutAck
+from agent.ring import HashRing
+from agent.tasks import TaskRecord, TaskState
 from scenarios.sim.placement_cluster import FAST_PLACEMENT, NodeShape, PlacementCluster, task_spec
 
 NODES = 4
@@ -62,3 +65,102 @@ def test_a_busy_cluster_negotiates():
     s = c.stats()
     assert s["direct_awards"] == 0
     assert s["bid_requests"] >= 3
+
+
+# ---------------------------------------------------------------------- placed on submission
+
+def _quiet(seed: int) -> PlacementCluster:
+    c = PlacementCluster(8, seed, shape=NodeShape(cpus=4.0), placement=FAST_PLACEMENT)
+    c.run_for(1.0)
+    return c
+
+
+def _replicas(c: PlacementCluster, tid: str) -> list[str]:
+    return [c.addr_of(n) for n in HashRing(c.ids).preference(tid, 3)]
+
+
+def _awards_from(c: PlacementCluster, src: str, tid: str) -> list[float]:
+    """When each `Award` for `tid` sent by `src` was delivered (a list filled as they are)."""
+    seen: list[float] = []
+
+    def watch(cl, addr, now, msg):  # noqa: ANN001, ANN202
+        if msg is not None and msg.sender_addr == src and isinstance(msg.body, Award) \
+                and msg.body.record.id == tid:  # fmt: skip
+            seen.append(now)
+        return False
+
+    c.watch(watch)
+    return seen
+
+
+def test_a_new_task_is_placed_at_once_and_awarded_once_its_replicas_confirm():
+    """The replicas' first copy is the placed version; the run starts after their acks."""
+    c = _quiet(1)
+    tid = "p0"
+    owner, *others = _replicas(c, tid)
+    puts: list[str] = []
+    acked: dict[str, float] = {}
+
+    def watch(cl, addr, now, msg):  # noqa: ANN001, ANN202
+        if msg is None:
+            return False
+        b = msg.body
+        if msg.sender_addr == owner and isinstance(b, TaskPut) and b.record.id == tid:
+            puts.append(b.record.state.label)
+        if addr == owner and isinstance(b, TaskPutAck) and b.task_id == tid \
+                and b.state == TaskState.PLACED:  # fmt: skip
+            acked.setdefault(msg.sender_addr, now)
+        return False
+
+    c.watch(watch)
+    sub = c.submit(tid, task_spec(cpus=0.5, expected=0.5), via=next(
+        a for a in c.addrs if a not in _replicas(c, tid)))  # fmt: skip
+    assert c.settle(30.0)
+    assert sub.ok and sub.data["existing"] is False and sub.data["state"] == "pending"
+    assert puts[:2] == ["placed", "placed"], puts  # no push of the pending version
+    runs = c.runs_of(tid)
+    assert len(runs) == 1 and not c.problems()
+    assert set(acked) == set(others) and runs[0][2] >= max(acked.values()), (acked, runs)
+
+
+def test_an_award_waits_for_every_replica_and_a_new_owner_carries_the_placement_on():
+    """One replica never gets the placed copy: the owner awards nothing while it waits, and
+    when it dies the next owner learns the placement from the replica that has it (the
+    entry's own puts reach the others) and awards that same attempt: the task runs once."""
+    c = _quiet(2)
+    tid = "p1"
+    owner, second, third = _replicas(c, tid)
+    entry = next(a for a in c.addrs if a not in (owner, second, third))
+    c.sim.network.set_link(owner, second, loss=1.0, symmetric=False)
+    awards = _awards_from(c, owner, tid)
+    sub = c.submit(tid, task_spec(cpus=0.5, expected=0.5), via=entry)
+    c.run_for(2.0)
+    assert awards == [] and c.runs_of(tid) == []
+    held = c.core(third).placement.owner.store.records[tid]
+    assert held.state == TaskState.PLACED and held.attempt == 1
+    c.crash(owner)
+    assert c.settle(60.0)
+    runs = c.runs_of(tid)
+    assert [(n, att) for n, att, _ in runs] == [(held.node, 1)], runs
+    assert c.newest(tid).state == TaskState.SUCCEEDED
+    assert not c.problems()
+    assert sub.reply is not None  # answered (the dead owner never confirms: an error naming it)
+
+
+def test_a_copy_that_outranks_the_placement_on_submission_wins_without_an_award():
+    """A replica already holds a newer copy under the same id (here forged to a finished one):
+    the owner's placed version loses there, the owner adopts that copy, and nothing runs."""
+    c = _quiet(3)
+    tid = "p2"
+    owner, second, third = _replicas(c, tid)
+    spec = task_spec(cpus=0.5, expected=0.5)
+    done = TaskRecord(tid, spec, TaskState.SUCCEEDED, 5, c.ids[c.addrs.index(second)],
+                      tuple(c.ids[c.addrs.index(a)] for a in (owner, second, third)),
+                      attempt=1, node=c.ids[c.addrs.index(third)], finished=c.now)  # fmt: skip
+    c.core(second).placement.owner.store.put(c.now, done)
+    awards = _awards_from(c, owner, tid)
+    sub = c.submit(tid, spec, via=next(a for a in c.addrs if a not in (owner, second, third)))
+    assert c.settle(30.0)
+    assert awards == [] and c.runs_of(tid) == []
+    assert sub.ok and sub.data["existing"] is True and sub.data["state"] == "succeeded"
+    assert c.newest(tid).version >= 5
