@@ -27,7 +27,9 @@ function). Then, for each system:
    of the last task − the client's clock before the first submit). The end is the last
    record's ``finished`` for agora (the runner's clock when the process exited) and the
    client's clock when the wait for all returned for Ray. agora's records also give the
-   attempts: a task placed more than once may have run twice, a failure of the guarantee.
+   attempts: a task placed more than once was refused by a node (a direct award finds the
+   node full) or re-placed; the workers' count of runs started says whether any ran twice, a
+   failure of the guarantee.
    agora's records also give submit→started under the burst (``started − submitted``, the
    entry's receipt of the submit to the run's start; a submit waiting in the client's window
    of IN_FLIGHT is not counted). Ray has no such figure: it holds every task from the start.
@@ -145,7 +147,8 @@ class Figures:
     burst_p99: float = math.nan  # submit→started under the burst (ms; from the entry's receipt)
     submit_errors: int = 0
     attempts: float = 0.0  # mean over burst records
-    run_again: int = 0  # burst tasks placed more than once
+    placed_again: int = 0  # burst tasks placed more than once (a refused award, or a re-placement)
+    run_again: int = 0  # runs started during the burst beyond one per task
     suspicions: int = 0
     declarations: int = 0
     agents_down: int = 0  # agents no longer running after the burst
@@ -200,8 +203,12 @@ async def _one_at_a_time(client: _Client, addrs: list[str], ids: list[str],
     return rows
 
 
+def _placement_sum(addrs: list[str], counter: str) -> int:
+    return sum(query(a, "stats", 5.0)["placement"].get(counter, 0) for a in addrs)
+
+
 def _results_recorded(addrs: list[str]) -> int:
-    return sum(query(a, "stats", 5.0)["placement"].get("results_recorded", 0) for a in addrs)
+    return _placement_sum(addrs, "results_recorded")
 
 
 async def _quietly_until_recorded(addrs: list[str], before: int, n: int) -> None:
@@ -241,11 +248,13 @@ async def _measure_agora(addrs: list[str], n_burst: int, n_latency: int,
             suspicions0, declarations0 = _membership_counters(addrs)
             ids = [f"burst-{i}" for i in range(n_burst)]
             recorded0 = _results_recorded(addrs)
+            started0 = _placement_sum(addrs, "runs_started")
             first_submit = time.time()
             submit_errors = await submit_all(client, addrs, ids, rng)
             await _quietly_until_recorded(addrs, recorded0, n_burst)
             recs = await _records(client, addrs, ids)
             suspicions1, declarations1 = _membership_counters(addrs)
+            runs = _placement_sum(addrs, "runs_started") - started0
         ends = [r["finished"] for r in recs.values() if r["finished"]]
         last_end = max(ends) if ends else first_submit
         succeeded = sum(r["state"] == "succeeded" for r in recs.values())
@@ -263,7 +272,8 @@ async def _measure_agora(addrs: list[str], n_burst: int, n_latency: int,
             span=span, idle_cpus=idle_cpus, burst_failed=n_burst - succeeded,
             latency_failed=latency_failed, submit_errors=submit_errors,
             attempts=statistics.mean(attempts) if attempts else 0.0,
-            run_again=sum(a > 1 for a in attempts), suspicions=suspicions1 - suspicions0,
+            placed_again=sum(a > 1 for a in attempts), run_again=runs - n_burst,
+            suspicions=suspicions1 - suspicions0,
             declarations=declarations1 - declarations0,
             agents_down=len(addrs) - still_running(),
         )  # fmt: skip
@@ -419,7 +429,8 @@ def run(agents: int = 20, n_burst: int = 2000, n_latency: int = 200, rounds: int
         lines.append(
             f"- Round {i} failures: agora burst {a.burst_failed}/{n_burst} did not succeed, "
             f"{a.submit_errors} submits unconfirmed in time (not retried), mean attempts "
-            f"{a.attempts:.2f}, **{a.run_again} tasks placed more than once**; one at a time "
+            f"{a.attempts:.2f}, {a.placed_again} tasks placed more than once, **{a.run_again} "
+            "runs started beyond one per task**; one at a time "
             f"{a.latency_failed}/{n_latency} did not succeed. Ray burst {r.burst_failed}/"
             f"{n_burst}, one at a time {r.latency_failed}/{n_latency} did not succeed. "
             f"Membership during agora's burst: {a.suspicions} suspicions raised, "
