@@ -5,6 +5,7 @@ ledger still refuses what does not fit, and the refused task goes through a bid 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from agent.messages import Award, TaskPut, TaskPutAck
 from agent.ring import HashRing
 from agent.tasks import TaskRecord, TaskState
+from scenarios.sim.background import BackgroundTrace
 from scenarios.sim.placement_cluster import FAST_PLACEMENT, NodeShape, PlacementCluster, task_spec
 
 NODES = 4
@@ -164,3 +166,24 @@ def test_a_copy_that_outranks_the_placement_on_submission_wins_without_an_award(
     assert awards == [] and c.runs_of(tid) == []
     assert sub.ok and sub.data["existing"] is True and sub.data["state"] == "succeeded"
     assert c.newest(tid).version >= 5
+
+
+@pytest.mark.parametrize("policy", ["predictive", "least-loaded"])
+def test_owners_ranking_the_same_stale_gossip_do_not_all_award_the_same_node(policy):
+    """Ten nodes whose background loads differ a little (10-19 %) and a burst of 200 small
+    tasks at one instant, before any gossip can show where they went: the best node by the
+    gossip would get every task (80 % of them fit there), a draw of d nodes first spreads
+    them (the best node's expected share is a fifth: 47 of 200 here)."""
+    n = 10
+    c = PlacementCluster(n, 5, shape=NodeShape(cpus=16.0),
+                         background=lambda i: BackgroundTrace([0.10 + 0.01 * i]),
+                         placement=dataclasses.replace(FAST_PLACEMENT, policy=policy))  # fmt: skip
+    c.run_for(3.0)
+    at = c.now + 0.1
+    for i in range(200):
+        c.submit(f"h{i}", task_spec(cpus=0.1, expected=5.0), via=i % n, at=at)
+    assert c.settle(120.0)
+    assert c.states() == {"succeeded": 200} and not c.problems()
+    per_node = collections.Counter(node for t in range(200) for node, _, _ in c.runs_of(f"h{t}"))
+    assert max(per_node.values()) <= 60, per_node
+    assert c.stats()["direct_awards"] >= 150

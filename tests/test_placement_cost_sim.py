@@ -59,10 +59,12 @@ def test_a_placement_on_a_quiet_cluster_costs_few_messages():
     # 28.3 before the owner stopped pushing a run's start on its own (24.9 after), took
     # submissions alone (21.3), replicas answered a placed version with the result's ack
     # (19.3), a short run's result stood for its award's ack (18.45), roomy nodes were
-    # awarded without a round (14.65) and a new task's first push was its placed version
+    # awarded without a round (14.65), a new task's first push was its placed version
     # (12.35: its acks, which the award waits for, are no longer held back to answer the
-    # result too); the target is 20
-    assert total <= 12.5, per_kind
+    # result too) and the direct award went to the better of d random roomy nodes (12.65:
+    # fewer tasks land on their own owner, where the award and the report are no messages);
+    # the target is 20
+    assert total <= 13.0, per_kind
     assert "BID_REQUEST" not in per_kind and "BID" not in per_kind, per_kind
     # a run that ends within `AWARD_ACK_DELAY` of its award confirms it with its result
     assert per_kind.get("AWARD_ACK", 0.0) <= 0.1, per_kind
