@@ -62,7 +62,9 @@ class TaskPutAck:
     """`ok` False: the id is taken by a different task (`error` says so). `state`/`version`
     are the replica's copy after the write, so a resubmission learns the task's progress.
     `all_replicas`: the owner's answer to a submission — every live replica holds the record,
-    not only the sender."""
+    not only the sender. `submitted`: when the copy's task was submitted (its entry's clock;
+    0 if unknown): an entry tells its own new task, which its owner may already have placed,
+    from one that existed before under the same id."""
 
     task_id: str
     version: int
@@ -70,19 +72,21 @@ class TaskPutAck:
     ok: bool = True
     error: str = ""
     all_replicas: bool = False
+    submitted: float = 0.0
 
 
 def _encode_task_put_ack(b: TaskPutAck) -> list:
-    return [b.task_id, b.version, int(b.state), b.ok, b.error, b.all_replicas]
+    return [b.task_id, b.version, int(b.state), b.ok, b.error, b.all_replicas, b.submitted]
 
 
 def _decode_task_put_ack(b: list) -> TaskPutAck:
-    task_id, version, state, ok, error, everywhere = array(b, "task_put_ack", 6)
+    task_id, version, state, ok, error, everywhere, submitted = array(b, "task_put_ack", 7)
     return TaskPutAck(ident(task_id, "task_put_ack.task_id"),
                       integer(version, "task_put_ack.version"),
                       task_state(state, "task_put_ack.state"), boolean(ok, "task_put_ack.ok"),
                       reason_text(error, "task_put_ack.error"),
-                      boolean(everywhere, "task_put_ack.all_replicas"))  # fmt: skip
+                      boolean(everywhere, "task_put_ack.all_replicas"),
+                      number(submitted, "task_put_ack.submitted"))  # fmt: skip
 
 
 register(41, "TASK_PUT_ACK", TaskPutAck, _encode_task_put_ack, _decode_task_put_ack,

@@ -354,11 +354,9 @@ class Owner:
                 self._wake(tid, max(t, now))
                 return
             d.sync.synced = True
-        # Entries are answered for the version they sent when our own direct award is what
-        # moved it on: the task is theirs, not one that existed before.
-        version, state = (1, TaskState.PENDING) if d.award_held else (rec.version, rec.state)
         for addr in sorted(d.entries):  # sorted: a set's order varies between processes
-            c.send(addr, TaskPutAck(tid, version, state, all_replicas=True))
+            c.send(addr, TaskPutAck(tid, rec.version, rec.state, all_replicas=True,
+                                    submitted=rec.submitted))  # fmt: skip
         d.entries.clear()
         if d.award_held:
             if rec.state == TaskState.PLACED and rec.attempt == d.award_held:

@@ -137,7 +137,8 @@ class Replication:
         if old is not None and old.spec != rec.spec:
             c.stats["put_conflicts"] += 1
             c.send(sender_addr, TaskPutAck(rec.id, old.version, old.state, ok=False,
-                                           error="the id is taken by a different task"))
+                                           error="the id is taken by a different task",
+                                           submitted=old.submitted))  # fmt: skip
             return True
         tomb = self.store.tombstones.get(rec.id)
         if tomb is not None:
@@ -156,7 +157,7 @@ class Replication:
         if c.node_id not in rec.replicas:
             # a hint (see `push`) and we hold no copy of our own: nothing to reconcile here,
             # and keeping one would leave a copy that no owner keeps up to date
-            c.send(sender_addr, TaskPutAck(rec.id, rec.version, rec.state))
+            c.send(sender_addr, TaskPutAck(rec.id, rec.version, rec.state, submitted=rec.submitted))
             return True
         return False
 
@@ -179,7 +180,8 @@ class Replication:
                 self.acks_at = min(self.acks_at, due)
             return
         self._held_acks.pop(key, None)
-        self.ctx.send(sender_addr, TaskPutAck(rec.id, mine.version, mine.state))
+        self.ctx.send(sender_addr, TaskPutAck(rec.id, mine.version, mine.state,
+                                              submitted=mine.submitted))  # fmt: skip
         if mine != rec:
             # We keep a copy that outranks the one pushed (another owner wrote it: a takeover,
             # or the two sides of a partition). The ack alone cannot say so when both have the
@@ -202,7 +204,8 @@ class Replication:
             addr, tid = key
             mine = self.store.records.get(tid)
             if mine is not None:
-                self.ctx.send(addr, TaskPutAck(tid, mine.version, mine.state))
+                self.ctx.send(addr, TaskPutAck(tid, mine.version, mine.state,
+                                                submitted=mine.submitted))  # fmt: skip
                 if mine.writer != writer:
                     self.ctx.send(addr, TaskGetReply(tid, 0, mine))
         self.acks_at = held[next(iter(held))][0] if held else INF

@@ -189,8 +189,8 @@ class Requests:
                 self._reply(req, False, error=f"task id {a.task_id!r}: {a.error}")
                 continue
             p.waiting.discard(sender)
-            if a.version > 1 or a.state != TaskState.PENDING:
-                p.existing = True
+            if a.submitted != p.record.submitted:
+                p.existing = True  # not the task this entry wrote: one submitted before
             if p.via_owner and not a.all_replicas:
                 self._ask_every_replica(now, p, answered=sender)
             if not p.waiting:

@@ -27,8 +27,9 @@ from gossip.kinds import CLIENT, MEMBERSHIP, Kind, kind_of, register
 
 # 2: task specs name their submitter; 3: loads in thousandths (below); 4: push-pull sends a
 # digest first and then only the entries that differ (Sync, SyncReply, SyncPush); 5: an entry
-# sends a new task record to its owner alone (TaskPut.submission, TaskPutAck.all_replicas)
-PROTOCOL_VERSION = 5
+# sends a new task record to its owner alone (TaskPut.submission, TaskPutAck.all_replicas);
+# 6: TaskPutAck.submitted (an owner places a new task before it answers for its replicas)
+PROTOCOL_VERSION = 6
 
 # Loads and forecasts in resource records are kept, and sent, in thousandths: one or two bytes
 # each on the wire instead of nine (most of a record), and finer than any placement decision.

@@ -1016,6 +1016,9 @@ def test_an_owner_that_cannot_confirm_in_time_leaves_the_entry_to_ask_each_repli
     assert [(to, flag) for src, to, flag in puts if src == entry] == [(owner, True)] * 2
     c.run_for(FAST_PLACEMENT.put_timeout)
     assert sub.ok, sub.error
+    # the owner had placed it meanwhile, and the replicas acknowledge that copy: still the
+    # entry's own new task, not one that existed before
+    assert sub.data["existing"] is False and sub.data["state"] == "pending", sub.data
     assert {to for src, to, flag in puts if src == entry and not flag} == {owner, second, third}
     c.sim.network.clear_link(owner, second, symmetric=False)
     settle(c)

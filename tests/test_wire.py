@@ -97,6 +97,7 @@ TASK_BODIES = [
     TaskPut(MINIMAL_TASK, submission=True),
     TaskPutAck("t-1", 5, TaskState.RUNNING, ok=False, error="id taken"),
     TaskPutAck("t-1", 1, TaskState.PENDING, all_replicas=True),
+    TaskPutAck("t-1", 2, TaskState.PLACED, all_replicas=True, submitted=1764806400.25),
     TaskGet("t-1", 3),
     TaskGetReply("t-1", 3, TASK),
     TaskGetReply("t-1", 3, None),
@@ -325,7 +326,7 @@ MALFORMED_TASK_BODIES = [
     (PUT, SPEC_ + (S_TIMEOUT,), float("inf")),
     (PUT, SPEC_ + (S_DEADLINE,), MAX_DURATION * 2),
     (PUT, SPEC_ + (S_EXPECTED,), None),
-    # TaskPutAck [task_id, version, state, ok, error, all_replicas]
+    # TaskPutAck [task_id, version, state, ok, error, all_replicas, submitted]
     (TaskPutAck("t", 1, TaskState.PENDING), (0,), ""),
     (TaskPutAck("t", 1, TaskState.PENDING), (1,), -1),
     (TaskPutAck("t", 1, TaskState.PENDING), (2,), 9),
@@ -334,6 +335,9 @@ MALFORMED_TASK_BODIES = [
     (TaskPutAck("t", 1, TaskState.PENDING), (4,), _DROP),
     (TaskPutAck("t", 1, TaskState.PENDING), (5,), "yes"),
     (TaskPutAck("t", 1, TaskState.PENDING), (5,), _DROP),
+    (TaskPutAck("t", 1, TaskState.PENDING), (6,), -1.0),
+    (TaskPutAck("t", 1, TaskState.PENDING), (6,), float("nan")),
+    (TaskPutAck("t", 1, TaskState.PENDING), (6,), "x"),
     # TaskGet [task_id, req]
     (TaskGet("t", 1), (0,), None),
     (TaskGet("t", 1), (1,), -1),

@@ -4,8 +4,9 @@
 code at commit e86aec7, before the kind registry, and showed that moving kinds between packages
 and registering them changed not one byte. They were regenerated for protocol 4
 (push-pull digests, whole CPU counts as integers) and for protocol 5 (a submission goes to the
-owner alone: `TaskPut.submission`, `TaskPutAck.all_replicas`); a later difference must come with
-a protocol version of its own, and a regeneration said in its commit.
+owner alone: `TaskPut.submission`, `TaskPutAck.all_replicas`) and for protocol 6
+(`TaskPutAck.submitted`); a later difference must come with a protocol version of its own, and a
+regeneration said in its commit.
 """
 
 from __future__ import annotations
@@ -112,6 +113,8 @@ def samples() -> list[tuple[str, Message]]:
         ("task_put_ack-ok", TaskPutAck("t-1", 1, TaskState.PENDING)),
         ("task_put-submission", TaskPut(minimal, submission=True)),
         ("task_put_ack-all_replicas", TaskPutAck("t-1", 1, TaskState.PENDING, all_replicas=True)),
+        ("task_put_ack-submitted", TaskPutAck("t-1", 2, TaskState.PLACED, all_replicas=True,
+                                              submitted=1700000000.5)),
         ("task_get", TaskGet("t-1", 3)),
         ("task_get_reply", TaskGetReply("t-1", 3, task)),
         ("task_get_reply-none", TaskGetReply("t-1", 3, None)),
