@@ -87,8 +87,13 @@ class RunnerWatcher:
         return ""
 
     def next_look(self, rec: TaskRecord, w: RunnerWatch) -> float:
-        """When `check` may find something new."""
+        """When `check` may find something new (never, unless the record is placed or
+        running: `check` is not called then, so a runner lost before its result came in
+        stayed lost, and an owner waiting for a replica to confirm that result woke at once,
+        again and again, once the grace had passed: a busy loop at one instant)."""
         cfg = self.ctx.config
+        if rec.state not in (TaskState.PLACED, TaskState.RUNNING):
+            return INF
         if w.runner_lost < INF:  # placed or running on a node that failed
             return w.runner_lost + cfg.partition_grace
         if rec.state == TaskState.PLACED:
