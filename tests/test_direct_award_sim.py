@@ -187,3 +187,18 @@ def test_owners_ranking_the_same_stale_gossip_do_not_all_award_the_same_node(pol
     per_node = collections.Counter(node for t in range(200) for node, _, _ in c.runs_of(f"h{t}"))
     assert max(per_node.values()) <= 60, per_node
     assert c.stats()["direct_awards"] >= 150
+
+
+def test_a_node_whose_background_fills_it_is_not_awarded_without_a_round():
+    """Nothing is allocated anywhere, but every node's background load (70 %) leaves it less
+    than `direct_award_room` free: each task negotiates, so the bidders' own forecasts weigh."""
+    c = PlacementCluster(NODES, 0, shape=NodeShape(cpus=2.0),
+                         background=lambda i: BackgroundTrace([0.7]))  # fmt: skip
+    c.run_for(3.0)
+    for i in range(4):
+        c.submit(f"b{i}", task_spec(cpus=0.25, expected=3.0), via=i % NODES, at=c.now + 0.1)
+    assert c.settle(120.0)
+    assert c.states() == {"succeeded": 4} and not c.problems()
+    s = c.stats()
+    assert s["direct_awards"] == 0
+    assert s["bid_requests"] >= 4
