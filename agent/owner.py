@@ -321,15 +321,15 @@ class Owner:
             self._wake(tid, max(now + c.config.put_timeout, self._settled_at()))
             return
         if not d.sync.synced:
-            if d.award_held == 0 and self._new_submission(rec, d):
+            unplaced = rec.state == TaskState.PENDING and d.neg.round is None
+            pick = self.negotiator.direct_pick(now, rec, d.neg) if unplaced else None
+            if pick is not None and self._new_submission(rec, d):
                 # A new task that gossip shows ample room for: place it now, so that the
                 # replicas' first copy is the placed one (one push and its acks instead of
                 # two), and award it once they hold it (below).
-                cand = self.negotiator.direct_pick(now, rec, d.neg)
-                if cand is not None:
-                    rec = self._place(now, rec, d, rec.attempt + 1, DIRECT, cand, award=False)
-                    self.negotiator.awarded_directly(now, cand.node, rec.spec.cpus)
-                    d.award_held = rec.attempt
+                rec = self._place(now, rec, d, rec.attempt + 1, DIRECT, pick, award=False)
+                self.negotiator.awarded_directly(now, pick.node, rec.spec.cpus)
+                d.award_held = rec.attempt
             # We just took the record over (or learnt that another owner moved it on): decide
             # nothing until every live replica has confirmed our copy. A replica holding one
             # that outranks ours answers with it instead (`on_put_ack` fetches it), so a new
@@ -343,8 +343,7 @@ class Owner:
             # a copy found stale abandons it (`hold`), and the award waits for the confirmations.
             rep.push(now, rec, d.sync)
             # (a task to be awarded directly needs no round: it waits for the confirmations)
-            bids = rec.state == TaskState.PENDING and d.neg.round is None and (
-                self.negotiator.direct_pick(now, rec, d.neg) is None)  # fmt: skip
+            bids = unplaced and pick is None
             if bids and now >= d.neg.next_try:
                 self.negotiator.start_round(now, rec, d.neg)
             if not rep.replicated(rec, d.sync, hints=True):
@@ -450,7 +449,7 @@ class Owner:
         node can have placed it, so it may be placed before the replicas confirm it (a copy
         that outranks ours still wins: the award waits for their confirmations)."""
         return (rec.version == 1 and rec.state == TaskState.PENDING and rec.attempt == 0
-                and d.neg.round is None and bool(d.entries))  # fmt: skip
+                and d.award_held == 0 and d.neg.round is None and bool(d.entries))  # fmt: skip
 
     def _replace(self, now: float, rec: TaskRecord, d: _Drive, why: str) -> None:
         """Back to negotiation; the next placement is a new attempt (the old one is fenced)."""
