@@ -7,6 +7,8 @@ direct award, round 0): the award then reserves nothing ahead, and a refusal bri
 
 from __future__ import annotations
 
+import heapq
+import math
 from dataclasses import dataclass, field
 
 from agent.context import Context
@@ -54,6 +56,9 @@ class Negotiator:
         # CPUs this owner awarded directly, per node, not yet in that node's gossip:
         # node -> [(until, cpus)]
         self._awarded: dict[str, list[tuple[float, float]]] = {}
+        # this owner's placements that gossip cannot show yet, as a heap of when they can:
+        # awards until twice `publish_interval` after, rounds until their deadline
+        self._unseen: list[float] = []
 
     def candidates(self, rec: TaskRecord) -> list[Candidate]:
         """Alive nodes that could run the task; those whose gossiped allocation still leaves
@@ -112,7 +117,32 @@ class Negotiator:
         at most `publish_interval` away, twice that for the gossip to arrive)."""
         self._awarded.setdefault(node, []).append(
             (now + 2 * self.ctx.config.publish_interval, cpus))
+        self._hide_until(now + 2 * self.ctx.config.publish_interval)
         self.ctx.stats["direct_awards"] += 1
+
+    def _hide_until(self, t: float) -> None:
+        heapq.heappush(self._unseen, t)
+
+    def bid_pool(self, now: float, cands: list[Candidate]) -> list[Candidate]:
+        """The candidates a round's policy chooses from: with u of this owner's placements
+        that gossip cannot show yet (open rounds, awards until twice `publish_interval`
+        after), a random d / (1 + u) of them, at least d: then no node is expected in more
+        than d of the pools of the 1 + u decisions made on one view. While u < d, all.
+
+        Every owner ranks the same gossip, which lags: under a burst every round asked the
+        same top d nodes until their gossip caught up (2,000 tasks on 20 real agents sharing
+        one busy machine: two agents ran 302 and 359). Shrinking pools spread such decisions
+        like the power of d choices, while a quiet owner still ranks the whole cluster
+        (long-tasks: predictive's lead comes from the best forecast headroom of all)."""
+        unseen = self._unseen
+        while unseen and unseen[0] <= now:
+            heapq.heappop(unseen)
+        d = self.ctx.config.bids
+        k = max(d, math.ceil(len(cands) * d / (1 + len(unseen))))
+        if k >= len(cands):
+            return cands
+        self.ctx.stats["bid_pools_drawn"] += 1
+        return self.ctx.rng.sample(cands, k)
 
     def _recent(self, now: float, node: str) -> float:
         held = self._awarded.get(node)
@@ -125,12 +155,13 @@ class Negotiator:
 
     def start_round(self, now: float, rec: TaskRecord, neg: Negotiation) -> None:
         c = self.ctx
-        cands = self.candidates(rec)
+        cands = self.bid_pool(now, self.candidates(rec))
         asked = self.policy.choose(rec.spec, cands, c.config.bids, c.rng) if cands else []
         if not asked:
             c.stats["no_candidates"] += 1
             self.back_off(now, neg)
             return
+        self._hide_until(now + c.config.bid_timeout)
         neg.rounds += 1
         rnd = Round(rec.attempt + 1, neg.rounds, asked, now + c.config.bid_timeout)
         neg.round = rnd
@@ -195,6 +226,7 @@ class Negotiator:
             if b.ok and n != winner:
                 c.send(by_node[n].addr, Release(tid, rnd.attempt, rnd.no))
         neg.backoff = 0.0
+        self._hide_until(now + 2 * c.config.publish_interval)
         return rnd, by_node[winner]
 
     def release(self, neg: Negotiation) -> None:

@@ -202,3 +202,47 @@ def test_a_node_whose_background_fills_it_is_not_awarded_without_a_round():
     s = c.stats()
     assert s["direct_awards"] == 0
     assert s["bid_requests"] >= 4
+
+
+@pytest.mark.parametrize("policy", ["predictive", "least-loaded"])
+def test_owners_ranking_the_same_stale_gossip_do_not_all_ask_the_same_bidders(policy):
+    """The bid path's twin of the test above: backgrounds of 60-69 % leave no node roomy
+    enough for a direct award, so all 200 tasks negotiate at one instant. Asking the top d
+    of all, every round asked the same two nodes; each owner's rounds on one stale view are
+    drawn from a shrinking random share of the cluster instead. Here predictive ran 10-29
+    tasks per node, against 100 on each of two; least-loaded, whose winner is the lowest
+    background whatever it was given, 3-74 (its best node is in about 62 of the 200
+    pools), against 160 and 40."""
+    n = 10
+    c = PlacementCluster(n, 5, shape=NodeShape(cpus=16.0),
+                         background=lambda i: BackgroundTrace([0.60 + 0.01 * i]),
+                         placement=dataclasses.replace(FAST_PLACEMENT, policy=policy))  # fmt: skip
+    c.run_for(3.0)
+    at = c.now + 0.1
+    for i in range(200):
+        c.submit(f"b{i}", task_spec(cpus=0.1, expected=5.0), via=i % n, at=at)
+    assert c.settle(120.0)
+    assert c.states() == {"succeeded": 200} and not c.problems()
+    per_node = collections.Counter(node for t in range(200) for node, _, _ in c.runs_of(f"b{t}"))
+    s = c.stats()
+    assert s["direct_awards"] == 0 and s["bid_requests"] >= 400
+    assert len(per_node) >= 8 and max(per_node.values()) <= 80, per_node
+
+
+@pytest.mark.parametrize("policy", ["predictive", "least-loaded"])
+def test_a_quiet_owner_still_asks_the_best_nodes_of_the_whole_cluster(policy):
+    """One task at a time, each after the last one's award could show in gossip: no round is
+    drawn from a share of the cluster, so every task negotiates with the two best nodes and
+    runs on the best (a draw of two at random would find it one time in five)."""
+    n = 10
+    c = PlacementCluster(n, 3, shape=NodeShape(cpus=16.0),
+                         background=lambda i: BackgroundTrace([0.60 + 0.01 * i]),
+                         placement=dataclasses.replace(FAST_PLACEMENT, policy=policy))  # fmt: skip
+    c.run_for(3.0)
+    for i in range(12):
+        c.submit(f"q{i}", task_spec(cpus=0.1, expected=0.3), via=i % n, at=c.now + 0.1 + 1.5 * i)
+    assert c.settle(120.0)
+    assert c.states() == {"succeeded": 12} and not c.problems()
+    runners = {node for t in range(12) for node, _, _ in c.runs_of(f"q{t}")}
+    assert runners == {"n0"}
+    assert c.stats()["bid_pools_drawn"] == 0
