@@ -92,11 +92,12 @@ def _forecast(quick: bool) -> str:
 
 
 def _placement(quick: bool) -> str:
-    """Task placement latency and throughput between real agent processes."""
+    """Task placement latency and throughput between real agent processes, with direct awards
+    and with every task negotiating."""
     from scenarios.bench import placement_real as bench_placement_real
 
-    return bench_placement_real.run(10 if quick else 20, 100 if quick else 300,
-                                    500 if quick else 2000)  # fmt: skip
+    sizes = (10 if quick else 20, 100 if quick else 300, 500 if quick else 2000)
+    return "\n".join(bench_placement_real.run(*sizes, bid_rounds=b) for b in (False, True))
 
 
 def _policies(quick: bool) -> str:

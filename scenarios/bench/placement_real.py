@@ -19,6 +19,10 @@ Everything is measured twice in the same run: on a plain cluster and on a keyed 
 message CURVE-encrypted and authenticated, the client with an admin credential): CURVE's cost.
 
     python -m scenarios.bench.placement_real [--agents 20] [--latency 300] [--burst 2000]
+                                             [--bid-rounds]
+
+`--bid-rounds` turns direct awards off, so every task goes through a bid round: the path a
+busy cluster takes, where every owner ranking the same lagging gossip can herd.
 
 `run()` returns the markdown section embedded in docs/benchmarks.md by scenarios/bench.py.
 """
@@ -213,16 +217,20 @@ async def _measure(
                    burst_started=_to_started(rs),
                    msgs_per_task=sum(sent.values()) / max(1, len(rs)),
                    msgs_by_kind={k: v / max(1, len(rs)) for k, v in sent.most_common() if v},
-                   attempts=statistics.mean(r["attempt"] for r in rs) if rs else 0.0)  # fmt: skip
+                   attempts=statistics.mean(r["attempt"] for r in rs) if rs else 0.0,
+                   busiest=max(collections.Counter(r["node"] for r in rs).values(),
+                               default=0))  # fmt: skip
         _stderr(f"burst: {len(recs)}/{n_burst} done, {errors} submit errors")
     finally:
         client.close()
     return res
 
 
-def _measure_cluster(agents: int, n_latency: int, n_burst: int, keyed: bool) -> dict[str, Any]:
+def _measure_cluster(agents: int, n_latency: int, n_burst: int, keyed: bool,
+                     bid_rounds: bool) -> dict[str, Any]:  # fmt: skip
     _stderr(f"starting {agents} agents ({'keyed' if keyed else 'plain'})")
-    with LocalCluster(agents, log_level="WARNING", keyed=keyed,
+    placement = {"direct_awards": False} if bid_rounds else None
+    with LocalCluster(agents, log_level="WARNING", keyed=keyed, placement=placement,
                       resources={"cpus": 64, "memory": "64GiB"}) as cluster:  # fmt: skip
         cluster.start(timeout=60)
         cluster.wait_converged(timeout=60)
@@ -230,9 +238,12 @@ def _measure_cluster(agents: int, n_latency: int, n_burst: int, keyed: bool) -> 
         return asyncio.run(_measure(addrs, n_latency, n_burst, cluster.credential))
 
 
-def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000) -> str:
-    plain = _measure_cluster(agents, n_latency, n_burst, keyed=False)
-    keyed = _measure_cluster(agents, n_latency, n_burst, keyed=True)
+def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000,
+        bid_rounds: bool = False) -> str:  # fmt: skip
+    """`bid_rounds`: direct awards off, so every task negotiates (the bid path under a burst,
+    which a busy cluster takes: no node keeps half its CPUs free)."""
+    plain = _measure_cluster(agents, n_latency, n_burst, keyed=False, bid_rounds=bid_rounds)
+    keyed = _measure_cluster(agents, n_latency, n_burst, keyed=True, bid_rounds=bid_rounds)
     ms = "{:.2f}".format
 
     def ratio(k: float, p: float) -> str:
@@ -242,9 +253,11 @@ def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000) -> str:
         "### Task placement, real agents",
         "",
         f"`python -m scenarios.bench.placement_real --agents {agents} --latency {n_latency} "
-        f"--burst {n_burst}`: {agents} agent processes on loopback, default SWIM and placement "
-        "configuration (d = 2 bids, r = 3 replicas, predictive policy with the meta-learned "
-        "forecaster), tasks `true` at 0.05 CPU; the same measurements on a plain cluster and on "
+        f"--burst {n_burst}{' --bid-rounds' if bid_rounds else ''}`: {agents} agent processes "
+        "on loopback, default SWIM and placement configuration (d = 2 bids, r = 3 replicas, "
+        "predictive policy with the meta-learned forecaster"
+        + ("; direct awards off, so every task negotiates" if bid_rounds else "")
+        + "), tasks `true` at 0.05 CPU; the same measurements on a plain cluster and on "
         "a keyed one (CURVE on every connection), one after the other in the same run.",
         "",
         "| measure | plain p50 | plain p99 | keyed p50 | keyed p99 | keyed/plain p50 | target |",
@@ -268,6 +281,8 @@ def run(agents: int = 20, n_latency: int = 300, n_burst: int = 2000) -> str:
             f"**{r['place_rate']:.0f} placements/s** sustained (target ≥ 1,000); the client saw "
             f"{r['submit_rate']:.0f} accepted submits/s; {r['burst_done']}/{r['burst_n']} "
             f"terminal, {r['burst_errors']} submit errors, mean attempts {r['attempts']:.2f}; "
+            f"the busiest agent ran {r['busiest']} of them (an even share: "
+            f"{r['burst_n'] / agents:.0f}); "
             f"**{r['msgs_per_task']:.1f} placement messages per task** (all agents' sends from "
             "the burst's start until every task was terminal; by kind: "
             + ", ".join(f"{k} {v:.2f}" for k, v in r["msgs_by_kind"].items()) + ").",
@@ -287,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agents", type=int, default=20)
     p.add_argument("--latency", type=int, default=300, help="tasks submitted one at a time")
     p.add_argument("--burst", type=int, default=2000, help="tasks in the throughput burst")
+    p.add_argument("--bid-rounds", action="store_true",
+                   help="direct awards off: every task negotiates (the bid path under a burst)")
     a = p.parse_args(argv)
-    print(run(a.agents, a.latency, a.burst))
+    print(run(a.agents, a.latency, a.burst, a.bid_rounds))
     return 0
 
 
