@@ -541,15 +541,17 @@ class ZmqTransport:
     def reply(self, identity: Identity, payload: bytes) -> None:
         """Answer a client on the ROUTER. Never blocks; a reply that cannot be queued is dropped.
 
-        Sent through a plain shadow of the asyncio ROUTER, so the outcome is known at once
-        (no future); counted in `stats` as ``replies`` or ``reply_dropped``.
+        Sent through the asyncio ROUTER itself, never a plain shadow of it: ZeroMQ's FD is
+        edge-triggered and a send consumes the edge of a message that has just arrived, which
+        only the asyncio socket knows to look for again (through a shadow, a `recv` waiting
+        meanwhile never woke). A non-blocking send there is settled at once, so the outcome
+        is known without awaiting; counted in `stats` as ``replies`` or ``reply_dropped``.
         """
         if self._closed:
             return
-        try:
-            zmq.Socket.shadow(self._router.underlying).send_multipart(
-                [*identity, payload], flags=zmq.NOBLOCK)  # fmt: skip
-        except zmq.ZMQError as e:
+        sent = self._router.send_multipart([*identity, payload], flags=zmq.NOBLOCK)
+        e = sent.exception()  # done: only blocking sends ever wait
+        if e is not None:
             self.stats["reply_dropped"] += 1
             log.debug("reply dropped: %s", e)
             return

@@ -188,3 +188,40 @@ def test_lru_eviction_bounds_peer_sockets() -> None:
             t.close()
 
     asyncio.run(main())
+
+
+def test_a_reply_sent_while_recv_waits_does_not_swallow_the_next_message() -> None:
+    """ZeroMQ's FD is edge-triggered and any send on the socket consumes the edge. A reply
+    sent (from another task) while `recv` waits took the wake-up of a message that had just
+    arrived: recv never woke again, so the agent stopped hearing every peer while still
+    answering probes on UDP (a real 10-agent burst: one agent heard 475 stream messages of
+    ~2,400, and a third of the burst's submits timed out waiting for its acks)."""
+
+    async def main() -> None:
+        t = ZmqTransport.bind(_ep())
+        ctx = zmq.Context()
+        client = ctx.socket(zmq.DEALER)
+        client.setsockopt(zmq.LINGER, 0)
+        client.connect(t.endpoint)
+        try:
+            for i in range(3):
+                client.send(b"question %d" % i)
+                ident, payload, _ = await _recv(t)
+                assert payload == b"question %d" % i
+                waiting = asyncio.ensure_future(t.recv())
+                await asyncio.sleep(0.05)  # recv now waits on the FD
+                # in one loop turn: a message arrives (the I/O thread signals the FD), then
+                # this agent answers the earlier question before the loop polls
+                client.send(b"next %d" % i)
+                time.sleep(0.1)
+                t.reply(ident, b"answer %d" % i)
+                _, payload, _ = await asyncio.wait_for(waiting, 2.0)
+                assert payload == b"next %d" % i
+                assert client.poll(2000, zmq.POLLIN)
+                assert client.recv() == b"answer %d" % i
+        finally:
+            client.close()
+            ctx.term()
+            t.close()
+
+    asyncio.run(main())
