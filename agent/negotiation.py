@@ -101,6 +101,7 @@ class Negotiator:
             return None
         s = rec.spec
         step, horizons = cfg.forecast_step, cfg.forecast_horizons
+        self._forget_shown(now)
         cands = [x for x in self.candidates(rec)
                  if gossiped_headroom(x.record, s, step, horizons) - self._recent(now, x.node)
                  - s.cpus >= cfg.direct_award_room * x.record.cpus - EPS
@@ -134,15 +135,24 @@ class Negotiator:
         one busy machine: two agents ran 302 and 359). Shrinking pools spread such decisions
         like the power of d choices, while a quiet owner still ranks the whole cluster
         (long-tasks: predictive's lead comes from the best forecast headroom of all)."""
-        unseen = self._unseen
-        while unseen and unseen[0] <= now:
-            heapq.heappop(unseen)
+        self._forget_shown(now)
         d = self.ctx.config.bids
-        k = max(d, math.ceil(len(cands) * d / (1 + len(unseen))))
+        k = max(d, math.ceil(len(cands) * d / (1 + len(self._unseen))))
         if k >= len(cands):
             return cands
         self.ctx.stats["bid_pools_drawn"] += 1
         return self.ctx.rng.sample(cands, k)
+
+    def _forget_shown(self, now: float) -> None:
+        """Drop what gossip can show by now. Every direct award is hidden exactly as long as
+        it is counted against its node, so with nothing hidden nothing is counted: awards to
+        nodes never weighed again (they left) are forgotten too, not kept for the owner's
+        life."""
+        unseen = self._unseen
+        while unseen and unseen[0] <= now:
+            heapq.heappop(unseen)
+        if not unseen:
+            self._awarded.clear()
 
     def _recent(self, now: float, node: str) -> float:
         held = self._awarded.get(node)

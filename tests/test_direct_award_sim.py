@@ -246,3 +246,33 @@ def test_a_quiet_owner_still_asks_the_best_nodes_of_the_whole_cluster(policy):
     runners = {node for t in range(12) for node, _, _ in c.runs_of(f"q{t}")}
     assert runners == {"n0"}
     assert c.stats()["bid_pools_drawn"] == 0
+
+
+def test_an_owner_forgets_what_it_awarded_to_nodes_that_have_left():
+    """An owner counts its direct awards against a node until gossip can show them, and
+    forgot them only when it next weighed that node: awards to a node that then crashed for
+    good stayed counted for as long as the owner lived. With nothing of its own still
+    hidden from gossip, the owner's next placement counts only itself."""
+    n = 10
+    c = PlacementCluster(n, 2, shape=NodeShape(cpus=16.0),
+                         placement=dataclasses.replace(FAST_PLACEMENT, policy="least-loaded"))
+    c.run_for(3.0)
+    at = c.now + 0.1
+    for i in range(100):
+        c.submit(f"a{i}", task_spec(cpus=0.1, expected=1.0), via=i % n, at=at)
+    c.run_for(0.2)
+    held = {c.core(a).node_id: c.core(a).placement.owner.negotiator for a in c.addrs}
+    counted = collections.Counter(node for neg in held.values() for node in neg._awarded)
+    gone_node = counted.most_common(1)[0][0]  # the node most owners count awards against
+    c.crash(c.addr_of(gone_node))
+    assert c.settle(120.0)
+    live = [i for i in c.ids if i != gone_node]
+    owners = [o for o, neg in held.items() if gone_node in neg._awarded and o != gone_node]
+    assert owners
+    for k, owner in enumerate(owners):
+        tid = next(t for t in (f"later{k}-{j}" for j in range(1000))
+                   if HashRing(live).preference(t, 1) == [owner])  # fmt: skip
+        c.submit(tid, task_spec(cpus=0.1, expected=1.0), via=c.addr_of(owner), at=c.now + 0.1)
+        assert c.settle(30.0)
+        assert gone_node not in held[owner]._awarded, owner
+    assert c.states() == {"succeeded": 100 + len(owners)} and not c.problems()
