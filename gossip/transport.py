@@ -169,6 +169,9 @@ class TransportConfig:
     datagram_burst: int = 256  # datagrams read per wakeup before other work gets a turn
     coalesce_max: int = 64  # payloads to one peer in one multipart message at most
     recv_drain: int = 64  # messages taken off the ROUTER per wakeup, without awaiting each
+    # seconds between looks for a message that waits on the ROUTER while recv waits too: a
+    # lost wake-up of ZeroMQ's edge-triggered FD (`_recheck_recv`)
+    recv_recheck: float = 1.0
 
 
 @dataclass(slots=True)
@@ -202,8 +205,9 @@ class ZmqTransport:
     unexpected frame layout), ``dropped_invalid_addr``, ``send_errors``, ``peers_evicted``,
     ``handshake_failed`` (a connection that failed CURVE: wrong or no key; logged with the
     peer's address), ``redialled`` (a peer tried with the next key of the ring), ``rebinds``,
-    ``peers_reset``; datagrams: ``datagrams_sent`` / ``_received``, ``datagram_bytes_sent`` /
-    ``_received``, ``datagram_too_big`` (sent on the stream instead), ``datagram_send_errors``,
+    ``peers_reset``, ``recv_rewoken`` (a lost wake-up of the ROUTER found); datagrams:
+    ``datagrams_sent`` / ``_received``, ``datagram_bytes_sent`` / ``_received``,
+    ``datagram_too_big`` (sent on the stream instead), ``datagram_send_errors``,
     ``datagram_bad_addr``, and one counter per reason a received one was refused
     (`gossip.datagram.DatagramError`).
     """
@@ -234,6 +238,10 @@ class ZmqTransport:
         self._outbox: dict[str, list[bytes]] = {}  # sent this loop turn, per peer (`_flush_out`)
         self._out_scheduled = False
         self._inbox: collections.deque[Received] = collections.deque()  # drained, not yet taken
+        self._waits = 0  # how many times recv has begun to wait on the ROUTER
+        self._waiting = False  # recv waits on the ROUTER now
+        self._wait_checked = -1  # the wait `_recheck_recv` saw last
+        self._recheck: asyncio.TimerHandle | None = None
         try:
             self._router = self._bind_router(endpoint)
         except BaseException:
@@ -408,8 +416,13 @@ class ZmqTransport:
         ``[b"", payload]``. Both are accepted; anything else is counted and dropped.
         """
         self._start_background()
+        if self._recheck is None and not self._closed:
+            self._recheck = asyncio.get_running_loop().call_later(
+                self.config.recv_recheck, self._recheck_recv)  # fmt: skip
         while not self._inbox:
             router = self._router
+            self._waits += 1
+            self._waiting = True
             try:
                 frames = await router.recv_multipart(copy=False)
             except asyncio.CancelledError:
@@ -417,6 +430,8 @@ class ZmqTransport:
                 if router is self._router or self._closed or (task and task.cancelling()):
                     raise
                 continue  # the ROUTER was rebound under us (a key rotation)
+            finally:
+                self._waiting = False
             self._take(frames)
             self._drain(router)
         got = self._inbox.popleft()
@@ -425,6 +440,25 @@ class ZmqTransport:
         self.stats["received"] += 1
         self.stats["bytes_received"] += len(got[1])
         return got
+
+    def _recheck_recv(self) -> None:
+        """Take a message that has waited on the ROUTER through a whole wait of recv's.
+
+        ZeroMQ's FD is edge-triggered and any operation on the socket consumes its edge;
+        one that pyzmq's asyncio socket does not see (a plain shadow's send did, once) leaves
+        recv asleep while messages queue, and the agent deaf on its stream while UDP keeps it
+        alive. Reading EVENTS through the asyncio socket makes pyzmq take what waits.
+        Counted as ``recv_rewoken`` and logged: each is a lost wake-up found."""
+        if self._closed:
+            return
+        self._recheck = asyncio.get_running_loop().call_later(
+            self.config.recv_recheck, self._recheck_recv)  # fmt: skip
+        same_wait = self._waiting and self._waits == self._wait_checked
+        self._wait_checked = self._waits
+        if same_wait and self._router.get(zmq.EVENTS) & zmq.POLLIN:
+            self.stats["recv_rewoken"] += 1
+            log.warning("a message waited on the ROUTER with no wake-up; taken now [%d so far]",
+                        self.stats["recv_rewoken"])  # fmt: skip
 
     def _drain(self, router: zmq.asyncio.Socket) -> None:
         """Take what else is already queued on the ROUTER, without a future per message."""
@@ -723,6 +757,8 @@ class ZmqTransport:
         if self._closed:
             return
         self._closed = True
+        if self._recheck is not None:
+            self._recheck.cancel()
         self._outbox.clear()
         for peer in self._peers.values():
             self._close_peer(peer)
