@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 import zmq
@@ -15,6 +17,21 @@ from gossip.transport import BindError, TransportConfig, ZmqTransport
 
 def _ep() -> str:
     return f"tcp://127.0.0.1:{free_ports(1)[0]}"
+
+
+@contextlib.contextmanager
+def _client_of(t: ZmqTransport) -> Iterator[zmq.Socket]:
+    """A plain DEALER connected to `t`, as a client would be; closes both after."""
+    ctx = zmq.Context()
+    client = ctx.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(t.endpoint)
+    try:
+        yield client
+    finally:
+        client.close()
+        ctx.term()
+        t.close()
 
 
 async def _recv(t: ZmqTransport, timeout: float = 2.0) -> tuple[tuple[bytes, ...], bytes, str]:
@@ -95,11 +112,7 @@ def test_invalid_peer_address_is_counted_not_raised() -> None:
 def test_client_request_reply_and_bad_frames() -> None:
     async def main() -> None:
         t = ZmqTransport.bind(_ep())
-        ctx = zmq.Context()
-        client = ctx.socket(zmq.DEALER)
-        client.setsockopt(zmq.LINGER, 0)
-        client.connect(t.endpoint)
-        try:
+        with _client_of(t) as client:
             # a coalesced message: one frame per payload; an empty frame is no payload
             client.send_multipart([b"a", b"", b"c"])
             client.send(b"question")
@@ -111,7 +124,7 @@ def test_client_request_reply_and_bad_frames() -> None:
             assert client.recv() == b"answer"
             assert t.stats["replies"] == 1
             # a REQ client (empty delimiter frame) is answered too
-            req = ctx.socket(zmq.REQ)
+            req = client.context.socket(zmq.REQ)
             req.setsockopt(zmq.LINGER, 0)
             req.connect(t.endpoint)
             req.send(b"q2")
@@ -121,10 +134,6 @@ def test_client_request_reply_and_bad_frames() -> None:
             assert req.poll(2000, zmq.POLLIN)
             assert req.recv() == b"a2"
             req.close()
-        finally:
-            client.close()
-            ctx.term()
-            t.close()
 
     asyncio.run(main())
 
@@ -199,11 +208,7 @@ def test_a_reply_sent_while_recv_waits_does_not_swallow_the_next_message() -> No
 
     async def main() -> None:
         t = ZmqTransport.bind(_ep(), TransportConfig(recv_recheck=60.0))  # no rescue here
-        ctx = zmq.Context()
-        client = ctx.socket(zmq.DEALER)
-        client.setsockopt(zmq.LINGER, 0)
-        client.connect(t.endpoint)
-        try:
+        with _client_of(t) as client:
             for i in range(3):
                 client.send(b"question %d" % i)
                 ident, payload, _ = await _recv(t)
@@ -220,10 +225,6 @@ def test_a_reply_sent_while_recv_waits_does_not_swallow_the_next_message() -> No
                 assert client.poll(2000, zmq.POLLIN)
                 assert client.recv() == b"answer %d" % i
             assert t.stats["recv_rewoken"] == 0
-        finally:
-            client.close()
-            ctx.term()
-            t.close()
 
     asyncio.run(main())
 
@@ -235,11 +236,7 @@ def test_a_lost_wake_up_is_found_and_the_waiting_message_taken() -> None:
 
     async def main() -> None:
         t = ZmqTransport.bind(_ep(), TransportConfig(recv_recheck=0.2))
-        ctx = zmq.Context()
-        client = ctx.socket(zmq.DEALER)
-        client.setsockopt(zmq.LINGER, 0)
-        client.connect(t.endpoint)
-        try:
+        with _client_of(t) as client:
             client.send(b"hello")
             ident, _, _ = await _recv(t)
             waiting = asyncio.ensure_future(t.recv())
@@ -255,9 +252,5 @@ def test_a_lost_wake_up_is_found_and_the_waiting_message_taken() -> None:
             await asyncio.sleep(0.6)
             assert t.stats["recv_rewoken"] == 1
             waiting.cancel()
-        finally:
-            client.close()
-            ctx.term()
-            t.close()
 
     asyncio.run(main())
