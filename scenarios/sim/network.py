@@ -119,6 +119,7 @@ class NetworkModel:
         self.set_streams(streams)
         self._links: dict[tuple[str, str], tuple[float | None, float | None, float | None]] = {}
         self._group: dict[str, int] | None = None
+        self._deaf: set[str] = set()  # nodes that take nothing off their streams (`deafen`)
         self._random = random.Random(0).random  # replaced by bind(); never used unbound in sims
 
     def bind(self, rng: random.Random) -> None:
@@ -195,6 +196,19 @@ class NetworkModel:
 
     def heal(self) -> None:
         self._group = None
+
+    def deafen(self, addr: str) -> None:
+        """`addr` takes nothing off its incoming streams while its datagrams still pass both
+        ways: alive to failure detection, deaf to everything else (a real agent whose stream
+        receive stalled; a path that drops TCP but not UDP). Streams to it stall, as across
+        a partition, until `hear`."""
+        self._deaf.add(addr)
+
+    def hear(self, addr: str) -> None:
+        self._deaf.discard(addr)
+
+    def hears_streams(self, addr: str) -> bool:
+        return addr not in self._deaf
 
     @property
     def partitioned_groups(self) -> dict[str, int] | None:

@@ -527,6 +527,17 @@ class PlacementCluster:
 
         self._at(at, go)
 
+    def deafen(self, addr: str | int, at: float | None = None) -> None:
+        """From `at`, the node takes nothing off its streams; its datagrams (failure
+        detection) still pass (`NetworkModel.deafen`)."""
+        addr = self._addr(addr)
+
+        def go() -> None:
+            self.sim.network.deafen(addr)
+            self.events.append((self.sim.now, "deafen", addr))
+
+        self._at(at, go)
+
     def watch(self, fn: Watcher) -> None:
         """Call fn(cluster, addr, now, msg) after every call into any node (msg None for ticks
         and scenario calls) until it returns True."""

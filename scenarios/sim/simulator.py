@@ -599,7 +599,7 @@ class Simulator:
         cfg = link.cfg
         src, dst = link.src, link.dst
         d = transit(src, dst)
-        if d == DROP_PARTITION:
+        if d == DROP_PARTITION or not self.network.hears_streams(dst):
             link.queue.append(msg)
             self._stall(link, now, cfg.rto_min)
             return
@@ -638,7 +638,8 @@ class Simulator:
         queue now, in order (after a partition: the stale burst at the first retry after it)."""
         if link.closed:
             return
-        if not self.network.reachable(link.src, link.dst):
+        net = self.network
+        if not (net.reachable(link.src, link.dst) and net.hears_streams(link.dst)):
             self._stall(link, now, min(2.0 * link.rto, link.cfg.rto_max))
             return
         queue, link.queue = link.queue, []
