@@ -201,11 +201,8 @@ class NetworkModel:
         """`addr` takes nothing off its incoming streams while its datagrams still pass both
         ways: alive to failure detection, deaf to everything else (a real agent whose stream
         receive stalled; a path that drops TCP but not UDP). Streams to it stall, as across
-        a partition, until `hear`."""
+        a partition, for the rest of the run."""
         self._deaf.add(addr)
-
-    def hear(self, addr: str) -> None:
-        self._deaf.discard(addr)
 
     def hears_streams(self, addr: str) -> bool:
         return addr not in self._deaf
